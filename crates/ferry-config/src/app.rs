@@ -1,0 +1,409 @@
+//! `conf/config.yaml` in APISIX's shape: the keys Ferry uses, `${{VAR}}` environment references,
+//! and a list of APISIX keys that Ferry ignores (reported once, never an error).
+
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default access-log format, as APISIX ships it.
+pub const DEFAULT_ACCESS_LOG_FORMAT: &str = "$remote_addr - $remote_user [$time_local] $http_host \"$request\" $status $body_bytes_sent $request_time \"$http_referer\" \"$http_user_agent\" $upstream_addr $upstream_status $upstream_response_time \"$upstream_scheme://$upstream_host$upstream_uri\"";
+
+/// Where routes and services live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigProvider {
+    /// SQLite in the data dir (Ferry's default).
+    Embedded,
+    Etcd,
+    Yaml,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRole {
+    Admin,
+    Viewer,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminKey {
+    pub name: String,
+    pub key: String,
+    pub role: AdminRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogEscape {
+    /// nginx's default: `"`, `\` and control bytes as `\xHH`.
+    Default,
+    /// JSON string escaping.
+    Json,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLogConf {
+    pub enabled: bool,
+    /// File path, relative to the working directory; `/dev/stdout` works.
+    pub path: PathBuf,
+    pub format: String,
+    pub escape: LogEscape,
+}
+
+/// Ferry's settings, resolved from config.yaml and defaults.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub node_listen: Vec<SocketAddr>,
+    pub admin_enabled: bool,
+    pub admin_listen: SocketAddr,
+    pub admin_keys: Vec<AdminKey>,
+    /// `deployment.admin.allow_admin`: CIDRs allowed to reach the Admin API (empty: all).
+    pub allow_admin: Vec<ipnet::IpNet>,
+    pub config_provider: ConfigProvider,
+    pub access_log: AccessLogConf,
+    /// Request-body limit for the data plane, bytes (0: unlimited).
+    pub client_max_body_size: u64,
+    /// Largest request head (request line plus headers) accepted, bytes.
+    pub max_header_size: usize,
+    pub data_dir: PathBuf,
+    pub drain_timeout: Duration,
+    /// APISIX keys present in the file that Ferry does not use.
+    pub ignored_keys: Vec<String>,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            node_listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9080)],
+            admin_enabled: true,
+            admin_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9180),
+            admin_keys: Vec::new(),
+            allow_admin: Vec::new(),
+            config_provider: ConfigProvider::Embedded,
+            access_log: AccessLogConf {
+                enabled: true,
+                path: PathBuf::from("logs/access.log"),
+                format: DEFAULT_ACCESS_LOG_FORMAT.to_string(),
+                escape: LogEscape::Default,
+            },
+            client_max_body_size: 64 * 1024 * 1024,
+            max_header_size: 64 * 1024,
+            data_dir: PathBuf::from("data"),
+            drain_timeout: Duration::from_secs(10),
+            ignored_keys: Vec::new(),
+        }
+    }
+}
+
+// ---- raw YAML shape -------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+struct Raw {
+    #[serde(default)]
+    apisix: RawApisix,
+    #[serde(default)]
+    deployment: RawDeployment,
+    #[serde(default)]
+    nginx_config: RawNginx,
+    #[serde(default)]
+    ferry: RawFerry,
+}
+
+#[derive(Deserialize, Default)]
+struct RawApisix {
+    node_listen: Option<NodeListen>,
+    enable_admin: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NodeListen {
+    Port(u16),
+    List(Vec<ListenItem>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ListenItem {
+    Port(u16),
+    Addr(ListenAddr),
+}
+
+#[derive(Deserialize)]
+struct ListenAddr {
+    ip: Option<IpAddr>,
+    port: u16,
+    #[serde(default)]
+    #[allow(dead_code)]
+    enable_http2: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawDeployment {
+    #[allow(dead_code)]
+    role: Option<String>,
+    role_traditional: Option<RawRoleTraditional>,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Deserialize)]
+struct RawRoleTraditional {
+    config_provider: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawAdmin {
+    admin_key: Option<Vec<RawAdminKey>>,
+    admin_listen: Option<ListenAddr>,
+    allow_admin: Option<Vec<String>>,
+    #[allow(dead_code)]
+    admin_key_required: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct RawAdminKey {
+    name: Option<String>,
+    key: Option<String>,
+    role: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawNginx {
+    #[serde(default)]
+    http: RawNginxHttp,
+}
+
+#[derive(Deserialize, Default)]
+struct RawNginxHttp {
+    enable_access_log: Option<bool>,
+    access_log: Option<String>,
+    access_log_format: Option<String>,
+    access_log_format_escape: Option<String>,
+    client_max_body_size: Option<SizeValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Num(u64),
+    Text(String),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFerry {
+    data_dir: Option<PathBuf>,
+    drain_timeout_ms: Option<u64>,
+    max_header_size: Option<usize>,
+}
+
+/// A config error, rendered with the file (and line/column when known).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl AppConfig {
+    /// Loads a config file; `None` means defaults (no file).
+    pub fn load(path: Option<&Path>) -> Result<AppConfig, ConfigError> {
+        let Some(path) = path else {
+            return Ok(AppConfig::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parses config.yaml text (after `${{VAR}}` substitution).
+    pub fn parse(text: &str) -> Result<AppConfig, ConfigError> {
+        let text = substitute_env(text, |k| std::env::var(k).ok())?;
+        if text.trim().is_empty() {
+            return Ok(AppConfig::default());
+        }
+        let mut ignored = Vec::new();
+        let de = serde_yaml_ng::Deserializer::from_str(&text);
+        let raw: Raw = serde_ignored::deserialize(de, |p| ignored.push(p.to_string()))
+            .map_err(|e| ConfigError(yaml_error(&e)))?;
+        let mut cfg = AppConfig::default();
+        cfg.ignored_keys = ignored;
+        cfg.apply(raw)?;
+        Ok(cfg)
+    }
+
+    fn apply(&mut self, raw: Raw) -> Result<(), ConfigError> {
+        let unspecified = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        if let Some(nl) = raw.apisix.node_listen {
+            self.node_listen = match nl {
+                NodeListen::Port(p) => vec![SocketAddr::new(unspecified, p)],
+                NodeListen::List(items) => items
+                    .into_iter()
+                    .map(|i| match i {
+                        ListenItem::Port(p) => SocketAddr::new(unspecified, p),
+                        ListenItem::Addr(a) => SocketAddr::new(a.ip.unwrap_or(unspecified), a.port),
+                    })
+                    .collect(),
+            };
+            if self.node_listen.is_empty() {
+                return Err(ConfigError("apisix.node_listen: needs at least one port".into()));
+            }
+        }
+        if let Some(e) = raw.apisix.enable_admin {
+            self.admin_enabled = e;
+        }
+        if let Some(rt) = raw.deployment.role_traditional {
+            if let Some(p) = rt.config_provider {
+                self.config_provider = match p.as_str() {
+                    "embedded" => ConfigProvider::Embedded,
+                    "etcd" => ConfigProvider::Etcd,
+                    "yaml" => ConfigProvider::Yaml,
+                    other => {
+                        return Err(ConfigError(format!(
+                            "deployment.role_traditional.config_provider: unknown provider \"{other}\" (expected embedded, etcd or yaml)"
+                        )));
+                    }
+                };
+            }
+        }
+        let admin = raw.deployment.admin;
+        if let Some(l) = admin.admin_listen {
+            self.admin_listen =
+                SocketAddr::new(l.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), l.port);
+        }
+        if let Some(allow) = admin.allow_admin {
+            self.allow_admin = allow
+                .iter()
+                .map(|s| crate::expr::parse_net(s))
+                .collect::<Result<_, _>>()
+                .map_err(|e| ConfigError(format!("deployment.admin.allow_admin: {e}")))?;
+        }
+        for (i, k) in admin.admin_key.unwrap_or_default().into_iter().enumerate() {
+            let role = match k.role.as_deref().unwrap_or("admin") {
+                "admin" => AdminRole::Admin,
+                "viewer" => AdminRole::Viewer,
+                other => {
+                    return Err(ConfigError(format!(
+                        "deployment.admin.admin_key[{i}].role: unknown role \"{other}\" (expected admin or viewer)"
+                    )));
+                }
+            };
+            let key = k.key.unwrap_or_default();
+            // An empty key means "generate one", as APISIX does.
+            if key.is_empty() {
+                continue;
+            }
+            self.admin_keys.push(AdminKey {
+                name: k.name.unwrap_or_else(|| format!("key{i}")),
+                key,
+                role,
+            });
+        }
+        let http = raw.nginx_config.http;
+        if let Some(e) = http.enable_access_log {
+            self.access_log.enabled = e;
+        }
+        if let Some(p) = http.access_log {
+            if p == "off" {
+                self.access_log.enabled = false;
+            } else {
+                self.access_log.path = PathBuf::from(p);
+            }
+        }
+        if let Some(f) = http.access_log_format {
+            self.access_log.format = f;
+        }
+        if let Some(e) = http.access_log_format_escape {
+            self.access_log.escape = match e.as_str() {
+                "default" => LogEscape::Default,
+                "json" => LogEscape::Json,
+                "none" => LogEscape::None,
+                other => {
+                    return Err(ConfigError(format!(
+                        "nginx_config.http.access_log_format_escape: unknown value \"{other}\" (expected default, json or none)"
+                    )));
+                }
+            };
+        }
+        if let Some(s) = http.client_max_body_size {
+            self.client_max_body_size = match s {
+                SizeValue::Num(n) => n,
+                SizeValue::Text(t) => parse_size(&t).ok_or_else(|| {
+                    ConfigError(format!(
+                        "nginx_config.http.client_max_body_size: invalid size \"{t}\" (e.g. 1048576, 512k, 64m, 1g)"
+                    ))
+                })?,
+            };
+        }
+        if let Some(d) = raw.ferry.data_dir {
+            self.data_dir = d;
+        }
+        if let Some(ms) = raw.ferry.drain_timeout_ms {
+            self.drain_timeout = Duration::from_millis(ms);
+        }
+        if let Some(h) = raw.ferry.max_header_size {
+            if h < 1024 {
+                return Err(ConfigError("ferry.max_header_size: must be at least 1024".into()));
+            }
+            self.max_header_size = h;
+        }
+        Ok(())
+    }
+}
+
+/// nginx-style sizes: `1024`, `512k`, `64m`, `1g`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 1024),
+        b'm' | b'M' => (&s[..s.len() - 1], 1024 * 1024),
+        b'g' | b'G' => (&s[..s.len() - 1], 1024 * 1024 * 1024),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mul)
+}
+
+fn yaml_error(e: &serde_yaml_ng::Error) -> String {
+    match e.location() {
+        Some(l) => format!("line {} column {}: {e}", l.line(), l.column()),
+        None => e.to_string(),
+    }
+}
+
+/// Replaces `${{VAR}}` and `${{VAR:=default}}` as APISIX does; an unset variable without a
+/// default is an error.
+pub fn substitute_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 3..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| ConfigError("unterminated ${{ in config".into()))?;
+        let inner = after[..end].trim();
+        let (name, default) = match inner.split_once(":=") {
+            Some((n, d)) => (n.trim(), Some(d.trim())),
+            None => (inner, None),
+        };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(ConfigError(format!("invalid environment reference ${{{{{inner}}}}}")));
+        }
+        match (lookup(name), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(ConfigError(format!(
+                    "can't find environment variable {name}"
+                )));
+            }
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "app_tests.rs"]
+mod tests;

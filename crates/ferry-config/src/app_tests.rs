@@ -1,0 +1,134 @@
+//! Tests for config.yaml parsing.
+
+use super::*;
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = AppConfig::parse("").unwrap();
+    assert_eq!(c.node_listen, vec!["0.0.0.0:9080".parse().unwrap()]);
+    assert_eq!(c.admin_listen, "127.0.0.1:9180".parse().unwrap());
+    assert!(c.admin_keys.is_empty());
+    assert_eq!(c.config_provider, ConfigProvider::Embedded);
+    assert_eq!(c.access_log.path, PathBuf::from("logs/access.log"));
+    assert_eq!(c.access_log.format, DEFAULT_ACCESS_LOG_FORMAT);
+    assert_eq!(c.data_dir, PathBuf::from("data"));
+}
+
+#[test]
+fn apisix_shape() {
+    let text = r#"
+apisix:
+  node_listen:
+    - 9080
+    - ip: 127.0.0.1
+      port: 9081
+  enable_admin: true
+  router:
+    http: radixtree_host_uri
+deployment:
+  role: traditional
+  role_traditional:
+    config_provider: embedded
+  admin:
+    admin_key:
+      - name: admin
+        key: edd1c9f034335f136f87ad84b625c8f1
+        role: admin
+      - name: viewer
+        key: 4054f7cf07e344346cd3f287985e76a2
+        role: viewer
+    admin_listen:
+      ip: 0.0.0.0
+      port: 19180
+    allow_admin:
+      - 127.0.0.0/24
+nginx_config:
+  http:
+    enable_access_log: true
+    access_log: /tmp/ferry-access.log
+    access_log_format: "$remote_addr $status $llm_model"
+    access_log_format_escape: json
+    client_max_body_size: 8m
+ferry:
+  data_dir: /var/lib/ferry
+  drain_timeout_ms: 2500
+"#;
+    let c = AppConfig::parse(text).unwrap();
+    assert_eq!(
+        c.node_listen,
+        vec!["0.0.0.0:9080".parse().unwrap(), "127.0.0.1:9081".parse().unwrap()]
+    );
+    assert_eq!(c.admin_listen, "0.0.0.0:19180".parse().unwrap());
+    assert_eq!(c.admin_keys.len(), 2);
+    assert_eq!(c.admin_keys[0].key, "edd1c9f034335f136f87ad84b625c8f1");
+    assert_eq!(c.admin_keys[1].role, AdminRole::Viewer);
+    assert_eq!(c.allow_admin.len(), 1);
+    assert_eq!(c.access_log.path, PathBuf::from("/tmp/ferry-access.log"));
+    assert_eq!(c.access_log.format, "$remote_addr $status $llm_model");
+    assert_eq!(c.access_log.escape, LogEscape::Json);
+    assert_eq!(c.client_max_body_size, 8 * 1024 * 1024);
+    assert_eq!(c.data_dir, PathBuf::from("/var/lib/ferry"));
+    assert_eq!(c.drain_timeout, Duration::from_millis(2500));
+    assert_eq!(c.ignored_keys, vec!["apisix.router".to_string()]);
+}
+
+#[test]
+fn single_port_and_empty_key() {
+    let c = AppConfig::parse(
+        "apisix:\n  node_listen: 9999\ndeployment:\n  admin:\n    admin_key:\n      - name: admin\n        key: ''\n        role: admin\n",
+    )
+    .unwrap();
+    assert_eq!(c.node_listen, vec!["0.0.0.0:9999".parse().unwrap()]);
+    assert!(c.admin_keys.is_empty(), "an empty key means generate one");
+}
+
+#[test]
+fn providers() {
+    for (name, want) in [
+        ("etcd", ConfigProvider::Etcd),
+        ("yaml", ConfigProvider::Yaml),
+        ("embedded", ConfigProvider::Embedded),
+    ] {
+        let t = format!("deployment:\n  role_traditional:\n    config_provider: {name}\n");
+        assert_eq!(AppConfig::parse(&t).unwrap().config_provider, want);
+    }
+    let e = AppConfig::parse("deployment:\n  role_traditional:\n    config_provider: zk\n")
+        .unwrap_err();
+    assert!(e.0.contains("unknown provider \"zk\""), "{e}");
+}
+
+#[test]
+fn errors_carry_line_and_column() {
+    let e = AppConfig::parse("apisix:\n  node_listen: [9080\n").unwrap_err();
+    assert!(e.0.contains("line "), "{e}");
+    let e = AppConfig::parse("apisix:\n  enable_admin: maybe\n").unwrap_err();
+    assert!(e.0.contains("line 2 column"), "{e}");
+    let e = AppConfig::parse("ferry:\n  data_dirr: x\n").unwrap_err();
+    assert!(e.0.contains("data_dirr"), "{e}");
+    let e = AppConfig::parse("nginx_config:\n  http:\n    client_max_body_size: lots\n")
+        .unwrap_err();
+    assert!(e.0.contains("invalid size"), "{e}");
+}
+
+#[test]
+fn env_references() {
+    let env = |k: &str| match k {
+        "PORT" => Some("9555".to_string()),
+        _ => None,
+    };
+    assert_eq!(substitute_env("a: ${{PORT}}", env).unwrap(), "a: 9555");
+    assert_eq!(substitute_env("a: ${{ PORT }}", env).unwrap(), "a: 9555");
+    assert_eq!(substitute_env("a: ${{NOPE:=7}}", env).unwrap(), "a: 7");
+    assert_eq!(substitute_env("a: ${{PORT:=7}}", env).unwrap(), "a: 9555");
+    let e = substitute_env("a: ${{NOPE}}", env).unwrap_err();
+    assert!(e.0.contains("can't find environment variable NOPE"));
+    assert!(substitute_env("a: ${{NOPE", env).is_err());
+}
+
+#[test]
+fn sizes() {
+    assert_eq!(parse_size("1024"), Some(1024));
+    assert_eq!(parse_size("2k"), Some(2048));
+    assert_eq!(parse_size("1G"), Some(1 << 30));
+    assert_eq!(parse_size("x"), None);
+}

@@ -1,0 +1,13 @@
+//! Ferry's configuration layer: config.yaml, admin resources and their validation, route `vars`
+//! expressions, and the stores that hold resources. Everything here except the stores is pure.
+
+pub mod app;
+pub mod expr;
+pub mod resource;
+pub mod store;
+pub mod var;
+
+pub use app::AppConfig;
+pub use expr::{Expr, VarSource};
+pub use resource::{Kind, PluginCheckError, PluginChecker};
+pub use var::{Builtin, Val, Var};

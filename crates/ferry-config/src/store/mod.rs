@@ -1,0 +1,73 @@
+//! The configuration store: where routes, services and plugin configs live, with a revision
+//! that increases on every write and a watch channel that announces it.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::resource::{Kind, Ref};
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// One stored resource. `value` carries `id`, `create_time` and `update_time`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub kind: Kind,
+    pub id: String,
+    pub value: Value,
+    /// Store revision of the write that created it.
+    pub create_rev: u64,
+    /// Store revision of its latest write.
+    pub mod_rev: u64,
+}
+
+/// Everything in the store at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct StoreSnapshot {
+    pub revision: u64,
+    pub records: Vec<Record>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StoreError {
+    #[error("Key not found")]
+    NotFound,
+    /// The write references a resource that does not exist.
+    #[error("failed to fetch {} info by {} id [{}], response code: 404", .0.noun(), .0.noun(), .1)]
+    MissingRef(Kind, String),
+    /// A delete would leave another resource pointing at nothing.
+    #[error("can not delete this {} directly, {} [{}] is still using it now", .0.noun(), .1.noun(), .2)]
+    InUse(Kind, Kind, String),
+    /// The caller's write function refused the change (validation).
+    #[error("{0}")]
+    Rejected(String),
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+/// Computes the new value of a resource from its current one (`None` when absent), and the
+/// resources it references. Runs inside the store's write transaction, so read-modify-write
+/// (PATCH) is atomic.
+pub type WriteFn = Box<dyn FnOnce(Option<&Value>) -> Result<(Value, Vec<Ref>), StoreError> + Send>;
+
+/// What a write did.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    pub record: Record,
+    pub created: bool,
+}
+
+/// A configuration store. Writes are durable before they return.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    async fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>, StoreError>;
+    async fn list(&self, kind: Kind) -> Result<Vec<Record>, StoreError>;
+    /// Creates or replaces `kind/id` with what `f` returns; stamps times and revisions.
+    async fn write(&self, kind: Kind, id: &str, f: WriteFn) -> Result<WriteOutcome, StoreError>;
+    /// Deletes `kind/id`; refuses while another resource references it.
+    async fn delete(&self, kind: Kind, id: &str) -> Result<Record, StoreError>;
+    /// All resources at the current revision.
+    async fn snapshot(&self) -> Result<StoreSnapshot, StoreError>;
+    /// The current revision, announced after every committed write.
+    fn watch(&self) -> watch::Receiver<u64>;
+}
