@@ -1,14 +1,15 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Ferry's data plane: listener, router, plugin chain, request context, access log, and the
+//! snapshot that ties them to the configuration store.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod access_log;
+pub mod body;
+pub mod ctx;
+pub mod error;
+pub mod plugin;
+pub mod reload;
+pub mod router;
+pub mod server;
+pub mod snapshot;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use plugin::Registry;
+pub use server::{ServerConf, Shared};

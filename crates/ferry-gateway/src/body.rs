@@ -1,0 +1,139 @@
+//! Response body types, and the wrapper that runs the body-filter and log phases as the body
+//! is sent (the log phase runs exactly once: at end of stream, or when the client goes away).
+
+use crate::ctx::Ctx;
+use crate::server::Shared;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type every response of the data plane uses.
+pub type GwBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub type Response = http::Response<GwBody>;
+
+/// A body from bytes.
+pub fn full(b: impl Into<Bytes>) -> GwBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// An empty body.
+pub fn empty() -> GwBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// Wraps a response body: counts bytes, feeds plugins' body filters, and runs the log phase.
+pub struct LoggedBody {
+    inner: GwBody,
+    ctx: Option<Box<Ctx>>,
+    shared: Arc<Shared>,
+    filters: bool,
+    ended: bool,
+}
+
+impl LoggedBody {
+    pub fn new(inner: GwBody, ctx: Box<Ctx>, shared: Arc<Shared>) -> Self {
+        let filters = ctx.route.as_ref().is_some_and(|r| r.chain.has_body_filters());
+        LoggedBody {
+            inner,
+            ctx: Some(ctx),
+            shared,
+            filters,
+            ended: false,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(ctx) = self.ctx.take() {
+            self.shared.log_phase(ctx);
+        }
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.ended {
+            this.finish();
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let frame = match frame.into_data() {
+                    Ok(mut data) => {
+                        if let Some(ctx) = this.ctx.as_mut() {
+                            if this.filters {
+                                if let Some(route) = ctx.route.clone() {
+                                    route.chain.body_filter(ctx, &mut data, false);
+                                }
+                            }
+                            ctx.body_bytes_sent += data.len() as u64;
+                        }
+                        Frame::data(data)
+                    }
+                    Err(other) => other,
+                };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(ctx) = this.ctx.as_mut() {
+                    ctx.body_error = true;
+                }
+                this.finish();
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                if this.filters {
+                    if let Some(ctx) = this.ctx.as_mut() {
+                        if let Some(route) = ctx.route.clone() {
+                            let mut tail = Bytes::new();
+                            route.chain.body_filter(ctx, &mut tail, true);
+                            if !tail.is_empty() {
+                                this.ended = true;
+                                ctx.body_bytes_sent += tail.len() as u64;
+                                return Poll::Ready(Some(Ok(Frame::data(tail))));
+                            }
+                        }
+                    }
+                }
+                this.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Report the end only after the log phase ran, so it runs inside poll_frame.
+        self.ctx.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.filters {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.ctx.as_mut() {
+            // The client went away (or hyper dropped the body) before the end.
+            if !self.inner.is_end_stream() {
+                ctx.client_aborted = true;
+            }
+        }
+        self.finish();
+    }
+}

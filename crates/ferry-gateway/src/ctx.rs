@@ -1,0 +1,432 @@
+//! The per-request context: the request head, the (lazily read) body, the matched route,
+//! variables that plugins publish, and what the log phase needs. One struct per request.
+
+use crate::error::GatewayError;
+use crate::router::Route;
+use bytes::Bytes;
+use ferry_config::var::Builtin;
+use ferry_config::{Val, Var, VarSource};
+use http::{HeaderMap, Method, StatusCode, Uri, Version, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// What the gateway knows about the upstream exchange, for `$upstream_*` variables.
+#[derive(Debug, Default, Clone)]
+pub struct UpstreamInfo {
+    pub addr: Option<String>,
+    pub status: Option<u16>,
+    pub scheme: Option<&'static str>,
+    pub host: Option<String>,
+    pub uri: Option<String>,
+    /// Seconds, as nginx reports them.
+    pub connect_time: Option<f64>,
+    pub header_time: Option<f64>,
+    pub response_time: Option<f64>,
+    pub response_length: u64,
+}
+
+enum ReqBody {
+    Unread(Incoming),
+    Read(Bytes),
+    Failed,
+}
+
+/// Per-request state shared by the router, the plugins and the log phase.
+pub struct Ctx {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub start: Instant,
+    pub start_wall: SystemTime,
+    body: ReqBody,
+    max_body: u64,
+    json: OnceCell<Option<Value>>,
+    /// The matched route, once routing is done.
+    pub route: Option<Arc<Route>>,
+    /// `$apisix_request_id`: random per request; `request-id` replaces it with its own.
+    pub request_id: String,
+    vars: Vec<(Cow<'static, str>, String)>,
+    pub upstream: UpstreamInfo,
+    pub status: u16,
+    pub body_bytes_sent: u64,
+    /// The response body failed mid-way.
+    pub body_error: bool,
+    /// The client went away before the response ended.
+    pub client_aborted: bool,
+    /// Which of the route's plugins run for this request (see `Chain::run`).
+    pub plugin_mask: u64,
+    /// When the last byte was handed to the connection (set by the log phase).
+    pub end: Option<Instant>,
+}
+
+impl Ctx {
+    pub fn new(
+        req: http::Request<Incoming>,
+        remote: SocketAddr,
+        local: SocketAddr,
+        max_body: u64,
+    ) -> Ctx {
+        let (parts, body) = req.into_parts();
+        Ctx {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            remote,
+            local,
+            start: Instant::now(),
+            start_wall: SystemTime::now(),
+            body: ReqBody::Unread(body),
+            max_body,
+            json: OnceCell::new(),
+            route: None,
+            request_id: random_id(),
+            vars: Vec::new(),
+            upstream: UpstreamInfo::default(),
+            status: 0,
+            body_bytes_sent: 0,
+            body_error: false,
+            client_aborted: false,
+            plugin_mask: u64::MAX,
+            end: None,
+        }
+    }
+
+    /// Reads the whole request body once (bounded by the body-size limit) and returns it.
+    pub async fn read_body(&mut self) -> Result<&Bytes, GatewayError> {
+        if let ReqBody::Unread(_) = self.body {
+            if let Some(len) = self
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                if self.max_body > 0 && len > self.max_body {
+                    self.body = ReqBody::Failed;
+                    return Err(too_large(len, self.max_body));
+                }
+            }
+            let ReqBody::Unread(incoming) = std::mem::replace(&mut self.body, ReqBody::Failed)
+            else {
+                unreachable!("checked above")
+            };
+            let limit = if self.max_body == 0 {
+                usize::MAX
+            } else {
+                self.max_body as usize
+            };
+            match Limited::new(incoming, limit).collect().await {
+                Ok(c) => self.body = ReqBody::Read(c.to_bytes()),
+                Err(e) => {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        return Err(too_large(self.max_body + 1, self.max_body));
+                    }
+                    return Err(GatewayError::client(
+                        StatusCode::BAD_REQUEST,
+                        format!("failed to read request body: {e}"),
+                    ));
+                }
+            }
+        }
+        match &self.body {
+            ReqBody::Read(b) => Ok(b),
+            _ => Err(GatewayError::client(
+                StatusCode::BAD_REQUEST,
+                "failed to read request body",
+            )),
+        }
+    }
+
+    /// The body, if it was read.
+    pub fn body(&self) -> Option<&Bytes> {
+        match &self.body {
+            ReqBody::Read(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The body parsed as JSON (once), if it was read and is JSON.
+    pub fn json(&self) -> Option<&Value> {
+        self.json
+            .get_or_init(|| self.body().and_then(|b| serde_json::from_slice(b).ok()))
+            .as_ref()
+    }
+
+    /// Publishes a variable for `vars`, the access log and other plugins (e.g. `llm_model`).
+    pub fn set_var(&mut self, name: impl Into<Cow<'static, str>>, value: impl Into<String>) {
+        let name = name.into();
+        let value = value.into();
+        match self.vars.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.vars.push((name, value)),
+        }
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `$host`: the request's host without port, lower-cased.
+    pub fn host(&self) -> Cow<'_, str> {
+        let raw = self
+            .uri
+            .host()
+            .or_else(|| self.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or("");
+        let no_port = strip_port(raw);
+        if no_port.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(no_port.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(no_port)
+        }
+    }
+
+    pub fn query(&self) -> &str {
+        self.uri.query().unwrap_or("")
+    }
+
+    /// `$arg_<name>`: the first matching query argument, raw (not URL-decoded), as nginx.
+    pub fn arg(&self, name: &str) -> Option<&str> {
+        self.query().split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            k.eq_ignore_ascii_case(name).then_some(v)
+        })
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|kv| {
+                let (k, v) = kv.trim().split_once('=')?;
+                (k == name).then_some(v)
+            })
+    }
+
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn content_type(&self) -> &str {
+        self.header_str("content-type").unwrap_or("")
+    }
+
+    fn form_arg(&self, name: &str) -> Option<String> {
+        if !self
+            .content_type()
+            .starts_with("application/x-www-form-urlencoded")
+        {
+            return None;
+        }
+        let body = self.body()?;
+        let text = std::str::from_utf8(body).ok()?;
+        text.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (url_decode(k) == name).then(|| url_decode(v))
+        })
+    }
+
+    /// `post_arg.*` against a JSON body, or a form body for single-key paths.
+    fn post_arg(&self, path: &ferry_config::var::BodyPath) -> Val<'_> {
+        if let Some(json) = self.json() {
+            return path.resolve(json);
+        }
+        if let ferry_config::var::BodyPath::Keys(keys) = path {
+            if keys.len() == 1 {
+                return self
+                    .form_arg(&keys[0])
+                    .map_or(Val::Nil, |v| Val::Str(Cow::Owned(v)));
+            }
+        }
+        Val::Nil
+    }
+
+    /// Seconds since the request started, as `$request_time` prints it.
+    pub fn elapsed_secs(&self) -> f64 {
+        self.end.unwrap_or_else(Instant::now).duration_since(self.start).as_secs_f64()
+    }
+
+    fn builtin(&self, b: Builtin) -> Val<'_> {
+        fn s(v: &str) -> Val<'_> {
+            Val::Str(Cow::Borrowed(v))
+        }
+        fn owned(v: String) -> Val<'static> {
+            Val::Str(Cow::Owned(v))
+        }
+        match b {
+            Builtin::Uri => s(self.uri.path()),
+            Builtin::RequestUri => s(self.uri.path_and_query().map_or("/", |p| p.as_str())),
+            Builtin::Host => Val::Str(self.host()),
+            Builtin::RemoteAddr => owned(self.remote.ip().to_string()),
+            Builtin::RemotePort => owned(self.remote.port().to_string()),
+            Builtin::RemoteUser => Val::Nil,
+            Builtin::ServerAddr => owned(self.local.ip().to_string()),
+            Builtin::ServerPort => owned(self.local.port().to_string()),
+            Builtin::ServerProtocol => s(protocol(self.version)),
+            Builtin::RequestMethod => s(self.method.as_str()),
+            Builtin::Scheme => s("http"),
+            Builtin::QueryString => match self.uri.query() {
+                Some(q) => s(q),
+                None => Val::Nil,
+            },
+            Builtin::Request => owned(format!(
+                "{} {} {}",
+                self.method,
+                self.uri.path_and_query().map_or("/", |p| p.as_str()),
+                protocol(self.version)
+            )),
+            Builtin::RequestLength => self.body().map_or(Val::Nil, |b| owned(b.len().to_string())),
+            Builtin::ContentType => self.header_str("content-type").map_or(Val::Nil, s),
+            Builtin::ContentLength => self.header_str("content-length").map_or(Val::Nil, s),
+            Builtin::Hostname => s(crate::server::hostname()),
+            Builtin::RouteId => self.route.as_ref().map_or(Val::Nil, |r| s(&r.id)),
+            Builtin::RouteName => self
+                .route
+                .as_ref()
+                .and_then(|r| r.name.as_deref())
+                .map_or(Val::Nil, s),
+            Builtin::ServiceId => self
+                .route
+                .as_ref()
+                .and_then(|r| r.service_id.as_deref())
+                .map_or(Val::Nil, s),
+            Builtin::ServiceName => self
+                .route
+                .as_ref()
+                .and_then(|r| r.service_name.as_deref())
+                .map_or(Val::Nil, s),
+            Builtin::RequestId => s(&self.request_id),
+            Builtin::Status => owned(self.status.to_string()),
+            Builtin::BodyBytesSent | Builtin::BytesSent => owned(self.body_bytes_sent.to_string()),
+            Builtin::RequestTime => owned(format!("{:.3}", self.elapsed_secs())),
+            Builtin::TimeLocal => owned(crate::access_log::time_local(self.start_wall)),
+            Builtin::TimeIso8601 => owned(crate::access_log::time_iso8601(self.start_wall)),
+            Builtin::Msec => owned(format!(
+                "{:.3}",
+                self.start_wall
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64())
+            )),
+            Builtin::UpstreamAddr => self.upstream.addr.as_deref().map_or(Val::Nil, s),
+            Builtin::UpstreamStatus => self
+                .upstream
+                .status
+                .map_or(Val::Nil, |v| owned(v.to_string())),
+            Builtin::UpstreamConnectTime => secs(self.upstream.connect_time),
+            Builtin::UpstreamHeaderTime => secs(self.upstream.header_time),
+            Builtin::UpstreamResponseTime => secs(self.upstream.response_time),
+            Builtin::UpstreamResponseLength => match self.upstream.addr {
+                Some(_) => owned(self.upstream.response_length.to_string()),
+                None => Val::Nil,
+            },
+            Builtin::UpstreamUri => self.upstream.uri.as_deref().map_or(Val::Nil, s),
+            Builtin::UpstreamHost => self.upstream.host.as_deref().map_or(Val::Nil, s),
+            Builtin::UpstreamScheme => self.upstream.scheme.map_or(Val::Nil, s),
+        }
+    }
+}
+
+fn secs(v: Option<f64>) -> Val<'static> {
+    v.map_or(Val::Nil, |t| Val::Str(Cow::Owned(format!("{t:.3}"))))
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+impl VarSource for Ctx {
+    fn get(&self, var: &Var) -> Val<'_> {
+        match var {
+            Var::Builtin(b) => self.builtin(*b),
+            Var::Arg(a) => self.arg(a).map_or(Val::Nil, Val::str),
+            Var::Header(h) => self.header_str(h).map_or(Val::Nil, Val::str),
+            Var::Cookie(c) => self.cookie(c).map_or(Val::Nil, Val::str),
+            Var::PostArg(p) => self.post_arg(p),
+            Var::PostArgForm(n) => self.form_arg(n).map_or(Val::Nil, |v| Val::Str(Cow::Owned(v))),
+            Var::Custom(n) => self.var(n).map_or(Val::Nil, Val::str),
+        }
+    }
+}
+
+fn too_large(len: u64, max: u64) -> GatewayError {
+    GatewayError::client(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request size {len} is greater than the maximum size {max} allowed"),
+    )
+}
+
+/// Removes a `:port` suffix (keeping IPv6 brackets intact).
+pub fn strip_port(h: &str) -> &str {
+    if h.starts_with('[') {
+        return h.find(']').map_or(h, |i| &h[..=i]);
+    }
+    match h.rfind(':') {
+        Some(i) if h[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &h[..i],
+        _ => h,
+    }
+}
+
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// 32 lower-case hex characters, like nginx's `$request_id`.
+pub fn random_id() -> String {
+    format!("{:032x}", uuid::Uuid::new_v4().as_u128())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_decoding() {
+        assert_eq!(strip_port("a.com:9080"), "a.com");
+        assert_eq!(strip_port("a.com"), "a.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(url_decode("a%20b+c%2"), "a b c%2");
+        assert_eq!(url_decode("%41%42"), "AB");
+        assert_eq!(random_id().len(), 32);
+    }
+}

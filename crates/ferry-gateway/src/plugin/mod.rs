@@ -1,0 +1,297 @@
+//! The plugin chain: APISIX's phases (rewrite, access, before_proxy, header_filter,
+//! body_filter, log) as a trait, a registry of plugin factories by name, and the per-route
+//! chain compiled at config load and ordered by priority.
+
+pub mod request_id;
+
+use crate::body::Response;
+use crate::ctx::Ctx;
+use bytes::Bytes;
+use ferry_config::{Expr, PluginCheckError, PluginChecker};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// What a phase decided.
+pub enum Flow {
+    Continue,
+    /// Stop the chain and answer with this response.
+    Respond(Response),
+}
+
+/// The future a plugin returns when it produces the response itself (e.g. `ai-proxy`).
+pub type ProxyFuture<'a> = Pin<Box<dyn Future<Output = Response> + Send + 'a>>;
+
+/// A compiled plugin instance for one route. Every phase is optional.
+pub trait Plugin: Send + Sync {
+    /// True when the plugin needs the request body read before `rewrite`.
+    fn needs_body(&self) -> bool {
+        false
+    }
+    fn rewrite(&self, _ctx: &mut Ctx) -> Flow {
+        Flow::Continue
+    }
+    fn access(&self, _ctx: &mut Ctx) -> Flow {
+        Flow::Continue
+    }
+    /// Produce the response (the upstream call). The first plugin that returns one wins.
+    fn before_proxy<'a>(&'a self, _ctx: &'a mut Ctx) -> Option<ProxyFuture<'a>> {
+        None
+    }
+    fn header_filter(&self, _ctx: &mut Ctx, _head: &mut http::response::Parts) {}
+    /// True when `body_filter` should be called for every response chunk.
+    fn has_body_filter(&self) -> bool {
+        false
+    }
+    /// Called for each chunk; `end` is set once, with an empty chunk, after the last one.
+    fn body_filter(&self, _ctx: &mut Ctx, _chunk: &mut Bytes, _end: bool) {}
+    fn log(&self, _ctx: &Ctx) {}
+}
+
+/// Validates and builds one kind of plugin.
+pub trait PluginFactory: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// APISIX's priority: higher runs first.
+    fn priority(&self) -> i32;
+    /// A JSON schema describing the configuration (for `/apisix/admin/plugins/<name>`).
+    fn schema(&self) -> Value;
+    /// Checks a configuration and returns it with defaults filled in.
+    fn check(&self, conf: &Value) -> Result<Value, String>;
+    /// Builds an instance from a checked configuration.
+    fn build(&self, conf: &Value) -> Result<Arc<dyn Plugin>, String>;
+}
+
+/// Deserializes a typed plugin configuration, naming the field path on error.
+pub fn parse_conf<T: DeserializeOwned>(conf: &Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(conf).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("property \"{path}\" validation failed: {}", e.inner())
+        }
+    })
+}
+
+/// All plugins Ferry has, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    factories: BTreeMap<&'static str, Arc<dyn PluginFactory>>,
+}
+
+impl Registry {
+    /// The registry with every built-in plugin.
+    pub fn builtin() -> Registry {
+        let mut r = Registry::default();
+        r.add(Arc::new(request_id::Factory));
+        r
+    }
+
+    pub fn add(&mut self, f: Arc<dyn PluginFactory>) {
+        self.factories.insert(f.name(), f);
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.factories.keys().copied().collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn PluginFactory>> {
+        self.factories.get(name)
+    }
+
+    /// Builds the chain for a merged `plugins` object (already checked at write time).
+    pub fn build_chain(&self, plugins: &Map<String, Value>) -> Result<Chain, String> {
+        let mut entries = Vec::with_capacity(plugins.len());
+        for (name, conf) in plugins {
+            let f = self
+                .factories
+                .get(name.as_str())
+                .ok_or_else(|| format!("unknown plugin [{name}]"))?;
+            let (conf, meta) = split_meta(conf)?;
+            if meta.disable {
+                continue;
+            }
+            let plugin = f.build(&conf).map_err(|e| format!("plugin {name}: {e}"))?;
+            entries.push(Entry {
+                name: f.name(),
+                priority: meta.priority.unwrap_or(f.priority() as i64),
+                filter: meta.filter,
+                plugin,
+            });
+        }
+        entries.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(b.name)));
+        Ok(Chain::new(entries))
+    }
+}
+
+impl PluginChecker for Registry {
+    fn check(&self, name: &str, conf: &Value) -> Result<Value, PluginCheckError> {
+        let f = self.factories.get(name).ok_or(PluginCheckError::Unknown)?;
+        let (body, _) = split_meta(conf).map_err(PluginCheckError::Invalid)?;
+        let mut out = f.check(&body).map_err(PluginCheckError::Invalid)?;
+        if let (Some(meta), Some(obj)) = (conf.get("_meta"), out.as_object_mut()) {
+            obj.insert("_meta".into(), meta.clone());
+        }
+        Ok(out)
+    }
+}
+
+/// APISIX's per-plugin `_meta`: `disable`, `priority`, `filter`.
+#[derive(Default)]
+struct Meta {
+    disable: bool,
+    priority: Option<i64>,
+    filter: Option<Expr>,
+}
+
+fn split_meta(conf: &Value) -> Result<(Value, Meta), String> {
+    let Some(obj) = conf.as_object() else {
+        return Err("wrong type: expected object".into());
+    };
+    let Some(meta) = obj.get("_meta") else {
+        return Ok((conf.clone(), Meta::default()));
+    };
+    let m = meta
+        .as_object()
+        .ok_or("property \"_meta\" validation failed: wrong type: expected object")?;
+    let mut out = Meta::default();
+    for (k, v) in m {
+        match k.as_str() {
+            "disable" => {
+                out.disable = v
+                    .as_bool()
+                    .ok_or("property \"_meta.disable\" validation failed: wrong type: expected boolean")?;
+            }
+            "priority" => {
+                out.priority = Some(v.as_i64().ok_or(
+                    "property \"_meta.priority\" validation failed: wrong type: expected integer",
+                )?);
+            }
+            "filter" => {
+                out.filter = Some(
+                    Expr::compile(v)
+                        .map_err(|e| format!("property \"_meta.filter\" validation failed: {e}"))?,
+                );
+            }
+            "error_response" => {}
+            other => {
+                return Err(format!(
+                    "property \"_meta\" validation failed: additional properties forbidden, found {other}"
+                ));
+            }
+        }
+    }
+    let mut body = obj.clone();
+    body.remove("_meta");
+    Ok((Value::Object(body), out))
+}
+
+struct Entry {
+    name: &'static str,
+    priority: i64,
+    filter: Option<Expr>,
+    plugin: Arc<dyn Plugin>,
+}
+
+/// A route's plugins in execution order.
+pub struct Chain {
+    entries: Vec<Entry>,
+    needs_body: bool,
+    body_filters: bool,
+}
+
+impl Chain {
+    fn new(entries: Vec<Entry>) -> Chain {
+        let needs_body = entries.iter().any(|e| {
+            e.plugin.needs_body() || e.filter.as_ref().is_some_and(Expr::needs_body)
+        });
+        let body_filters = entries.iter().any(|e| e.plugin.has_body_filter());
+        Chain {
+            entries,
+            needs_body,
+            body_filters,
+        }
+    }
+
+    pub fn empty() -> Chain {
+        Chain::new(Vec::new())
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|e| e.name).collect()
+    }
+
+    pub fn needs_body(&self) -> bool {
+        self.needs_body
+    }
+
+    pub fn has_body_filters(&self) -> bool {
+        self.body_filters
+    }
+
+    /// Which entries run for this request (a `_meta.filter` can switch one off), as a bit
+    /// mask kept in the context for the later phases.
+    fn select(&self, ctx: &Ctx) -> u64 {
+        let mut mask = u64::MAX;
+        for (i, e) in self.entries.iter().enumerate().take(64) {
+            if e.filter.as_ref().is_some_and(|f| !f.eval(ctx)) {
+                mask &= !(1 << i);
+            }
+        }
+        mask
+    }
+
+    fn on(&self, mask: u64) -> impl Iterator<Item = &Entry> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i >= 64 || mask & (1 << i) != 0)
+            .map(|(_, e)| e)
+    }
+
+    /// Runs rewrite, access and before_proxy. Returns the response a plugin produced, or
+    /// `None` when no plugin answers (the route has no upstream).
+    pub async fn run(&self, ctx: &mut Ctx) -> Option<Response> {
+        ctx.plugin_mask = self.select(ctx);
+        let mask = ctx.plugin_mask;
+        for e in self.on(mask) {
+            if let Flow::Respond(r) = e.plugin.rewrite(ctx) {
+                return Some(r);
+            }
+        }
+        for e in self.on(mask) {
+            if let Flow::Respond(r) = e.plugin.access(ctx) {
+                return Some(r);
+            }
+        }
+        for e in self.on(mask) {
+            if let Some(fut) = e.plugin.before_proxy(ctx) {
+                return Some(fut.await);
+            }
+        }
+        None
+    }
+
+    pub fn header_filter(&self, ctx: &mut Ctx, head: &mut http::response::Parts) {
+        for e in self.on(ctx.plugin_mask) {
+            e.plugin.header_filter(ctx, head);
+        }
+    }
+
+    pub fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, end: bool) {
+        for e in self.on(ctx.plugin_mask) {
+            if e.plugin.has_body_filter() {
+                e.plugin.body_filter(ctx, chunk, end);
+            }
+        }
+    }
+
+    pub fn log(&self, ctx: &Ctx) {
+        for e in self.on(ctx.plugin_mask) {
+            e.plugin.log(ctx);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Route matching: exact and prefix (`/path*`) URIs indexed by hash, then host, method,
+//! remote address and `vars`, in APISIX's order: highest `priority` first, then routes bound
+//! to a host, then the most specific URI (exact before the longest prefix), then oldest.
+
+use crate::plugin::Chain;
+use ferry_config::Expr;
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// A host pattern: exact, or `*.example.com` (any depth of subdomain).
+#[derive(Debug, Clone)]
+pub enum HostPat {
+    Exact(String),
+    /// Stored with its leading dot: `.example.com`.
+    Suffix(String),
+}
+
+impl HostPat {
+    pub fn parse(s: &str) -> HostPat {
+        let s = s.to_ascii_lowercase();
+        match s.strip_prefix('*') {
+            Some(rest) => HostPat::Suffix(rest.to_string()),
+            None => HostPat::Exact(s),
+        }
+    }
+
+    /// How specifically this pattern matches `host`: `None` when it does not, an exact
+    /// host above any wildcard, a longer wildcard above a shorter one.
+    fn score(&self, host: &str) -> Option<u32> {
+        match self {
+            HostPat::Exact(h) => (h == host).then_some(u32::MAX),
+            HostPat::Suffix(s) => {
+                (host.len() > s.len() && host.ends_with(s.as_str())).then_some(s.len() as u32 + 1)
+            }
+        }
+    }
+}
+
+/// A compiled route, ready for matching and running.
+pub struct Route {
+    pub id: String,
+    pub name: Option<String>,
+    pub service_id: Option<String>,
+    pub service_name: Option<String>,
+    pub priority: i64,
+    pub uris: Vec<String>,
+    /// Bit per method (see [`method_bit`]); 0 means any.
+    pub methods: u16,
+    pub hosts: Vec<HostPat>,
+    pub remote_addrs: Vec<IpNet>,
+    pub vars: Expr,
+    pub chain: Chain,
+    /// Creation order, the last tie-breaker.
+    pub seq: u64,
+}
+
+impl Route {
+    /// True when matching this route reads the request body (`post_arg.*` in `vars`).
+    pub fn needs_body(&self) -> bool {
+        self.vars.needs_body()
+    }
+}
+
+const METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
+];
+
+/// The bit of a method in [`Route::methods`]; unknown methods get none.
+pub fn method_bit(m: &str) -> u16 {
+    METHODS
+        .iter()
+        .position(|x| *x == m)
+        .map_or(0, |i| 1 << i)
+}
+
+struct Cand {
+    route: Arc<Route>,
+    /// 0 for a route without hosts, else its best [`HostPat::score`].
+    host: u32,
+    /// u32::MAX for an exact URI, else the prefix length.
+    specificity: u32,
+}
+
+/// The routing table of one snapshot.
+#[derive(Default)]
+pub struct Router {
+    exact: HashMap<String, Vec<Arc<Route>>>,
+    prefix: HashMap<String, Vec<Arc<Route>>>,
+    /// Distinct prefix lengths, longest first.
+    prefix_lens: Vec<usize>,
+    len: usize,
+}
+
+/// What the request offers for the cheap checks (the `vars` check gets the whole context).
+pub struct Probe<'a> {
+    pub path: &'a str,
+    pub host: &'a str,
+    pub method: &'a str,
+    pub remote: IpAddr,
+}
+
+impl Router {
+    pub fn new(routes: Vec<Arc<Route>>) -> Router {
+        let mut r = Router {
+            len: routes.len(),
+            ..Router::default()
+        };
+        for route in routes {
+            for uri in &route.uris {
+                match uri.strip_suffix('*') {
+                    Some(p) => r.prefix.entry(p.to_string()).or_default().push(route.clone()),
+                    None => r.exact.entry(uri.clone()).or_default().push(route.clone()),
+                }
+            }
+        }
+        let mut lens: Vec<usize> = r.prefix.keys().map(String::len).collect();
+        lens.sort_unstable_by(|a, b| b.cmp(a));
+        lens.dedup();
+        r.prefix_lens = lens;
+        r
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The routes whose URI, host, method and remote address fit, best first. The caller
+    /// checks `vars` in this order (reading the body first if a route needs it).
+    pub fn candidates(&self, p: &Probe<'_>) -> Vec<Arc<Route>> {
+        let mut c: Vec<Cand> = Vec::new();
+        let method = method_bit(p.method);
+        let mut push = |routes: &Vec<Arc<Route>>, specificity: u32| {
+            for route in routes {
+                if route.methods != 0 && route.methods & method == 0 {
+                    continue;
+                }
+                let host = if route.hosts.is_empty() {
+                    0
+                } else {
+                    match route.hosts.iter().filter_map(|h| h.score(p.host)).max() {
+                        Some(s) => s,
+                        None => continue,
+                    }
+                };
+                if !route.remote_addrs.is_empty()
+                    && !route.remote_addrs.iter().any(|n| n.contains(&p.remote))
+                {
+                    continue;
+                }
+                // A route with several URIs may appear twice (exact and prefix): keep the best.
+                if let Some(prev) = c.iter_mut().find(|x| Arc::ptr_eq(&x.route, route)) {
+                    prev.specificity = prev.specificity.max(specificity);
+                    continue;
+                }
+                c.push(Cand {
+                    route: route.clone(),
+                    host,
+                    specificity,
+                });
+            }
+        };
+        if let Some(rs) = self.exact.get(p.path) {
+            push(rs, u32::MAX);
+        }
+        for &len in &self.prefix_lens {
+            if len <= p.path.len() && p.path.is_char_boundary(len) {
+                if let Some(rs) = self.prefix.get(&p.path[..len]) {
+                    push(rs, len as u32);
+                }
+            }
+        }
+        c.sort_by(|a, b| {
+            b.route
+                .priority
+                .cmp(&a.route.priority)
+                .then_with(|| b.host.cmp(&a.host))
+                .then_with(|| b.specificity.cmp(&a.specificity))
+                .then_with(|| a.route.seq.cmp(&b.route.seq))
+        });
+        c.into_iter().map(|x| x.route).collect()
+    }
+}
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

@@ -1,0 +1,231 @@
+//! The data-plane listener (HTTP/1.1 and cleartext HTTP/2 on one port) and the request flow:
+//! match a route, run the plugin chain, wrap the response for the body-filter and log phases.
+//! Graceful shutdown stops accepting and lets in-flight requests finish up to a deadline.
+
+use crate::access_log::AccessLog;
+use crate::body::{LoggedBody, Response};
+use crate::ctx::Ctx;
+use crate::error::GatewayError;
+use crate::router::Probe;
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
+use http::StatusCode;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// State shared by every request: the current snapshot and the log sinks.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub access_log: Option<Arc<AccessLog>>,
+    /// Request-body limit in bytes (0: unlimited).
+    pub max_body: u64,
+}
+
+impl Shared {
+    pub fn new(access_log: Option<Arc<AccessLog>>, max_body: u64) -> Arc<Shared> {
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            access_log,
+            max_body,
+        })
+    }
+
+    /// Publishes a new snapshot; in-flight requests keep the one they started with.
+    pub fn publish(&self, snap: Snapshot) {
+        self.snapshot.store(Arc::new(snap));
+    }
+
+    /// Handles one request end to end.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: http::Request<Incoming>,
+        remote: SocketAddr,
+        local: SocketAddr,
+    ) -> http::Response<LoggedBody> {
+        let mut ctx = Box::new(Ctx::new(req, remote, local, self.max_body));
+        let resp = self.route_and_run(&mut ctx).await;
+        let (mut parts, body) = resp.into_parts();
+        if let Some(route) = ctx.route.clone() {
+            route.chain.header_filter(&mut ctx, &mut parts);
+        }
+        ctx.status = parts.status.as_u16();
+        http::Response::from_parts(parts, LoggedBody::new(body, ctx, self.clone()))
+    }
+
+    async fn route_and_run(&self, ctx: &mut Ctx) -> Response {
+        let snap = self.snapshot.load_full();
+        let candidates = {
+            let host = ctx.host();
+            snap.router.candidates(&Probe {
+                path: ctx.uri.path(),
+                host: &host,
+                method: ctx.method.as_str(),
+                remote: ctx.remote.ip(),
+            })
+        };
+        let mut matched = None;
+        for route in candidates {
+            if route.needs_body() && ctx.body().is_none() {
+                if let Err(e) = ctx.read_body().await {
+                    return e.into_response();
+                }
+            }
+            if route.vars.eval(ctx) {
+                matched = Some(route);
+                break;
+            }
+        }
+        let Some(route) = matched else {
+            return GatewayError::client(StatusCode::NOT_FOUND, "404 Route Not Found")
+                .into_response();
+        };
+        ctx.route = Some(route.clone());
+        if route.chain.needs_body() && ctx.body().is_none() {
+            if let Err(e) = ctx.read_body().await {
+                return e.into_response();
+            }
+        }
+        match route.chain.run(ctx).await {
+            Some(r) => r,
+            None => GatewayError::gateway(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "route {} has no upstream: add a plugin that answers, such as ai-proxy",
+                    route.id
+                ),
+            )
+            .into_response(),
+        }
+    }
+
+    /// The log phase: plugins' `log`, then the access-log line. Runs once per request.
+    pub fn log_phase(&self, mut ctx: Box<Ctx>) {
+        ctx.end = Some(Instant::now());
+        if let Some(route) = ctx.route.clone() {
+            route.chain.log(&ctx);
+        }
+        if let Some(log) = &self.access_log {
+            let mut line = String::with_capacity(256);
+            log.template.render(&*ctx, &mut line);
+            line.push('\n');
+            log.submit(line);
+        }
+    }
+}
+
+/// This machine's host name, for `$hostname`.
+pub fn hostname() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "localhost".into())
+    })
+}
+
+/// Listener settings.
+#[derive(Debug, Clone)]
+pub struct ServerConf {
+    pub max_header_size: usize,
+    pub drain_timeout: Duration,
+}
+
+/// Binds every address, failing with a clear message (e.g. port in use).
+pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        let l = TcpListener::bind(a)
+            .await
+            .map_err(|e| format!("cannot listen on {a}: {e}"))?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests for up to the drain
+/// timeout. Returns true when every connection finished in time.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    shared: Arc<Shared>,
+    conf: ServerConf,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> bool {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(conf.max_header_size.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(conf.max_header_size as u32);
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for listener in listeners {
+        let builder = builder.clone();
+        let shared = shared.clone();
+        let graceful = graceful.clone();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = stop.changed() => break,
+                };
+                let (stream, remote) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().unwrap_or(remote);
+                let shared = shared.clone();
+                let svc = service_fn(move |req| {
+                    let shared = shared.clone();
+                    async move { Ok::<_, Infallible>(shared.handle(req, remote, local).await) }
+                });
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection from {remote} ended: {e}");
+                    }
+                });
+            }
+        }));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Every accept loop has ended, so this is the last reference.
+    let drained = match Arc::try_unwrap(graceful) {
+        Ok(g) => tokio::time::timeout(conf.drain_timeout, g.shutdown())
+            .await
+            .is_ok(),
+        Err(_) => false,
+    };
+    if let Some(log) = &shared.access_log {
+        log.flush(Duration::from_secs(2));
+    }
+    drained
+}
