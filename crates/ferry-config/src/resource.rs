@@ -54,6 +54,14 @@ pub enum PluginCheckError {
 pub trait PluginChecker: Send + Sync {
     /// Validates `conf` for plugin `name` and returns it with defaults filled in.
     fn check(&self, name: &str, conf: &Value) -> Result<Value, PluginCheckError>;
+    /// Names of every plugin, sorted.
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// A plugin's configuration schema, if it exists.
+    fn schema(&self, _name: &str) -> Option<Value> {
+        None
+    }
 }
 
 /// A reference from one resource to another that must exist when the write lands.

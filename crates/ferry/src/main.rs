@@ -1,3 +1,219 @@
-fn main() {
-    println!("Hello, world!");
+//! The `ferry` binary: CLI, wiring of store, data plane and Admin API, signals, and graceful
+//! shutdown.
+
+mod admin_key;
+
+use clap::{Parser, Subcommand};
+use ferry_admin::AdminState;
+use ferry_config::app::{AppConfig, ConfigProvider};
+use ferry_config::store::{SqliteStore, Store};
+use ferry_gateway::access_log::{self, AccessLog, Template};
+use ferry_gateway::{Registry, ServerConf, Shared, reload, server};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Ferry: an AI gateway with APISIX's ai-proxy contract")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway (data plane on 9080, Admin API on 127.0.0.1:9180 by default).
+    Serve {
+        /// Config file in APISIX's config.yaml shape (default: conf/config.yaml if present).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file and exit 0 (valid) or 1 (with the reasons).
+    Validate {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| {
+        let p = PathBuf::from("conf/config.yaml");
+        p.exists().then_some(p)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = std::env::var("FERRY_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.cmd {
+        Cmd::Validate { config } => validate(config_path(config).as_deref()),
+        Cmd::Serve { config } => {
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("ferry: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(serve(config_path(config))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ferry: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Everything `validate` and `serve` check before starting.
+fn check(cfg: &AppConfig) -> Vec<String> {
+    let mut errs = Vec::new();
+    match cfg.config_provider {
+        ConfigProvider::Embedded => {}
+        other => errs.push(format!(
+            "deployment.role_traditional.config_provider: \"{}\" is not available in this Ferry release yet; use \"embedded\"",
+            match other {
+                ConfigProvider::Etcd => "etcd",
+                _ => "yaml",
+            }
+        )),
+    }
+    if let Err(e) = Template::compile(&cfg.access_log.format, cfg.access_log.escape) {
+        errs.push(format!("nginx_config.http.access_log_format: {e}"));
+    }
+    errs
+}
+
+fn validate(path: Option<&Path>) -> ExitCode {
+    let name = path.map_or("(defaults, no config file)".to_string(), |p| p.display().to_string());
+    let cfg = match AppConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("invalid: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let errs = check(&cfg);
+    if errs.is_empty() {
+        for k in &cfg.ignored_keys {
+            eprintln!("note: {k} is not used by Ferry and is ignored");
+        }
+        println!("ok: {name}");
+        ExitCode::SUCCESS
+    } else {
+        for e in errs {
+            eprintln!("invalid: {name}: {e}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+async fn serve(path: Option<PathBuf>) -> Result<(), String> {
+    let started = Instant::now();
+    let mut cfg = AppConfig::load(path.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(e) = check(&cfg).into_iter().next() {
+        return Err(e);
+    }
+    if !cfg.ignored_keys.is_empty() {
+        tracing::warn!(
+            "ignoring config keys Ferry does not use: {}",
+            cfg.ignored_keys.join(", ")
+        );
+    }
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&cfg.data_dir).map_err(|e| e.to_string())?);
+    if cfg.admin_keys.is_empty() && cfg.admin_enabled {
+        cfg.admin_keys.push(admin_key::load_or_create(&cfg.data_dir)?);
+    }
+    let registry = Arc::new(Registry::builtin());
+    let access_log = if cfg.access_log.enabled {
+        Some(AccessLog::start(&cfg.access_log)?)
+    } else {
+        None
+    };
+    let shared = Shared::new(access_log, cfg.client_max_body_size);
+    let snap = reload::load(store.as_ref(), &registry)
+        .await
+        .map_err(|e| e.to_string())?;
+    shared.publish(snap);
+
+    let listeners = server::bind(&cfg.node_listen).await?;
+    let admin_listener = if cfg.admin_enabled {
+        Some(
+            tokio::net::TcpListener::bind(cfg.admin_listen)
+                .await
+                .map_err(|e| format!("cannot listen on {} (Admin API): {e}", cfg.admin_listen))?,
+        )
+    } else {
+        None
+    };
+
+    tokio::spawn(reload::follow(store.clone(), shared.clone(), registry.clone()));
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            access_log::request_reopen();
+        }
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_task = admin_listener.map(|l| {
+        let state = Arc::new(AdminState {
+            store: store.clone(),
+            plugins: registry.clone(),
+            keys: cfg.admin_keys.clone(),
+            allow: cfg.allow_admin.clone(),
+        });
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = ferry_admin::serve(l, state, stop).await {
+                tracing::error!("Admin API stopped: {e}");
+            }
+        })
+    });
+    let addrs: Vec<String> = cfg.node_listen.iter().map(|a| a.to_string()).collect();
+    eprintln!(
+        "ferry {} listening on {} (admin {}), data dir {}, started in {} ms",
+        env!("CARGO_PKG_VERSION"),
+        addrs.join(", "),
+        if cfg.admin_enabled { cfg.admin_listen.to_string() } else { "off".into() },
+        cfg.data_dir.display(),
+        started.elapsed().as_millis()
+    );
+    let conf = ServerConf {
+        max_header_size: cfg.max_header_size,
+        drain_timeout: cfg.drain_timeout,
+    };
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("ferry: shutting down, draining in-flight requests");
+        let _ = stop_tx.send(true);
+    };
+    let drained = server::serve(listeners, shared, conf, shutdown).await;
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    if !drained {
+        tracing::warn!("drain timeout reached; remaining connections were closed");
+    }
+    eprintln!("ferry: stopped");
+    Ok(())
 }

@@ -94,14 +94,6 @@ impl Registry {
         self.factories.insert(f.name(), f);
     }
 
-    pub fn names(&self) -> Vec<&'static str> {
-        self.factories.keys().copied().collect()
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn PluginFactory>> {
-        self.factories.get(name)
-    }
-
     /// Builds the chain for a merged `plugins` object (already checked at write time).
     pub fn build_chain(&self, plugins: &Map<String, Value>) -> Result<Chain, String> {
         let mut entries = Vec::with_capacity(plugins.len());
@@ -136,6 +128,14 @@ impl PluginChecker for Registry {
             obj.insert("_meta".into(), meta.clone());
         }
         Ok(out)
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.factories.keys().map(|k| k.to_string()).collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Value> {
+        self.factories.get(name).map(|f| f.schema())
     }
 }
 
