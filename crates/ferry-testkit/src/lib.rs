@@ -1,14 +1,239 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+//! Test support shared by Ferry's integration tests and benchmarks: start the real `ferry`
+//! binary on ephemeral ports with a temporary data dir, and a small HTTP client for the data
+//! plane and the Admin API. Everything it starts is stopped by PID when dropped.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let p = std::env::temp_dir().join(format!("ferry-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `ferry serve`.
+pub struct Ferry {
+    pub child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: PathBuf,
+    pub key: String,
+    /// Everything the process wrote to stderr so far.
+    pub stderr: Arc<Mutex<String>>,
+}
+
+/// The admin key the test configs use.
+pub const TEST_KEY: &str = "test-admin-key-0123456789";
+
+impl Ferry {
+    /// Writes `dir/config.yaml` (ports, data dir, admin key, access log, then `extra` YAML
+    /// appended under the top level) and starts `ferry serve` in `dir`.
+    pub fn start(bin: &str, dir: &Path, extra: &str) -> Ferry {
+        let port = free_port();
+        let admin_port = free_port();
+        let cfg = format!(
+            "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n\
+             deployment:\n  admin:\n    admin_key:\n      - name: admin\n        key: {TEST_KEY}\n        role: admin\n\
+             \x20     - name: viewer\n        key: viewer-key\n        role: viewer\n\
+             \x20   admin_listen:\n      ip: 127.0.0.1\n      port: {admin_port}\n\
+             ferry:\n  data_dir: {}\n  drain_timeout_ms: 3000\n{extra}",
+            dir.join("data").display()
+        );
+        std::fs::write(dir.join("config.yaml"), cfg).expect("write config");
+        Self::spawn(bin, dir, port, admin_port, TEST_KEY.to_string())
+    }
+
+    /// Starts `ferry serve --config dir/config.yaml` with a config already written.
+    pub fn spawn(bin: &str, dir: &Path, port: u16, admin_port: u16, key: String) -> Ferry {
+        let mut child = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(dir.join("config.yaml"))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ferry");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(err) = child.stderr.take() {
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if let Ok(mut s) = sink.lock() {
+                        s.push_str(&line);
+                        s.push('\n');
+                    }
+                }
+            });
+        }
+        let f = Ferry {
+            child,
+            port,
+            admin_port,
+            dir: dir.to_path_buf(),
+            key,
+            stderr,
+        };
+        f.wait_listening();
+        f
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("ferry did not start: {}", self.stderr_text());
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/apisix/admin{path}", self.admin_port)
+    }
+
+    /// An Admin API call with the admin key; returns status and JSON body.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let r = send(
+            method,
+            &self.admin_url(path),
+            &[("x-api-key", self.key.as_str())],
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )
+        .await;
+        (r.status, r.json())
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait ferry")
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
+    }
+}
+
+/// A response, fully read.
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends one HTTP/1.1 request.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+    send_with(&client(false), method, url, headers, body.into()).await
+}
+
+/// Sends one request over cleartext HTTP/2 (prior knowledge).
+pub async fn send_h2(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+    send_with(&client(true), method, url, headers, body.into()).await
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A pooled client; `h2` selects HTTP/2 with prior knowledge.
+pub fn client(h2: bool) -> HttpClient {
+    let mut b = Client::builder(TokioExecutor::new());
+    if h2 {
+        b.http2_only(true);
+    }
+    b.build_http()
+}
+
+pub async fn send_with(
+    c: &HttpClient,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Resp {
+    let mut req = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).expect("method"))
+        .uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body)).expect("request");
+    let resp = c.request(req).await.expect("send request");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("read body").to_bytes();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
     }
 }
