@@ -17,7 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 type S = State<Arc<AdminState>>;
 
 fn kind_of(s: &str) -> Result<Kind, Response> {
-    Kind::from_path(s).ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unsupported resource type: {s}")))
+    Kind::from_path(s).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("unsupported resource type: {s}"),
+        )
+    })
 }
 
 fn store_error(e: StoreError) -> Response {
@@ -51,10 +56,17 @@ async fn read_json(body: Body) -> Result<Value, Response> {
         )
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(error(StatusCode::BAD_REQUEST, "invalid request body: empty"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid request body: empty",
+        ));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+        )
+    })
 }
 
 /// Validates a full resource body for `kind/id` and returns the write function for the store.
@@ -71,9 +83,17 @@ fn checked(kind: Kind, id: String, mut value: Value, plugins: Arc<dyn PluginChec
 async fn write(state: &AdminState, kind: Kind, id: String, f: WriteFn) -> Response {
     match state.store.write(kind, &id, f).await {
         Ok(out) => {
-            let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
+            let status = if out.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             let r = &out.record;
-            (status, Json(json!({"key": kind.key(&r.id), "value": r.value}))).into_response()
+            (
+                status,
+                Json(json!({"key": kind.key(&r.id), "value": r.value})),
+            )
+                .into_response()
         }
         Err(e) => store_error(e),
     }
@@ -85,7 +105,10 @@ fn check_id(kind: Kind, id: &str) -> Result<(), Response> {
     } else {
         Err(error(
             StatusCode::BAD_REQUEST,
-            format!("invalid {} id: expected 1-64 characters of [a-zA-Z0-9-_.]", kind.noun()),
+            format!(
+                "invalid {} id: expected 1-64 characters of [a-zA-Z0-9-_.]",
+                kind.noun()
+            ),
         ))
     }
 }
@@ -125,12 +148,21 @@ pub async fn put_collection(state: S, Path(kind): Path<String>, body: Body) -> R
         Err(r) => return r,
     };
     let Some(id) = value.get("id").and_then(id_string) else {
-        return error(StatusCode::BAD_REQUEST, format!("missing {} id", kind.noun()));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("missing {} id", kind.noun()),
+        );
     };
     if let Err(r) = check_id(kind, &id) {
         return r;
     }
-    write(&state, kind, id.clone(), checked(kind, id, value, state.plugins.clone())).await
+    write(
+        &state,
+        kind,
+        id.clone(),
+        checked(kind, id, value, state.plugins.clone()),
+    )
+    .await
 }
 
 pub async fn put_id(state: S, Path((kind, id)): Path<(String, String)>, body: Body) -> Response {
@@ -150,7 +182,13 @@ pub async fn put_id(state: S, Path((kind, id)): Path<(String, String)>, body: Bo
             return error(StatusCode::BAD_REQUEST, format!("wrong {} id", kind.noun()));
         }
     }
-    write(&state, kind, id.clone(), checked(kind, id, value, state.plugins.clone())).await
+    write(
+        &state,
+        kind,
+        id.clone(),
+        checked(kind, id, value, state.plugins.clone()),
+    )
+    .await
 }
 
 /// A new id for POST: time-ordered digits, unique within this process.
@@ -185,7 +223,13 @@ pub async fn post(state: S, Path(kind): Path<String>, body: Body) -> Response {
         );
     }
     let id = new_id();
-    write(&state, kind, id.clone(), checked(kind, id, value, state.plugins.clone())).await
+    write(
+        &state,
+        kind,
+        id.clone(),
+        checked(kind, id, value, state.plugins.clone()),
+    )
+    .await
 }
 
 /// RFC 7386 merge: objects merge key by key, `null` deletes, anything else replaces.
@@ -231,17 +275,25 @@ pub async fn patch(state: S, Path((kind, id)): Path<(String, String)>, body: Bod
         Err(r) => return r,
     };
     if !p.is_object() {
-        return error(StatusCode::BAD_REQUEST, "invalid request body: a PATCH body must be an object");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid request body: a PATCH body must be an object",
+        );
     }
     if let Some(body_id) = p.get("id") {
         if id_string(body_id).as_deref() != Some(id.as_str()) {
             return error(StatusCode::BAD_REQUEST, format!("wrong {} id", kind.noun()));
         }
     }
-    let f = patched(kind, id.clone(), move |v| {
-        merge(v, p);
-        Ok(())
-    }, state.plugins.clone());
+    let f = patched(
+        kind,
+        id.clone(),
+        move |v| {
+            merge(v, p);
+            Ok(())
+        },
+        state.plugins.clone(),
+    );
     write(&state, kind, id, f).await
 }
 
@@ -259,24 +311,35 @@ pub async fn patch_path(
         Ok(v) => v,
         Err(r) => return r,
     };
-    let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(String::from).collect();
+    let segs: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
     if segs.is_empty() || segs[0] == "id" {
         return error(StatusCode::BAD_REQUEST, format!("invalid sub path: {path}"));
     }
-    let f = patched(kind, id.clone(), move |v| {
-        let mut cur = v;
-        for (i, s) in segs.iter().enumerate() {
-            let obj = cur
-                .as_object_mut()
-                .ok_or_else(|| format!("invalid sub path: {} is not an object", segs[..i].join("/")))?;
-            if i + 1 == segs.len() {
-                obj.insert(s.clone(), p);
-                return Ok(());
+    let f = patched(
+        kind,
+        id.clone(),
+        move |v| {
+            let mut cur = v;
+            for (i, s) in segs.iter().enumerate() {
+                let obj = cur.as_object_mut().ok_or_else(|| {
+                    format!("invalid sub path: {} is not an object", segs[..i].join("/"))
+                })?;
+                if i + 1 == segs.len() {
+                    obj.insert(s.clone(), p);
+                    return Ok(());
+                }
+                cur = obj
+                    .entry(s.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
             }
-            cur = obj.entry(s.clone()).or_insert_with(|| Value::Object(Map::new()));
-        }
-        Ok(())
-    }, state.plugins.clone());
+            Ok(())
+        },
+        state.plugins.clone(),
+    );
     write(&state, kind, id, f).await
 }
 
@@ -309,7 +372,10 @@ mod tests {
     #[test]
     fn merge_patch() {
         let mut v = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1, 2]});
-        merge(&mut v, json!({"a": null, "b": {"c": 5}, "e": [3], "f": "x"}));
+        merge(
+            &mut v,
+            json!({"a": null, "b": {"c": 5}, "e": [3], "f": "x"}),
+        );
         assert_eq!(v, json!({"b": {"c": 5, "d": 3}, "e": [3], "f": "x"}));
     }
 

@@ -9,9 +9,9 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use ferry_config::PluginChecker;
 use ferry_config::app::{AdminKey, AdminRole};
 use ferry_config::store::Store;
-use ferry_config::PluginChecker;
 use ipnet::IpNet;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -42,7 +42,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/apisix/admin/plugins/{name}", get(handlers::plugin_schema))
         .route(
             "/apisix/admin/{kind}",
-            get(handlers::list).put(handlers::put_collection).post(handlers::post),
+            get(handlers::list)
+                .put(handlers::put_collection)
+                .post(handlers::post),
         )
         .route(
             "/apisix/admin/{kind}/{id}",
@@ -79,7 +81,10 @@ async fn auth(
 ) -> Response {
     if !state.allow.is_empty() && !state.allow.iter().any(|n| n.contains(&remote.ip())) {
         tracing::warn!(%remote, "admin request from a network not in allow_admin");
-        return error(StatusCode::FORBIDDEN, "Access from this address is not allowed");
+        return error(
+            StatusCode::FORBIDDEN,
+            "Access from this address is not allowed",
+        );
     }
     let given = key_from(req.headers(), req.uri().query());
     let role = given.as_deref().and_then(|g| {
@@ -103,9 +108,10 @@ async fn auth(
             );
             error(StatusCode::UNAUTHORIZED, "failed to check token")
         }
-        Some(AdminRole::Viewer) if req.method() != Method::GET => {
-            error(StatusCode::UNAUTHORIZED, "failed to check token: the viewer role can only read")
-        }
+        Some(AdminRole::Viewer) if req.method() != Method::GET => error(
+            StatusCode::UNAUTHORIZED,
+            "failed to check token: the viewer role can only read",
+        ),
         Some(_) => next.run(req).await,
     }
 }

@@ -243,7 +243,9 @@ impl AppConfig {
                     .collect(),
             };
             if self.node_listen.is_empty() {
-                return Err(ConfigError("apisix.node_listen: needs at least one port".into()));
+                return Err(ConfigError(
+                    "apisix.node_listen: needs at least one port".into(),
+                ));
             }
         }
         if let Some(e) = raw.apisix.enable_admin {
@@ -340,7 +342,9 @@ impl AppConfig {
         }
         if let Some(h) = raw.ferry.max_header_size {
             if h < 1024 {
-                return Err(ConfigError("ferry.max_header_size: must be at least 1024".into()));
+                return Err(ConfigError(
+                    "ferry.max_header_size: must be at least 1024".into(),
+                ));
             }
             self.max_header_size = h;
         }
@@ -387,7 +391,9 @@ pub fn substitute_env(
             None => (inner, None),
         };
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(ConfigError(format!("invalid environment reference ${{{{{inner}}}}}")));
+            return Err(ConfigError(format!(
+                "invalid environment reference ${{{{{inner}}}}}"
+            )));
         }
         match (lookup(name), default) {
             (Some(v), _) => out.push_str(&v),

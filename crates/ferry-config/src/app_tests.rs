@@ -56,7 +56,10 @@ ferry:
     let c = AppConfig::parse(text).unwrap();
     assert_eq!(
         c.node_listen,
-        vec!["0.0.0.0:9080".parse().unwrap(), "127.0.0.1:9081".parse().unwrap()]
+        vec![
+            "0.0.0.0:9080".parse().unwrap(),
+            "127.0.0.1:9081".parse().unwrap()
+        ]
     );
     assert_eq!(c.admin_listen, "0.0.0.0:19180".parse().unwrap());
     assert_eq!(c.admin_keys.len(), 2);
@@ -105,8 +108,8 @@ fn errors_carry_line_and_column() {
     assert!(e.0.contains("line 2 column"), "{e}");
     let e = AppConfig::parse("ferry:\n  data_dirr: x\n").unwrap_err();
     assert!(e.0.contains("data_dirr"), "{e}");
-    let e = AppConfig::parse("nginx_config:\n  http:\n    client_max_body_size: lots\n")
-        .unwrap_err();
+    let e =
+        AppConfig::parse("nginx_config:\n  http:\n    client_max_body_size: lots\n").unwrap_err();
     assert!(e.0.contains("invalid size"), "{e}");
 }
 

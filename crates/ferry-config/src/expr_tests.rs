@@ -87,11 +87,17 @@ fn operators() {
         // ipmatch
         (json!([["remote_addr", "ipmatch", ["10.0.0.0/8"]]]), true),
         (json!([["remote_addr", "ipmatch", "10.1.2.3"]]), true),
-        (json!([["remote_addr", "ipmatch", ["192.168.0.0/16", "::1"]]]), false),
+        (
+            json!([["remote_addr", "ipmatch", ["192.168.0.0/16", "::1"]]]),
+            false,
+        ),
         // negation
         (json!([["arg_name", "!", "==", "bob"]]), true),
         (json!([["arg_name", "!", "==", "alice"]]), false),
-        (json!([["remote_addr", "!", "ipmatch", ["10.0.0.0/8"]]]), false),
+        (
+            json!([["remote_addr", "!", "ipmatch", ["10.0.0.0/8"]]]),
+            false,
+        ),
         // case-insensitive operator names
         (json!([["request_method", "IN", ["GET"]]]), true),
         (json!([["remote_addr", "IPMATCH", "10.0.0.0/8"]]), true),
@@ -106,8 +112,14 @@ fn operators() {
         (json!([["post_arg.stream", "==", "true"]]), false),
         (json!([["post_arg.meta", "==", "x"]]), false),
         (json!([["post_arg.meta.name", "==", "openai"]]), true),
-        (json!([["post_arg.messages[*].content[*].type", "has", "image_url"]]), true),
-        (json!([["post_arg.messages[*].content[*].type", "has", "audio"]]), false),
+        (
+            json!([["post_arg.messages[*].content[*].type", "has", "image_url"]]),
+            true,
+        ),
+        (
+            json!([["post_arg.messages[*].content[*].type", "has", "audio"]]),
+            false,
+        ),
         (json!([["post_arg.messages[*].role", "has", "user"]]), true),
         (json!([["post_arg..type", "has", "text"]]), true),
         (json!([["post_arg.nothing[*]", "==", null]]), true),
@@ -122,22 +134,51 @@ fn operators() {
 #[test]
 fn logic() {
     let cases: Vec<(Value, bool)> = vec![
-        (json!([["arg_name", "==", "alice"], ["arg_n", "==", 10]]), true),
-        (json!([["arg_name", "==", "alice"], ["arg_n", "==", 11]]), false),
-        (json!(["AND", ["arg_name", "==", "alice"], ["arg_n", ">", 5]]), true),
-        (json!(["OR", ["arg_name", "==", "bob"], ["arg_n", ">", 5]]), true),
-        (json!(["OR", ["arg_name", "==", "bob"], ["arg_n", ">", 50]]), false),
-        (json!(["!AND", ["arg_name", "==", "alice"], ["arg_n", ">", 5]]), false),
-        (json!(["!OR", ["arg_name", "==", "bob"], ["arg_n", ">", 50]]), true),
-        (json!(["or", ["arg_name", "==", "bob"], ["arg_n", ">", 5]]), true),
         (
-            json!(["AND",
-                ["OR", ["arg_name", "==", "bob"], ["arg_name", "==", "alice"]],
-                ["!OR", ["uri", "~~", "^/admin"], ["arg_n", "<", 1]]]),
+            json!([["arg_name", "==", "alice"], ["arg_n", "==", 10]]),
             true,
         ),
         (
-            json!([["uri", "==", "/v1/chat"], ["OR", ["arg_x", "==", "1"], ["arg_name", "==", "alice"]]]),
+            json!([["arg_name", "==", "alice"], ["arg_n", "==", 11]]),
+            false,
+        ),
+        (
+            json!(["AND", ["arg_name", "==", "alice"], ["arg_n", ">", 5]]),
+            true,
+        ),
+        (
+            json!(["OR", ["arg_name", "==", "bob"], ["arg_n", ">", 5]]),
+            true,
+        ),
+        (
+            json!(["OR", ["arg_name", "==", "bob"], ["arg_n", ">", 50]]),
+            false,
+        ),
+        (
+            json!(["!AND", ["arg_name", "==", "alice"], ["arg_n", ">", 5]]),
+            false,
+        ),
+        (
+            json!(["!OR", ["arg_name", "==", "bob"], ["arg_n", ">", 50]]),
+            true,
+        ),
+        (
+            json!(["or", ["arg_name", "==", "bob"], ["arg_n", ">", 5]]),
+            true,
+        ),
+        (
+            json!([
+                "AND",
+                ["OR", ["arg_name", "==", "bob"], ["arg_name", "==", "alice"]],
+                ["!OR", ["uri", "~~", "^/admin"], ["arg_n", "<", 1]]
+            ]),
+            true,
+        ),
+        (
+            json!([
+                ["uri", "==", "/v1/chat"],
+                ["OR", ["arg_x", "==", "1"], ["arg_name", "==", "alice"]]
+            ]),
             true,
         ),
     ];
@@ -150,14 +191,23 @@ fn logic() {
 fn compile_errors() {
     let cases: Vec<(Value, &str)> = vec![
         (json!({"a": 1}), "vars must be an array"),
-        (json!(["arg_name", "==", "alice"]), "rule should be wrapped inside brackets"),
+        (
+            json!(["arg_name", "==", "alice"]),
+            "rule should be wrapped inside brackets",
+        ),
         (json!([["arg_name", "=~", "x"]]), "invalid operator '=~'"),
-        (json!([["arg_name", "?", "==", "x"]]), "bad 'not' expression"),
+        (
+            json!([["arg_name", "?", "==", "x"]]),
+            "bad 'not' expression",
+        ),
         (json!(["OR", ["arg_name", "==", "x"]]), "rule too short"),
         (json!([["uri", "~~", "("]]), "invalid regex"),
         (json!([["uri", "~~", 5]]), "needs a string regex"),
         (json!([["uri", "in", "x"]]), "'in' needs an array"),
-        (json!([["remote_addr", "ipmatch", ["300.1.1.1"]]]), "invalid IP address"),
+        (
+            json!([["remote_addr", "ipmatch", ["300.1.1.1"]]]),
+            "invalid IP address",
+        ),
         (json!([[1, "==", "x"]]), "variable name must be a string"),
         (json!([["a"]]), "invalid expression"),
         (json!([["a", "==", 1, 2, 3]]), "invalid expression"),
@@ -166,7 +216,10 @@ fn compile_errors() {
     ];
     for (rule, want) in cases {
         let err = Expr::compile(&rule).err().unwrap_or_default();
-        assert!(err.contains(want), "rule {rule}: got {err:?}, want {want:?}");
+        assert!(
+            err.contains(want),
+            "rule {rule}: got {err:?}, want {want:?}"
+        );
     }
 }
 
@@ -174,6 +227,11 @@ fn compile_errors() {
 fn needs_body_tracks_post_args() {
     let e = Expr::compile(&json!([["arg_a", "==", "1"]])).unwrap();
     assert!(!e.needs_body());
-    let e = Expr::compile(&json!(["OR", ["arg_a", "==", "1"], ["post_arg.model", "==", "x"]])).unwrap();
+    let e = Expr::compile(&json!([
+        "OR",
+        ["arg_a", "==", "1"],
+        ["post_arg.model", "==", "x"]
+    ]))
+    .unwrap();
     assert!(e.needs_body());
 }

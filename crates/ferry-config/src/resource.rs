@@ -69,22 +69,65 @@ pub type Ref = (Kind, String);
 
 /// Validates a resource body, fills plugin defaults in, and returns the resources it
 /// references. `value` must already carry its `id`.
-pub fn validate(kind: Kind, value: &mut Value, plugins: &dyn PluginChecker) -> Result<Vec<Ref>, String> {
+pub fn validate(
+    kind: Kind,
+    value: &mut Value,
+    plugins: &dyn PluginChecker,
+) -> Result<Vec<Ref>, String> {
     let obj = value
         .as_object_mut()
         .ok_or_else(|| "invalid configuration: wrong type: expected object".to_string())?;
     let allowed: &[&str] = match kind {
         Kind::Routes => &[
-            "id", "name", "desc", "labels", "priority", "status", "uri", "uris", "methods", "host",
-            "hosts", "remote_addr", "remote_addrs", "vars", "plugins", "plugin_config_id",
-            "service_id", "upstream", "upstream_id", "timeout", "enable_websocket", "filter_func",
-            "script", "create_time", "update_time",
+            "id",
+            "name",
+            "desc",
+            "labels",
+            "priority",
+            "status",
+            "uri",
+            "uris",
+            "methods",
+            "host",
+            "hosts",
+            "remote_addr",
+            "remote_addrs",
+            "vars",
+            "plugins",
+            "plugin_config_id",
+            "service_id",
+            "upstream",
+            "upstream_id",
+            "timeout",
+            "enable_websocket",
+            "filter_func",
+            "script",
+            "create_time",
+            "update_time",
         ],
         Kind::Services => &[
-            "id", "name", "desc", "labels", "plugins", "hosts", "upstream", "upstream_id",
-            "enable_websocket", "script", "create_time", "update_time",
+            "id",
+            "name",
+            "desc",
+            "labels",
+            "plugins",
+            "hosts",
+            "upstream",
+            "upstream_id",
+            "enable_websocket",
+            "script",
+            "create_time",
+            "update_time",
         ],
-        Kind::PluginConfigs => &["id", "name", "desc", "labels", "plugins", "create_time", "update_time"],
+        Kind::PluginConfigs => &[
+            "id",
+            "name",
+            "desc",
+            "labels",
+            "plugins",
+            "create_time",
+            "update_time",
+        ],
     };
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(format!(
@@ -142,7 +185,9 @@ pub fn validate(kind: Kind, value: &mut Value, plugins: &dyn PluginChecker) -> R
 fn validate_route(obj: &mut Map<String, Value>, refs: &mut Vec<Ref>) -> Result<(), String> {
     match (obj.get("uri"), obj.get("uris")) {
         (Some(_), Some(_)) => {
-            return Err("invalid configuration: only one of \"uri\" and \"uris\" may be set".into());
+            return Err(
+                "invalid configuration: only one of \"uri\" and \"uris\" may be set".into(),
+            );
         }
         (None, None) => {
             return Err("invalid configuration: property \"uri\" or \"uris\" is required".into());
@@ -163,7 +208,9 @@ fn validate_route(obj: &mut Map<String, Value>, refs: &mut Vec<Ref>) -> Result<(
         const METHODS: &[&str] = &[
             "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE",
         ];
-        let arr = m.as_array().ok_or_else(|| type_err("methods", "array", m))?;
+        let arr = m
+            .as_array()
+            .ok_or_else(|| type_err("methods", "array", m))?;
         for (i, x) in arr.iter().enumerate() {
             if !x.as_str().is_some_and(|s| METHODS.contains(&s)) {
                 return Err(format!(
@@ -206,7 +253,9 @@ fn validate_route(obj: &mut Map<String, Value>, refs: &mut Vec<Ref>) -> Result<(
         }
     }
     if let Some(t) = obj.get("timeout") {
-        let m = t.as_object().ok_or_else(|| type_err("timeout", "object", t))?;
+        let m = t
+            .as_object()
+            .ok_or_else(|| type_err("timeout", "object", t))?;
         for (k, v) in m {
             if !["connect", "send", "read"].contains(&k.as_str()) {
                 return Err(format!(
@@ -220,7 +269,10 @@ fn validate_route(obj: &mut Map<String, Value>, refs: &mut Vec<Ref>) -> Result<(
             }
         }
     }
-    for (field, kind) in [("service_id", Kind::Services), ("plugin_config_id", Kind::PluginConfigs)] {
+    for (field, kind) in [
+        ("service_id", Kind::Services),
+        ("plugin_config_id", Kind::PluginConfigs),
+    ] {
         if let Some(v) = obj.get(field) {
             check_id(Some(v), field)?;
             refs.push((kind, id_string(v).unwrap_or_default()));
@@ -272,7 +324,8 @@ pub fn id_string(v: &Value) -> Option<String> {
 pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn check_id(v: Option<&Value>, field: &str) -> Result<(), String> {
@@ -305,7 +358,9 @@ fn type_err(field: &str, want: &str, got: &Value) -> String {
 }
 
 fn opt_str(obj: &Map<String, Value>, field: &str, min: usize, max: usize) -> Result<(), String> {
-    let Some(v) = obj.get(field) else { return Ok(()) };
+    let Some(v) = obj.get(field) else {
+        return Ok(());
+    };
     let s = v.as_str().ok_or_else(|| type_err(field, "string", v))?;
     let n = s.chars().count();
     if n < min || n > max {
@@ -324,8 +379,12 @@ fn opt_integer(obj: &Map<String, Value>, field: &str) -> Result<(), String> {
 }
 
 fn check_labels(obj: &Map<String, Value>) -> Result<(), String> {
-    let Some(v) = obj.get("labels") else { return Ok(()) };
-    let m = v.as_object().ok_or_else(|| type_err("labels", "object", v))?;
+    let Some(v) = obj.get("labels") else {
+        return Ok(());
+    };
+    let m = v
+        .as_object()
+        .ok_or_else(|| type_err("labels", "object", v))?;
     for (k, v) in m {
         if !v.is_string() {
             return Err(type_err(&format!("labels.{k}"), "string", v));
@@ -385,9 +444,9 @@ fn check_host(v: &Value, field: &str) -> Result<(), String> {
     let s = v.as_str().ok_or_else(|| type_err(field, "string", v))?;
     let body = s.strip_prefix('*').unwrap_or(s);
     let ok = !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':'));
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+        });
     if !ok {
         return Err(format!(
             "invalid configuration: property \"{field}\" validation failed: failed to match pattern \"^\\*?[0-9a-zA-Z-._\\[\\]:]+$\" with \"{s}\""
@@ -397,7 +456,9 @@ fn check_host(v: &Value, field: &str) -> Result<(), String> {
 }
 
 fn opt_hosts(obj: &Map<String, Value>, field: &str) -> Result<(), String> {
-    let Some(v) = obj.get(field) else { return Ok(()) };
+    let Some(v) = obj.get(field) else {
+        return Ok(());
+    };
     let arr = nonempty_array(v, field)?;
     for (i, h) in arr.iter().enumerate() {
         check_host(h, &format!("{field}[{i}]"))?;

@@ -39,10 +39,21 @@ fn valid_routes() {
                "status": 1, "timeout": {"connect": 3, "send": 3, "read": 3}}),
     )
     .unwrap();
-    assert_eq!(v["plugins"]["request-id"]["header_name"], "X-Request-Id", "defaults filled in");
+    assert_eq!(
+        v["plugins"]["request-id"]["header_name"], "X-Request-Id",
+        "defaults filled in"
+    );
     assert_eq!(refs, vec![(Kind::Services, "s1".to_string())]);
-    check(Kind::Routes, json!({"id": 12, "uris": ["/a", "/b*"], "plugin_config_id": 3})).unwrap();
-    check(Kind::Routes, json!({"uri": "/a", "upstream": {"nodes": {"127.0.0.1:80": 1}}})).unwrap();
+    check(
+        Kind::Routes,
+        json!({"id": 12, "uris": ["/a", "/b*"], "plugin_config_id": 3}),
+    )
+    .unwrap();
+    check(
+        Kind::Routes,
+        json!({"uri": "/a", "upstream": {"nodes": {"127.0.0.1:80": 1}}}),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -50,26 +61,80 @@ fn route_errors() {
     let cases: Vec<(Value, &str)> = vec![
         (json!({"uri": "/a"}), "needs at least one of"),
         (json!({"plugins": {}}), "\"uri\" or \"uris\" is required"),
-        (json!({"uri": 5, "plugins": {}}), "property \"uri\" validation failed: wrong type: expected string, got integer"),
-        (json!({"uri": "/a", "uris": ["/b"], "plugins": {}}), "only one of"),
+        (
+            json!({"uri": 5, "plugins": {}}),
+            "property \"uri\" validation failed: wrong type: expected string, got integer",
+        ),
+        (
+            json!({"uri": "/a", "uris": ["/b"], "plugins": {}}),
+            "only one of",
+        ),
         (json!({"uris": [], "plugins": {}}), "at least 1 items"),
         (json!({"uris": ["/a", "/a"], "plugins": {}}), "duplicated"),
-        (json!({"uri": "/a*b", "plugins": {}}), "'*' is only allowed at the end"),
-        (json!({"uri": "/a", "plugins": {}, "methods": ["FETCH"]}), "\"methods\" validation failed"),
-        (json!({"uri": "/a", "plugins": {}, "host": "bad host"}), "\"host\" validation failed"),
-        (json!({"uri": "/a", "plugins": {}, "remote_addrs": ["1.2.3.999"]}), "\"remote_addrs[0]\" validation failed"),
-        (json!({"uri": "/a", "plugins": {}, "vars": [["arg_a", "=~", "x"]]}), "failed to validate the 'vars' expression: invalid operator '=~'"),
-        (json!({"uri": "/a", "plugins": {}, "priority": "high"}), "\"priority\" validation failed"),
-        (json!({"uri": "/a", "plugins": {}, "status": 2}), "\"status\" validation failed"),
-        (json!({"uri": "/a", "plugins": {}, "bogus": 1}), "additional properties forbidden, found bogus"),
-        (json!({"uri": "/a", "plugins": {"nope": {}}}), "unknown plugin [nope]"),
-        (json!({"uri": "/a", "plugins": {"request-id": {"header_name": 1}}}), "failed to check the configuration of plugin request-id err: property \"header_name\""),
-        (json!({"uri": "/a", "plugins": {"request-id": []}}), "failed to check the configuration of plugin request-id err: wrong type: expected object"),
-        (json!({"uri": "/a", "plugins": {}, "id": "bad id!"}), "property \"id\" validation failed"),
-        (json!({"uri": "/a", "plugins": {}, "upstream_id": "1"}), "\"upstream_id\" is not supported"),
-        (json!({"uri": "/a", "plugins": {}, "filter_func": "function() end"}), "\"filter_func\" is not supported"),
-        (json!({"uri": "/a", "plugins": {}, "name": ""}), "\"name\" validation failed"),
-        (json!({"uri": "/a", "plugins": {}, "timeout": {"connect": 0}}), "timeout.connect"),
+        (
+            json!({"uri": "/a*b", "plugins": {}}),
+            "'*' is only allowed at the end",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {}, "methods": ["FETCH"]}),
+            "\"methods\" validation failed",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {}, "host": "bad host"}),
+            "\"host\" validation failed",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {}, "remote_addrs": ["1.2.3.999"]}),
+            "\"remote_addrs[0]\" validation failed",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {}, "vars": [["arg_a", "=~", "x"]]}),
+            "failed to validate the 'vars' expression: invalid operator '=~'",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {}, "priority": "high"}),
+            "\"priority\" validation failed",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {}, "status": 2}),
+            "\"status\" validation failed",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {}, "bogus": 1}),
+            "additional properties forbidden, found bogus",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {"nope": {}}}),
+            "unknown plugin [nope]",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {"request-id": {"header_name": 1}}}),
+            "failed to check the configuration of plugin request-id err: property \"header_name\"",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {"request-id": []}}),
+            "failed to check the configuration of plugin request-id err: wrong type: expected object",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {}, "id": "bad id!"}),
+            "property \"id\" validation failed",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {}, "upstream_id": "1"}),
+            "\"upstream_id\" is not supported",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {}, "filter_func": "function() end"}),
+            "\"filter_func\" is not supported",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {}, "name": ""}),
+            "\"name\" validation failed",
+        ),
+        (
+            json!({"uri": "/a", "plugins": {}, "timeout": {"connect": 0}}),
+            "timeout.connect",
+        ),
         (json!([1, 2]), "expected object"),
     ];
     for (v, want) in cases {
@@ -80,9 +145,16 @@ fn route_errors() {
 
 #[test]
 fn services_and_plugin_configs() {
-    check(Kind::Services, json!({"id": "s", "plugins": {"request-id": {}}, "hosts": ["a.com"]})).unwrap();
+    check(
+        Kind::Services,
+        json!({"id": "s", "plugins": {"request-id": {}}, "hosts": ["a.com"]}),
+    )
+    .unwrap();
     let e = check(Kind::Services, json!({"uri": "/a"})).unwrap_err();
-    assert!(e.contains("additional properties forbidden, found uri"), "{e}");
+    assert!(
+        e.contains("additional properties forbidden, found uri"),
+        "{e}"
+    );
     let e = check(Kind::PluginConfigs, json!({"id": "p"})).unwrap_err();
     assert!(e.contains("\"plugins\" is required"), "{e}");
     check(Kind::PluginConfigs, json!({"id": "p", "plugins": {}})).unwrap();

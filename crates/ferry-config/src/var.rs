@@ -280,7 +280,10 @@ pub fn lua_tonumber(s: &str) -> Option<f64> {
     if !body
         .bytes()
         .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
-        || !body.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'.')
+        || !body
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_digit() || b == b'.')
     {
         return None;
     }
@@ -324,23 +327,37 @@ mod tests {
             {"content": [{"type": "text"}, {"type": "image_url"}]},
             {"content": [{"type": "text"}]}
         ], "list": [1, 2]});
-        let Ok(Var::PostArg(p)) = Var::parse("post_arg.model.name") else { panic!() };
+        let Ok(Var::PostArg(p)) = Var::parse("post_arg.model.name") else {
+            panic!()
+        };
         assert_eq!(p.resolve(&body), Val::str("openai"));
-        let Ok(Var::PostArg(p)) = Var::parse("post_arg.n") else { panic!() };
+        let Ok(Var::PostArg(p)) = Var::parse("post_arg.n") else {
+            panic!()
+        };
         assert_eq!(p.resolve(&body), Val::Num(3.0));
-        let Ok(Var::PostArg(p)) = Var::parse("post_arg.model") else { panic!() };
+        let Ok(Var::PostArg(p)) = Var::parse("post_arg.model") else {
+            panic!()
+        };
         assert_eq!(p.resolve(&body), Val::Object);
         // numeric segments do not index arrays
-        let Ok(Var::PostArg(p)) = Var::parse("post_arg.list.0") else { panic!() };
+        let Ok(Var::PostArg(p)) = Var::parse("post_arg.list.0") else {
+            panic!()
+        };
         assert_eq!(p.resolve(&body), Val::Nil);
         let Ok(Var::PostArg(p)) = Var::parse("post_arg.messages[*].content[*].type") else {
             panic!()
         };
         assert_eq!(
             p.resolve(&body),
-            Val::List(vec![Val::str("text"), Val::str("image_url"), Val::str("text")])
+            Val::List(vec![
+                Val::str("text"),
+                Val::str("image_url"),
+                Val::str("text")
+            ])
         );
-        let Ok(Var::PostArg(p)) = Var::parse("post_arg.missing[*].x") else { panic!() };
+        let Ok(Var::PostArg(p)) = Var::parse("post_arg.missing[*].x") else {
+            panic!()
+        };
         assert_eq!(p.resolve(&body), Val::Nil);
     }
 }

@@ -287,9 +287,15 @@ mod tests {
 
     #[test]
     fn templates() {
-        assert_eq!(render("$status $llm_model $upstream_addr", LogEscape::Default), "200 gpt-4 -");
+        assert_eq!(
+            render("$status $llm_model $upstream_addr", LogEscape::Default),
+            "200 gpt-4 -"
+        );
         assert_eq!(render("${status}x $ $", LogEscape::Default), "200x $ $");
-        assert_eq!(render("\"$request\"", LogEscape::Default), "\"GET /a\\x22b HTTP/1.1\"");
+        assert_eq!(
+            render("\"$request\"", LogEscape::Default),
+            "\"GET /a\\x22b HTTP/1.1\""
+        );
         assert_eq!(render("$request", LogEscape::Json), "GET /a\\\"b HTTP/1.1");
         assert_eq!(render("é$status", LogEscape::None), "é200");
         assert!(Template::compile("${status", LogEscape::Default).is_err());

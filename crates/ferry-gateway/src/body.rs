@@ -36,7 +36,10 @@ pub struct LoggedBody {
 
 impl LoggedBody {
     pub fn new(inner: GwBody, ctx: Box<Ctx>, shared: Arc<Shared>) -> Self {
-        let filters = ctx.route.as_ref().is_some_and(|r| r.chain.has_body_filters());
+        let filters = ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.chain.has_body_filters());
         LoggedBody {
             inner,
             ctx: Some(ctx),

@@ -76,6 +76,16 @@ impl Ctx {
         max_body: u64,
     ) -> Ctx {
         let (parts, body) = req.into_parts();
+        Ctx::from_parts(parts, ReqBody::Unread(body), remote, local, max_body)
+    }
+
+    fn from_parts(
+        parts: http::request::Parts,
+        body: ReqBody,
+        remote: SocketAddr,
+        local: SocketAddr,
+        max_body: u64,
+    ) -> Ctx {
         Ctx {
             method: parts.method,
             uri: parts.uri,
@@ -85,7 +95,7 @@ impl Ctx {
             local,
             start: Instant::now(),
             start_wall: SystemTime::now(),
-            body: ReqBody::Unread(body),
+            body,
             max_body,
             json: OnceCell::new(),
             route: None,
@@ -99,6 +109,16 @@ impl Ctx {
             plugin_mask: u64::MAX,
             end: None,
         }
+    }
+
+    /// A context whose body is already in memory (benchmarks, tests, internal requests).
+    pub fn with_body(
+        parts: http::request::Parts,
+        body: Bytes,
+        remote: SocketAddr,
+        local: SocketAddr,
+    ) -> Ctx {
+        Ctx::from_parts(parts, ReqBody::Read(body), remote, local, 0)
     }
 
     /// Reads the whole request body once (bounded by the body-size limit) and returns it.
@@ -257,7 +277,10 @@ impl Ctx {
 
     /// Seconds since the request started, as `$request_time` prints it.
     pub fn elapsed_secs(&self) -> f64 {
-        self.end.unwrap_or_else(Instant::now).duration_since(self.start).as_secs_f64()
+        self.end
+            .unwrap_or_else(Instant::now)
+            .duration_since(self.start)
+            .as_secs_f64()
     }
 
     fn builtin(&self, b: Builtin) -> Val<'_> {
@@ -362,7 +385,9 @@ impl VarSource for Ctx {
             Var::Header(h) => self.header_str(h).map_or(Val::Nil, Val::str),
             Var::Cookie(c) => self.cookie(c).map_or(Val::Nil, Val::str),
             Var::PostArg(p) => self.post_arg(p),
-            Var::PostArgForm(n) => self.form_arg(n).map_or(Val::Nil, |v| Val::Str(Cow::Owned(v))),
+            Var::PostArgForm(n) => self
+                .form_arg(n)
+                .map_or(Val::Nil, |v| Val::Str(Cow::Owned(v))),
             Var::Custom(n) => self.var(n).map_or(Val::Nil, Val::str),
         }
     }

@@ -12,7 +12,10 @@ pub async fn load(store: &dyn Store, registry: &Registry) -> Result<Snapshot, St
     let s = store.snapshot().await?;
     let (snap, errors) = Snapshot::build(&s, registry);
     for e in errors {
-        tracing::error!(revision = s.revision, "skipped while building the snapshot: {e}");
+        tracing::error!(
+            revision = s.revision,
+            "skipped while building the snapshot: {e}"
+        );
     }
     Ok(snap)
 }
@@ -25,7 +28,11 @@ pub async fn follow(store: Arc<dyn Store>, shared: Arc<Shared>, registry: Arc<Re
         if want != shared.snapshot.load().revision {
             match load(store.as_ref(), &registry).await {
                 Ok(snap) => {
-                    tracing::debug!(revision = snap.revision, routes = snap.router.len(), "snapshot published");
+                    tracing::debug!(
+                        revision = snap.revision,
+                        routes = snap.router.len(),
+                        "snapshot published"
+                    );
                     shared.publish(snap);
                 }
                 Err(e) => tracing::error!("cannot rebuild the snapshot: {e}"),

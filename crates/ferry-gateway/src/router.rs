@@ -2,6 +2,7 @@
 //! remote address and `vars`, in APISIX's order: highest `priority` first, then routes bound
 //! to a host, then the most specific URI (exact before the longest prefix), then oldest.
 
+use crate::ctx::Ctx;
 use crate::plugin::Chain;
 use ferry_config::Expr;
 use ipnet::IpNet;
@@ -69,10 +70,7 @@ const METHODS: [&str; 10] = [
 
 /// The bit of a method in [`Route::methods`]; unknown methods get none.
 pub fn method_bit(m: &str) -> u16 {
-    METHODS
-        .iter()
-        .position(|x| *x == m)
-        .map_or(0, |i| 1 << i)
+    METHODS.iter().position(|x| *x == m).map_or(0, |i| 1 << i)
 }
 
 struct Cand {
@@ -110,7 +108,11 @@ impl Router {
         for route in routes {
             for uri in &route.uris {
                 match uri.strip_suffix('*') {
-                    Some(p) => r.prefix.entry(p.to_string()).or_default().push(route.clone()),
+                    Some(p) => r
+                        .prefix
+                        .entry(p.to_string())
+                        .or_default()
+                        .push(route.clone()),
                     None => r.exact.entry(uri.clone()).or_default().push(route.clone()),
                 }
             }
@@ -184,6 +186,36 @@ impl Router {
                 .then_with(|| a.route.seq.cmp(&b.route.seq))
         });
         c.into_iter().map(|x| x.route).collect()
+    }
+}
+
+/// The outcome of [`Router::find`].
+pub enum Match {
+    Found(Arc<Route>),
+    /// A candidate needs `post_arg.*`: read the body, then call `find` again.
+    NeedBody,
+    None,
+}
+
+impl Router {
+    /// Finds the route for a request: the first candidate, best first, whose `vars` hold.
+    pub fn find(&self, ctx: &Ctx) -> Match {
+        let host = ctx.host();
+        let candidates = self.candidates(&Probe {
+            path: ctx.uri.path(),
+            host: &host,
+            method: ctx.method.as_str(),
+            remote: ctx.remote.ip(),
+        });
+        for route in candidates {
+            if route.needs_body() && ctx.body().is_none() {
+                return Match::NeedBody;
+            }
+            if route.vars.eval(ctx) {
+                return Match::Found(route);
+            }
+        }
+        Match::None
     }
 }
 

@@ -44,10 +44,17 @@ fn exact_beats_prefix_and_longer_prefix_wins() {
         route("c", &["/v1/chat/completions"], |_| {}),
         route("d", &["/*"], |_| {}),
     ]);
-    assert_eq!(ids(&r, probe("/v1/chat/completions", "", "POST")), ["c", "b", "a", "d"]);
+    assert_eq!(
+        ids(&r, probe("/v1/chat/completions", "", "POST")),
+        ["c", "b", "a", "d"]
+    );
     assert_eq!(ids(&r, probe("/v1/models", "", "GET")), ["a", "d"]);
     assert_eq!(ids(&r, probe("/other", "", "GET")), ["d"]);
-    assert_eq!(ids(&r, probe("/v1", "", "GET")), ["d"], "prefix /v1/ needs the slash");
+    assert_eq!(
+        ids(&r, probe("/v1", "", "GET")),
+        ["d"],
+        "prefix /v1/ needs the slash"
+    );
 }
 
 #[test]
@@ -63,16 +70,29 @@ fn priority_first() {
 fn methods_hosts_addrs() {
     let r = Router::new(vec![
         route("post", &["/x"], |r| r.methods = method_bit("POST")),
-        route("wild", &["/x"], |r| r.hosts = vec![HostPat::parse("*.Example.com")]),
-        route("exact-host", &["/x"], |r| r.hosts = vec![HostPat::parse("api.example.com")]),
-        route("lan", &["/x"], |r| r.remote_addrs = vec!["10.0.0.0/8".parse().unwrap()]),
+        route("wild", &["/x"], |r| {
+            r.hosts = vec![HostPat::parse("*.Example.com")]
+        }),
+        route("exact-host", &["/x"], |r| {
+            r.hosts = vec![HostPat::parse("api.example.com")]
+        }),
+        route("lan", &["/x"], |r| {
+            r.remote_addrs = vec!["10.0.0.0/8".parse().unwrap()]
+        }),
     ]);
     assert_eq!(ids(&r, probe("/x", "", "GET")), Vec::<String>::new());
     assert_eq!(ids(&r, probe("/x", "", "POST")), ["post"]);
     assert_eq!(ids(&r, probe("/x", "a.b.example.com", "GET")), ["wild"]);
-    assert_eq!(ids(&r, probe("/x", "example.com", "GET")), Vec::<String>::new());
+    assert_eq!(
+        ids(&r, probe("/x", "example.com", "GET")),
+        Vec::<String>::new()
+    );
     let got = ids(&r, probe("/x", "api.example.com", "GET"));
-    assert_eq!(got, ["exact-host", "wild"], "host routes before host-less ones");
+    assert_eq!(
+        got,
+        ["exact-host", "wild"],
+        "host routes before host-less ones"
+    );
     let mut p = probe("/x", "", "GET");
     p.remote = "10.9.9.9".parse().unwrap();
     assert_eq!(ids(&r, p), ["lan"]);

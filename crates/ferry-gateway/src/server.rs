@@ -6,7 +6,7 @@ use crate::access_log::AccessLog;
 use crate::body::{LoggedBody, Response};
 use crate::ctx::Ctx;
 use crate::error::GatewayError;
-use crate::router::Probe;
+use crate::router::Match;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use http::StatusCode;
@@ -63,28 +63,14 @@ impl Shared {
 
     async fn route_and_run(&self, ctx: &mut Ctx) -> Response {
         let snap = self.snapshot.load_full();
-        let candidates = {
-            let host = ctx.host();
-            snap.router.candidates(&Probe {
-                path: ctx.uri.path(),
-                host: &host,
-                method: ctx.method.as_str(),
-                remote: ctx.remote.ip(),
-            })
-        };
-        let mut matched = None;
-        for route in candidates {
-            if route.needs_body() && ctx.body().is_none() {
-                if let Err(e) = ctx.read_body().await {
-                    return e.into_response();
-                }
+        let mut matched = snap.router.find(ctx);
+        if let Match::NeedBody = matched {
+            if let Err(e) = ctx.read_body().await {
+                return e.into_response();
             }
-            if route.vars.eval(ctx) {
-                matched = Some(route);
-                break;
-            }
+            matched = snap.router.find(ctx);
         }
-        let Some(route) = matched else {
+        let Match::Found(route) = matched else {
             return GatewayError::client(StatusCode::NOT_FOUND, "404 Route Not Found")
                 .into_response();
         };

@@ -5,10 +5,10 @@
 use crate::plugin::Registry;
 use crate::router::{HostPat, Route, Router, method_bit};
 use ferry_config::Expr;
+use ferry_config::Kind;
 use ferry_config::expr::parse_net;
 use ferry_config::resource::id_string;
 use ferry_config::store::{Record, StoreSnapshot};
-use ferry_config::Kind;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,7 +69,10 @@ impl Snapshot {
 fn strings(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect(),
         _ => Vec::new(),
     }
 }

@@ -138,7 +138,12 @@ impl Ferry {
     }
 
     /// An Admin API call with the admin key; returns status and JSON body.
-    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let r = send(
             method,
             &self.admin_url(path),
@@ -194,12 +199,22 @@ impl Resp {
 }
 
 /// Sends one HTTP/1.1 request.
-pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Resp {
     send_with(&client(false), method, url, headers, body.into()).await
 }
 
 /// Sends one request over cleartext HTTP/2 (prior knowledge).
-pub async fn send_h2(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+pub async fn send_h2(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Resp {
     send_with(&client(true), method, url, headers, body.into()).await
 }
 

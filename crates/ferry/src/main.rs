@@ -16,7 +16,11 @@ use std::time::Instant;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Ferry: an AI gateway with APISIX's ai-proxy contract")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Ferry: an AI gateway with APISIX's ai-proxy contract"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -58,7 +62,10 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Validate { config } => validate(config_path(config).as_deref()),
         Cmd::Serve { config } => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("ferry: cannot start the runtime: {e}");
@@ -96,7 +103,9 @@ fn check(cfg: &AppConfig) -> Vec<String> {
 }
 
 fn validate(path: Option<&Path>) -> ExitCode {
-    let name = path.map_or("(defaults, no config file)".to_string(), |p| p.display().to_string());
+    let name = path.map_or("(defaults, no config file)".to_string(), |p| {
+        p.display().to_string()
+    });
     let cfg = match AppConfig::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -134,7 +143,8 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&cfg.data_dir).map_err(|e| e.to_string())?);
     if cfg.admin_keys.is_empty() && cfg.admin_enabled {
-        cfg.admin_keys.push(admin_key::load_or_create(&cfg.data_dir)?);
+        cfg.admin_keys
+            .push(admin_key::load_or_create(&cfg.data_dir)?);
     }
     let registry = Arc::new(Registry::builtin());
     let access_log = if cfg.access_log.enabled {
@@ -159,7 +169,11 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         None
     };
 
-    tokio::spawn(reload::follow(store.clone(), shared.clone(), registry.clone()));
+    tokio::spawn(reload::follow(
+        store.clone(),
+        shared.clone(),
+        registry.clone(),
+    ));
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut usr1 = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
@@ -191,7 +205,11 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         "ferry {} listening on {} (admin {}), data dir {}, started in {} ms",
         env!("CARGO_PKG_VERSION"),
         addrs.join(", "),
-        if cfg.admin_enabled { cfg.admin_listen.to_string() } else { "off".into() },
+        if cfg.admin_enabled {
+            cfg.admin_listen.to_string()
+        } else {
+            "off".into()
+        },
         cfg.data_dir.display(),
         started.elapsed().as_millis()
     );

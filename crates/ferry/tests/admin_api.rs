@@ -22,7 +22,10 @@ async fn crud_shapes() {
     assert_eq!(v["value"]["id"], "r1");
     assert!(v["value"]["create_time"].is_i64());
     assert!(v["value"]["update_time"].is_i64());
-    assert_eq!(v["value"]["plugins"]["request-id"]["header_name"], "X-Request-Id");
+    assert_eq!(
+        v["value"]["plugins"]["request-id"]["header_name"],
+        "X-Request-Id"
+    );
     let created = v["value"]["create_time"].clone();
 
     // PUT again replaces: 200, create_time kept.
@@ -55,7 +58,11 @@ async fn crud_shapes() {
 
     // PATCH merges; null deletes.
     let (s, v) = f
-        .admin("PATCH", "/routes/r1", Some(json!({"desc": "hello", "name": null, "methods": ["GET"]})))
+        .admin(
+            "PATCH",
+            "/routes/r1",
+            Some(json!({"desc": "hello", "name": null, "methods": ["GET"]})),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["value"]["desc"], "hello");
@@ -63,11 +70,15 @@ async fn crud_shapes() {
     assert_eq!(v["value"]["methods"], json!(["GET"]));
     assert_eq!(v["value"]["uri"], "/anything");
     // PATCH on a sub path replaces that value.
-    let (s, v) = f.admin("PATCH", "/routes/r1/methods", Some(json!(["PUT", "POST"]))).await;
+    let (s, v) = f
+        .admin("PATCH", "/routes/r1/methods", Some(json!(["PUT", "POST"])))
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["value"]["methods"], json!(["PUT", "POST"]));
     // A PATCH that makes the route invalid is refused and changes nothing.
-    let (s, v) = f.admin("PATCH", "/routes/r1", Some(json!({"priority": "x"}))).await;
+    let (s, v) = f
+        .admin("PATCH", "/routes/r1", Some(json!({"priority": "x"})))
+        .await;
     assert_eq!(s, 400, "{v}");
     let (_, v) = f.admin("GET", "/routes/r1", None).await;
     assert!(v["value"].get("priority").is_none());
@@ -82,7 +93,9 @@ async fn crud_shapes() {
     assert_eq!(v["error_msg"], "Key not found");
     let (s, _) = f.admin("DELETE", "/routes/nope", None).await;
     assert_eq!(s, 404);
-    let (s, _) = f.admin("PATCH", "/routes/nope", Some(json!({"desc": "x"}))).await;
+    let (s, _) = f
+        .admin("PATCH", "/routes/nope", Some(json!({"desc": "x"})))
+        .await;
     assert_eq!(s, 404);
 }
 
@@ -105,30 +118,123 @@ async fn errors_and_auth() {
     // Viewers read but cannot write.
     let r = send("GET", &url, &[("x-api-key", "viewer-key")], "").await;
     assert_eq!(r.status, 200);
-    let r = send("PUT", &url, &[("x-api-key", "viewer-key")], route("v").to_string()).await;
+    let r = send(
+        "PUT",
+        &url,
+        &[("x-api-key", "viewer-key")],
+        route("v").to_string(),
+    )
+    .await;
     assert_eq!(r.status, 401);
 
     let key = [("x-api-key", f.key.as_str())];
     let cases: Vec<(&str, &str, String, u16, &str)> = vec![
-        ("PUT", "/routes", "{\"id\": \"a\", \"uri\": ".into(), 400, "invalid request body: EOF while parsing a value at line 1 column 19"),
-        ("PUT", "/routes", "".into(), 400, "invalid request body: empty"),
-        ("PUT", "/routes", json!({"uri": "/a", "plugins": {}}).to_string(), 400, "missing route id"),
-        ("PUT", "/routes/a", json!({"id": "b", "uri": "/a", "plugins": {}}).to_string(), 400, "wrong route id"),
-        ("POST", "/routes", json!({"id": "b", "uri": "/a", "plugins": {}}).to_string(), 400, "do not need it"),
-        ("PUT", "/routes/a", json!({"uri": "/a", "plugins": {"no-such-plugin": {}}}).to_string(), 400, "unknown plugin [no-such-plugin]"),
-        ("PUT", "/routes/a", json!({"uri": "/a", "plugins": {"request-id": {"algorithm": 5}}}).to_string(), 400, "failed to check the configuration of plugin request-id err: property \"algorithm\" validation failed"),
-        ("PUT", "/routes/a", json!({"uri": "/a", "plugins": {}, "vars": [["arg_x", "=~", "1"]]}).to_string(), 400, "failed to validate the 'vars' expression"),
-        ("PUT", "/routes/a", json!({"uri": 7, "plugins": {}}).to_string(), 400, "property \"uri\" validation failed: wrong type: expected string, got integer"),
-        ("PUT", "/routes/a", json!({"uri": "/a", "plugins": {}, "service_id": "missing"}).to_string(), 400, "failed to fetch service info by service id [missing]"),
-        ("PUT", "/routes/bad%20id", json!({"uri": "/a", "plugins": {}}).to_string(), 400, "invalid route id"),
-        ("PUT", "/upstreams/1", json!({}).to_string(), 404, "unsupported resource type"),
-        ("PUT", "/routes/a", format!("{{\"id\":\"a\",\"uri\":\"/a\",\"plugins\":{{}},\"desc\":\"{}\"}}", "x".repeat(5 * 1024 * 1024)), 413, "larger than"),
+        (
+            "PUT",
+            "/routes",
+            "{\"id\": \"a\", \"uri\": ".into(),
+            400,
+            "invalid request body: EOF while parsing a value at line 1 column 19",
+        ),
+        (
+            "PUT",
+            "/routes",
+            "".into(),
+            400,
+            "invalid request body: empty",
+        ),
+        (
+            "PUT",
+            "/routes",
+            json!({"uri": "/a", "plugins": {}}).to_string(),
+            400,
+            "missing route id",
+        ),
+        (
+            "PUT",
+            "/routes/a",
+            json!({"id": "b", "uri": "/a", "plugins": {}}).to_string(),
+            400,
+            "wrong route id",
+        ),
+        (
+            "POST",
+            "/routes",
+            json!({"id": "b", "uri": "/a", "plugins": {}}).to_string(),
+            400,
+            "do not need it",
+        ),
+        (
+            "PUT",
+            "/routes/a",
+            json!({"uri": "/a", "plugins": {"no-such-plugin": {}}}).to_string(),
+            400,
+            "unknown plugin [no-such-plugin]",
+        ),
+        (
+            "PUT",
+            "/routes/a",
+            json!({"uri": "/a", "plugins": {"request-id": {"algorithm": 5}}}).to_string(),
+            400,
+            "failed to check the configuration of plugin request-id err: property \"algorithm\" validation failed",
+        ),
+        (
+            "PUT",
+            "/routes/a",
+            json!({"uri": "/a", "plugins": {}, "vars": [["arg_x", "=~", "1"]]}).to_string(),
+            400,
+            "failed to validate the 'vars' expression",
+        ),
+        (
+            "PUT",
+            "/routes/a",
+            json!({"uri": 7, "plugins": {}}).to_string(),
+            400,
+            "property \"uri\" validation failed: wrong type: expected string, got integer",
+        ),
+        (
+            "PUT",
+            "/routes/a",
+            json!({"uri": "/a", "plugins": {}, "service_id": "missing"}).to_string(),
+            400,
+            "failed to fetch service info by service id [missing]",
+        ),
+        (
+            "PUT",
+            "/routes/bad%20id",
+            json!({"uri": "/a", "plugins": {}}).to_string(),
+            400,
+            "invalid route id",
+        ),
+        (
+            "PUT",
+            "/upstreams/1",
+            json!({}).to_string(),
+            404,
+            "unsupported resource type",
+        ),
+        (
+            "PUT",
+            "/routes/a",
+            format!(
+                "{{\"id\":\"a\",\"uri\":\"/a\",\"plugins\":{{}},\"desc\":\"{}\"}}",
+                "x".repeat(5 * 1024 * 1024)
+            ),
+            413,
+            "larger than",
+        ),
     ];
     for (method, path, body, status, msg) in cases {
         let r = send(method, &f.admin_url(path), &key, body).await;
         assert_eq!(r.status, status, "{method} {path}: {}", r.text());
-        let got = r.json()["error_msg"].as_str().unwrap_or_default().to_string();
-        assert!(got.contains(msg), "{method} {path}: got {got:?}, want {msg:?}");
+        let got = r.json()["error_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            got.contains(msg),
+            "{method} {path}: got {got:?}, want {msg:?}"
+        );
     }
     // Nothing was half-written.
     let (_, v) = f.admin("GET", "/routes", None).await;
@@ -140,21 +246,36 @@ async fn services_plugin_configs_and_references() {
     let dir = TempDir::new("admin-refs");
     let f = Ferry::start(BIN, &dir.0, "");
     let (s, v) = f
-        .admin("PUT", "/services/s1", Some(json!({"plugins": {"request-id": {"header_name": "X-Svc-Id"}}})))
+        .admin(
+            "PUT",
+            "/services/s1",
+            Some(json!({"plugins": {"request-id": {"header_name": "X-Svc-Id"}}})),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["key"], "/apisix/services/s1");
     let (s, v) = f
-        .admin("PUT", "/plugin_configs/p1", Some(json!({"plugins": {"request-id": {}}})))
+        .admin(
+            "PUT",
+            "/plugin_configs/p1",
+            Some(json!({"plugins": {"request-id": {}}})),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     let (s, v) = f
-        .admin("PUT", "/routes/r1", Some(json!({"uri": "/x", "service_id": "s1", "plugin_config_id": "p1"})))
+        .admin(
+            "PUT",
+            "/routes/r1",
+            Some(json!({"uri": "/x", "service_id": "s1", "plugin_config_id": "p1"})),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     let (s, v) = f.admin("DELETE", "/services/s1", None).await;
     assert_eq!(s, 400);
-    assert_eq!(v["error_msg"], "can not delete this service directly, route [r1] is still using it now");
+    assert_eq!(
+        v["error_msg"],
+        "can not delete this service directly, route [r1] is still using it now"
+    );
     let (s, _) = f.admin("DELETE", "/plugin_configs/p1", None).await;
     assert_eq!(s, 400);
     f.admin("DELETE", "/routes/r1", None).await;

@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 
 fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(BIN).args(args).current_dir(dir).output().unwrap();
+    let o = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -23,21 +27,35 @@ fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 fn validate_and_config_errors() {
     let dir = TempDir::new("lc-validate");
     let cfg = dir.0.join("config.yaml");
-    std::fs::write(&cfg, "apisix:\n  node_listen: 9080\n  router:\n    http: radixtree_uri\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "apisix:\n  node_listen: 9080\n  router:\n    http: radixtree_uri\n",
+    )
+    .unwrap();
     let (code, out, err) = run(&dir.0, &["validate", "--config", "config.yaml"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ok: config.yaml"));
-    assert!(err.contains("apisix.router"), "ignored keys are reported: {err}");
+    assert!(
+        err.contains("apisix.router"),
+        "ignored keys are reported: {err}"
+    );
 
     std::fs::write(&cfg, "apisix:\n  node_listen: [9080\n").unwrap();
     let (code, _, err) = run(&dir.0, &["validate", "--config", "config.yaml"]);
     assert_eq!(code, 1);
-    assert!(err.contains("config.yaml") && err.contains("line "), "{err}");
+    assert!(
+        err.contains("config.yaml") && err.contains("line "),
+        "{err}"
+    );
     let (code, _, err) = run(&dir.0, &["serve", "--config", "config.yaml"]);
     assert_eq!(code, 1, "serve refuses a malformed file");
     assert!(err.contains("config.yaml: line"), "{err}");
 
-    std::fs::write(&cfg, "deployment:\n  role_traditional:\n    config_provider: etcd\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "deployment:\n  role_traditional:\n    config_provider: etcd\n",
+    )
+    .unwrap();
     let (code, _, err) = run(&dir.0, &["validate", "--config", "config.yaml"]);
     assert_eq!(code, 1);
     assert!(err.contains("\"etcd\" is not available"), "{err}");
@@ -45,8 +63,15 @@ fn validate_and_config_errors() {
     std::fs::write(&cfg, "apisix:\n  node_listen: ${{FERRY_TEST_UNSET_VAR}}\n").unwrap();
     let (code, _, err) = run(&dir.0, &["validate", "--config", "config.yaml"]);
     assert_eq!(code, 1);
-    assert!(err.contains("can't find environment variable FERRY_TEST_UNSET_VAR"), "{err}");
-    std::fs::write(&cfg, "apisix:\n  node_listen: ${{FERRY_TEST_UNSET_VAR:=9555}}\n").unwrap();
+    assert!(
+        err.contains("can't find environment variable FERRY_TEST_UNSET_VAR"),
+        "{err}"
+    );
+    std::fs::write(
+        &cfg,
+        "apisix:\n  node_listen: ${{FERRY_TEST_UNSET_VAR:=9555}}\n",
+    )
+    .unwrap();
     assert_eq!(run(&dir.0, &["validate", "--config", "config.yaml"]).0, 0);
 
     let (code, out, _) = run(&dir.0, &["--version"]);
@@ -68,10 +93,16 @@ fn no_config_generates_an_admin_key_once() {
     let t = Instant::now();
     let mut f = Ferry::spawn(BIN, &dir.0, port, admin_port, String::new());
     eprintln!("ferry serve up and listening after {:?}", t.elapsed());
-    let key = std::fs::read_to_string(dir.0.join("data/admin_key")).unwrap().trim().to_string();
+    let key = std::fs::read_to_string(dir.0.join("data/admin_key"))
+        .unwrap()
+        .trim()
+        .to_string();
     assert_eq!(key.len(), 32);
     let err = f.stderr_text();
-    assert!(err.contains(&key) && err.contains("data/admin_key"), "{err}");
+    assert!(
+        err.contains(&key) && err.contains("data/admin_key"),
+        "{err}"
+    );
     let started_ms: u64 = err
         .split("started in ")
         .nth(1)
@@ -79,7 +110,11 @@ fn no_config_generates_an_admin_key_once() {
         .and_then(|s| s.parse().ok())
         .unwrap();
     assert!(started_ms < 100, "startup took {started_ms} ms");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.0.join("data/admin_key")).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.0.join("data/admin_key"))
+            .unwrap()
+            .permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
     assert_eq!(f.terminate().code(), Some(0));
     // Second start: same key, not printed again.
@@ -94,12 +129,27 @@ fn no_config_generates_an_admin_key_once() {
 async fn restart_keeps_routes_and_kill9_loses_no_acknowledged_write() {
     let dir = TempDir::new("lc-durable");
     let mut f = Ferry::start(BIN, &dir.0, "");
-    f.admin("PUT", "/routes/keep", Some(json!({"uri": "/keep", "plugins": {"request-id": {}}}))).await;
+    f.admin(
+        "PUT",
+        "/routes/keep",
+        Some(json!({"uri": "/keep", "plugins": {"request-id": {}}})),
+    )
+    .await;
     assert_eq!(f.terminate().code(), Some(0));
     let (port, admin_port) = (f.port, f.admin_port);
     drop(f);
-    let mut f = Ferry::spawn(BIN, &dir.0, port, admin_port, ferry_testkit::TEST_KEY.into());
-    assert_eq!(send("GET", &f.url("/keep"), &[], "").await.status, 503, "route survived a restart");
+    let mut f = Ferry::spawn(
+        BIN,
+        &dir.0,
+        port,
+        admin_port,
+        ferry_testkit::TEST_KEY.into(),
+    );
+    assert_eq!(
+        send("GET", &f.url("/keep"), &[], "").await.status,
+        503,
+        "route survived a restart"
+    );
 
     // A burst of concurrent writes; kill -9 in the middle.
     let admin = f.admin_url("/routes");
@@ -111,7 +161,9 @@ async fn restart_keeps_routes_and_kill9_loses_no_acknowledged_write() {
         tasks.push(tokio::spawn(async move {
             for i in 0..10_000 {
                 let id = format!("w{w}-{i}");
-                let body = json!({"id": id, "uri": format!("/{id}"), "plugins": {"request-id": {}}}).to_string();
+                let body =
+                    json!({"id": id, "uri": format!("/{id}"), "plugins": {"request-id": {}}})
+                        .to_string();
                 let c = ferry_testkit::client(false);
                 let req = http::Request::put(&admin)
                     .header("x-api-key", ferry_testkit::TEST_KEY)
@@ -130,8 +182,18 @@ async fn restart_keeps_routes_and_kill9_loses_no_acknowledged_write() {
         let _ = t.await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 10, "only {} writes before the kill", acked.len());
-    let f = Ferry::spawn(BIN, &dir.0, port, admin_port, ferry_testkit::TEST_KEY.into());
+    assert!(
+        acked.len() > 10,
+        "only {} writes before the kill",
+        acked.len()
+    );
+    let f = Ferry::spawn(
+        BIN,
+        &dir.0,
+        port,
+        admin_port,
+        ferry_testkit::TEST_KEY.into(),
+    );
     let (_, list) = f.admin("GET", "/routes", None).await;
     let stored: std::collections::HashSet<String> = list["list"]
         .as_array()
@@ -139,12 +201,19 @@ async fn restart_keeps_routes_and_kill9_loses_no_acknowledged_write() {
         .iter()
         .map(|i| {
             let v = &i["value"];
-            assert!(v["uri"].is_string() && v["plugins"]["request-id"].is_object(), "half-written: {v}");
+            assert!(
+                v["uri"].is_string() && v["plugins"]["request-id"].is_object(),
+                "half-written: {v}"
+            );
             v["id"].as_str().unwrap().to_string()
         })
         .collect();
     let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    eprintln!("{} acknowledged writes before kill -9, {} stored after restart", acked.len(), stored.len());
+    eprintln!(
+        "{} acknowledged writes before kill -9, {} stored after restart",
+        acked.len(),
+        stored.len()
+    );
     assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
 }
 
@@ -160,7 +229,10 @@ fn port_in_use_is_a_clear_error() {
     .unwrap();
     let (code, _, err) = run(&dir.0, &["serve", "--config", "config.yaml"]);
     assert_eq!(code, 1);
-    assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("in use"), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("in use"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -172,7 +244,10 @@ async fn sigterm_drains_in_flight_requests() {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", f.port)).unwrap();
     s.write_all(b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\n{\"a\":").unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    Command::new("kill").args(["-TERM", &f.child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &f.child.id().to_string()])
+        .status()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // New connections are refused while draining.
     assert!(std::net::TcpStream::connect(("127.0.0.1", f.port)).is_err());
@@ -190,14 +265,16 @@ fn broken_framing_gets_400() {
     let dir = TempDir::new("lc-framing");
     let f = Ferry::start(BIN, &dir.0, "");
     let mut s = std::net::TcpStream::connect(("127.0.0.1", f.port)).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n")
+        .unwrap();
     let mut resp = String::new();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = s.read_to_string(&mut resp);
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     // The gateway is still serving.
     let mut s = std::net::TcpStream::connect(("127.0.0.1", f.port)).unwrap();
-    s.write_all(b"GET /nothing HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /nothing HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
     assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");

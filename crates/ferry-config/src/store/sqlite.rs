@@ -58,9 +58,12 @@ impl SqliteStore {
         let path = dir.join("ferry.db");
         let conn = Connection::open(&path)
             .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         let rev = read_revision(&conn)?;
         let (rev_tx, _) = watch::channel(rev);
@@ -92,7 +95,13 @@ fn read_revision(conn: &Connection) -> Result<u64, StoreError> {
     .map_err(backend)
 }
 
-fn row_to_record(kind: Kind, id: String, value: String, c: i64, m: i64) -> Result<Record, StoreError> {
+fn row_to_record(
+    kind: Kind,
+    id: String,
+    value: String,
+    c: i64,
+    m: i64,
+) -> Result<Record, StoreError> {
     Ok(Record {
         kind,
         id,
@@ -106,7 +115,13 @@ fn get_row(conn: &Connection, kind: Kind, id: &str) -> Result<Option<Record>, St
     conn.query_row(
         "SELECT value, create_rev, mod_rev FROM resources WHERE kind = ?1 AND id = ?2",
         params![kind.as_str(), id],
-        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        },
     )
     .optional()
     .map_err(backend)?
@@ -122,7 +137,12 @@ fn list_rows(conn: &Connection, kind: Kind) -> Result<Vec<Record>, StoreError> {
         .map_err(backend)?;
     let rows = stmt
         .query_map(params![kind.as_str()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
         })
         .map_err(backend)?;
     let mut out = Vec::new();
@@ -267,12 +287,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let s = SqliteStore::open(&dir).unwrap();
         let mut w = s.watch();
-        let a = s.write(Kind::Routes, "1", put(json!({"id": "1", "uri": "/a"}))).await.unwrap();
+        let a = s
+            .write(Kind::Routes, "1", put(json!({"id": "1", "uri": "/a"})))
+            .await
+            .unwrap();
         assert!(a.created);
         assert_eq!(a.record.mod_rev, 1);
         assert!(w.has_changed().unwrap());
         assert_eq!(*w.borrow_and_update(), 1);
-        let b = s.write(Kind::Routes, "1", put(json!({"id": "1", "uri": "/b"}))).await.unwrap();
+        let b = s
+            .write(Kind::Routes, "1", put(json!({"id": "1", "uri": "/b"})))
+            .await
+            .unwrap();
         assert!(!b.created);
         assert_eq!((b.record.create_rev, b.record.mod_rev), (1, 2));
         assert_eq!(b.record.value["create_time"], a.record.value["create_time"]);
@@ -280,21 +306,38 @@ mod tests {
         assert_eq!(got.value["uri"], "/b");
         // references: a route pointing at a missing service is refused
         let refs: WriteFn = Box::new(|_| {
-            Ok((json!({"id": "2", "service_id": "s1"}), vec![(Kind::Services, "s1".into())]))
+            Ok((
+                json!({"id": "2", "service_id": "s1"}),
+                vec![(Kind::Services, "s1".into())],
+            ))
         });
         let e = s.write(Kind::Routes, "2", refs).await.unwrap_err();
         assert_eq!(e, StoreError::MissingRef(Kind::Services, "s1".into()));
-        s.write(Kind::Services, "s1", put(json!({"id": "s1"}))).await.unwrap();
+        s.write(Kind::Services, "s1", put(json!({"id": "s1"})))
+            .await
+            .unwrap();
         let refs: WriteFn = Box::new(|_| {
-            Ok((json!({"id": "2", "service_id": "s1"}), vec![(Kind::Services, "s1".into())]))
+            Ok((
+                json!({"id": "2", "service_id": "s1"}),
+                vec![(Kind::Services, "s1".into())],
+            ))
         });
         s.write(Kind::Routes, "2", refs).await.unwrap();
         let e = s.delete(Kind::Services, "s1").await.unwrap_err();
-        assert_eq!(e, StoreError::InUse(Kind::Services, Kind::Routes, "2".into()));
-        assert_eq!(e.to_string(), "can not delete this service directly, route [2] is still using it now");
+        assert_eq!(
+            e,
+            StoreError::InUse(Kind::Services, Kind::Routes, "2".into())
+        );
+        assert_eq!(
+            e.to_string(),
+            "can not delete this service directly, route [2] is still using it now"
+        );
         s.delete(Kind::Routes, "2").await.unwrap();
         s.delete(Kind::Services, "s1").await.unwrap();
-        assert_eq!(s.delete(Kind::Services, "s1").await.unwrap_err(), StoreError::NotFound);
+        assert_eq!(
+            s.delete(Kind::Services, "s1").await.unwrap_err(),
+            StoreError::NotFound
+        );
         // reopen: data and revision survive
         drop(s);
         let s = SqliteStore::open(&dir).unwrap();

@@ -161,9 +161,9 @@ fn split_meta(conf: &Value) -> Result<(Value, Meta), String> {
     for (k, v) in m {
         match k.as_str() {
             "disable" => {
-                out.disable = v
-                    .as_bool()
-                    .ok_or("property \"_meta.disable\" validation failed: wrong type: expected boolean")?;
+                out.disable = v.as_bool().ok_or(
+                    "property \"_meta.disable\" validation failed: wrong type: expected boolean",
+                )?;
             }
             "priority" => {
                 out.priority = Some(v.as_i64().ok_or(
@@ -171,10 +171,10 @@ fn split_meta(conf: &Value) -> Result<(Value, Meta), String> {
                 )?);
             }
             "filter" => {
-                out.filter = Some(
-                    Expr::compile(v)
-                        .map_err(|e| format!("property \"_meta.filter\" validation failed: {e}"))?,
-                );
+                out.filter =
+                    Some(Expr::compile(v).map_err(|e| {
+                        format!("property \"_meta.filter\" validation failed: {e}")
+                    })?);
             }
             "error_response" => {}
             other => {
@@ -205,9 +205,9 @@ pub struct Chain {
 
 impl Chain {
     fn new(entries: Vec<Entry>) -> Chain {
-        let needs_body = entries.iter().any(|e| {
-            e.plugin.needs_body() || e.filter.as_ref().is_some_and(Expr::needs_body)
-        });
+        let needs_body = entries
+            .iter()
+            .any(|e| e.plugin.needs_body() || e.filter.as_ref().is_some_and(Expr::needs_body));
         let body_filters = entries.iter().any(|e| e.plugin.has_body_filter());
         Chain {
             entries,

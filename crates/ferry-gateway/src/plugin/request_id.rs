@@ -74,7 +74,9 @@ impl Conf {
             ));
         }
         if self.range_id.length < 6 {
-            return Err("property \"range_id.length\" validation failed: expected 6 or more".into());
+            return Err(
+                "property \"range_id.length\" validation failed: expected 6 or more".into(),
+            );
         }
         if self.range_id.char_set.chars().count() < 6 {
             return Err(
@@ -150,7 +152,10 @@ impl RequestId {
                     b"_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
                 let mut bytes = [0u8; 21];
                 rand::fill(&mut bytes);
-                bytes.iter().map(|b| ALPHABET[(b & 63) as usize] as char).collect()
+                bytes
+                    .iter()
+                    .map(|b| ALPHABET[(b & 63) as usize] as char)
+                    .collect()
             }
             Algorithm::RangeId => (0..self.length)
                 .map(|_| self.charset[rand::random_range(0..self.charset.len())])
@@ -235,13 +240,22 @@ mod tests {
         assert_eq!(v["header_name"], "X-Request-Id");
         assert_eq!(v["include_in_response"], true);
         assert_eq!(v["algorithm"], "uuid");
-        let e = Factory.check(&json!({"algorithm": "snowflake"})).unwrap_err();
-        assert!(e.contains("property \"algorithm\" validation failed"), "{e}");
-        let e = Factory.check(&json!({"range_id": {"length": 2}})).unwrap_err();
+        let e = Factory
+            .check(&json!({"algorithm": "snowflake"}))
+            .unwrap_err();
+        assert!(
+            e.contains("property \"algorithm\" validation failed"),
+            "{e}"
+        );
+        let e = Factory
+            .check(&json!({"range_id": {"length": 2}}))
+            .unwrap_err();
         assert!(e.contains("range_id.length"), "{e}");
         let e = Factory.check(&json!({"bogus": 1})).unwrap_err();
         assert!(e.contains("unknown field `bogus`"), "{e}");
-        let e = Factory.check(&json!({"header_name": "bad header"})).unwrap_err();
+        let e = Factory
+            .check(&json!({"header_name": "bad header"}))
+            .unwrap_err();
         assert!(e.contains("not a valid header name"), "{e}");
     }
 
@@ -251,8 +265,10 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(u.as_bytes()[14], b'4');
         assert_eq!(build(json!({"algorithm": "nanoid"})).generate().len(), 21);
-        let r = build(json!({"algorithm": "range_id", "range_id": {"length": 10, "char_set": "abcdef"}}))
-            .generate();
+        let r = build(
+            json!({"algorithm": "range_id", "range_id": {"length": 10, "char_set": "abcdef"}}),
+        )
+        .generate();
         assert_eq!(r.len(), 10);
         assert!(r.bytes().all(|b| (b'a'..=b'f').contains(&b)));
         let k = build(json!({"algorithm": "ksuid"})).generate();
