@@ -16,16 +16,37 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 type S = State<Arc<AdminState>>;
 
-fn kind_of(s: &str) -> Result<Kind, Response> {
+/// A failed admin call: rendered as `{"error_msg": ...}` with its status.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        store_error(e)
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn kind_of(s: &str) -> Result<Kind, ApiError> {
     Kind::from_path(s).ok_or_else(|| {
-        error(
+        ApiError(
             StatusCode::NOT_FOUND,
             format!("unsupported resource type: {s}"),
         )
     })
 }
 
-fn store_error(e: StoreError) -> Response {
+fn store_error(e: StoreError) -> ApiError {
     let status = match e {
         StoreError::NotFound => StatusCode::NOT_FOUND,
         StoreError::MissingRef(..) | StoreError::InUse(..) | StoreError::Rejected(_) => {
@@ -36,7 +57,7 @@ fn store_error(e: StoreError) -> Response {
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!("admin store error: {e}");
     }
-    error(status, e.to_string())
+    ApiError(status, e.to_string())
 }
 
 fn item(r: &Record) -> Value {
@@ -48,25 +69,17 @@ fn item(r: &Record) -> Value {
     })
 }
 
-async fn read_json(body: Body) -> Result<Value, Response> {
+async fn read_json(body: Body) -> Result<Value, ApiError> {
     let bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
-        error(
+        ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("invalid request body: larger than {MAX_BODY} bytes"),
         )
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "invalid request body: empty",
-        ));
+        return Err(bad("invalid request body: empty"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {e}"),
-        )
-    })
+    serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))
 }
 
 /// Validates a full resource body for `kind/id` and returns the write function for the store.
@@ -80,82 +93,57 @@ fn checked(kind: Kind, id: String, mut value: Value, plugins: Arc<dyn PluginChec
     })
 }
 
-async fn write(state: &AdminState, kind: Kind, id: String, f: WriteFn) -> Response {
-    match state.store.write(kind, &id, f).await {
-        Ok(out) => {
-            let status = if out.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            let r = &out.record;
-            (
-                status,
-                Json(json!({"key": kind.key(&r.id), "value": r.value})),
-            )
-                .into_response()
-        }
-        Err(e) => store_error(e),
-    }
+async fn write(state: &AdminState, kind: Kind, id: String, f: WriteFn) -> ApiResult {
+    let out = state.store.write(kind, &id, f).await?;
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let r = &out.record;
+    Ok((
+        status,
+        Json(json!({"key": kind.key(&r.id), "value": r.value})),
+    )
+        .into_response())
 }
 
-fn check_id(kind: Kind, id: &str) -> Result<(), Response> {
+fn check_id(kind: Kind, id: &str) -> Result<(), ApiError> {
     if valid_id(id) {
         Ok(())
     } else {
-        Err(error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "invalid {} id: expected 1-64 characters of [a-zA-Z0-9-_.]",
-                kind.noun()
-            ),
-        ))
+        Err(bad(format!(
+            "invalid {} id: expected 1-64 characters of [a-zA-Z0-9-_.]",
+            kind.noun()
+        )))
     }
 }
 
-pub async fn list(state: S, Path(kind): Path<String>) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    match state.store.list(kind).await {
-        Ok(rs) => Json(json!({"total": rs.len(), "list": rs.iter().map(item).collect::<Vec<_>>()}))
-            .into_response(),
-        Err(e) => store_error(e),
-    }
+pub async fn list(state: S, Path(kind): Path<String>) -> ApiResult {
+    let kind = kind_of(&kind)?;
+    let rs = state.store.list(kind).await?;
+    let list: Vec<Value> = rs.iter().map(item).collect();
+    Ok(Json(json!({"total": rs.len(), "list": list})).into_response())
 }
 
-pub async fn get_one(state: S, Path((kind, id)): Path<(String, String)>) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    match state.store.get(kind, &id).await {
-        Ok(Some(r)) => Json(item(&r)).into_response(),
-        Ok(None) => store_error(StoreError::NotFound),
-        Err(e) => store_error(e),
-    }
+pub async fn get_one(state: S, Path((kind, id)): Path<(String, String)>) -> ApiResult {
+    let kind = kind_of(&kind)?;
+    let r = state
+        .store
+        .get(kind, &id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    Ok(Json(item(&r)).into_response())
 }
 
 /// `PUT /apisix/admin/<kind>` with the id in the body (as the APISIX docs' examples do).
-pub async fn put_collection(state: S, Path(kind): Path<String>, body: Body) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let value = match read_json(body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn put_collection(state: S, Path(kind): Path<String>, body: Body) -> ApiResult {
+    let kind = kind_of(&kind)?;
+    let value = read_json(body).await?;
     let Some(id) = value.get("id").and_then(id_string) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("missing {} id", kind.noun()),
-        );
+        return Err(bad(format!("missing {} id", kind.noun())));
     };
-    if let Err(r) = check_id(kind, &id) {
-        return r;
-    }
+    check_id(kind, &id)?;
     write(
         &state,
         kind,
@@ -165,22 +153,14 @@ pub async fn put_collection(state: S, Path(kind): Path<String>, body: Body) -> R
     .await
 }
 
-pub async fn put_id(state: S, Path((kind, id)): Path<(String, String)>, body: Body) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_id(kind, &id) {
-        return r;
-    }
-    let value = match read_json(body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    if let Some(body_id) = value.get("id") {
-        if id_string(body_id).as_deref() != Some(id.as_str()) {
-            return error(StatusCode::BAD_REQUEST, format!("wrong {} id", kind.noun()));
-        }
+pub async fn put_id(state: S, Path((kind, id)): Path<(String, String)>, body: Body) -> ApiResult {
+    let kind = kind_of(&kind)?;
+    check_id(kind, &id)?;
+    let value = read_json(body).await?;
+    if let Some(body_id) = value.get("id")
+        && id_string(body_id).as_deref() != Some(id.as_str())
+    {
+        return Err(bad(format!("wrong {} id", kind.noun())));
     }
     write(
         &state,
@@ -207,20 +187,11 @@ fn new_id() -> String {
     }
 }
 
-pub async fn post(state: S, Path(kind): Path<String>, body: Body) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let value = match read_json(body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn post(state: S, Path(kind): Path<String>, body: Body) -> ApiResult {
+    let kind = kind_of(&kind)?;
+    let value = read_json(body).await?;
     if value.get("id").is_some() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("wrong {} id, do not need it", kind.noun()),
-        );
+        return Err(bad(format!("wrong {} id, do not need it", kind.noun())));
     }
     let id = new_id();
     write(
@@ -265,25 +236,16 @@ fn patched(
     })
 }
 
-pub async fn patch(state: S, Path((kind, id)): Path<(String, String)>, body: Body) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let p = match read_json(body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn patch(state: S, Path((kind, id)): Path<(String, String)>, body: Body) -> ApiResult {
+    let kind = kind_of(&kind)?;
+    let p = read_json(body).await?;
     if !p.is_object() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid request body: a PATCH body must be an object",
-        );
+        return Err(bad("invalid request body: a PATCH body must be an object"));
     }
-    if let Some(body_id) = p.get("id") {
-        if id_string(body_id).as_deref() != Some(id.as_str()) {
-            return error(StatusCode::BAD_REQUEST, format!("wrong {} id", kind.noun()));
-        }
+    if let Some(body_id) = p.get("id")
+        && id_string(body_id).as_deref() != Some(id.as_str())
+    {
+        return Err(bad(format!("wrong {} id", kind.noun())));
     }
     let f = patched(
         kind,
@@ -302,22 +264,16 @@ pub async fn patch_path(
     state: S,
     Path((kind, id, path)): Path<(String, String, String)>,
     body: Body,
-) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let p = match read_json(body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> ApiResult {
+    let kind = kind_of(&kind)?;
+    let p = read_json(body).await?;
     let segs: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect();
     if segs.is_empty() || segs[0] == "id" {
-        return error(StatusCode::BAD_REQUEST, format!("invalid sub path: {path}"));
+        return Err(bad(format!("invalid sub path: {path}")));
     }
     let f = patched(
         kind,
@@ -343,15 +299,10 @@ pub async fn patch_path(
     write(&state, kind, id, f).await
 }
 
-pub async fn delete(state: S, Path((kind, id)): Path<(String, String)>) -> Response {
-    let kind = match kind_of(&kind) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    match state.store.delete(kind, &id).await {
-        Ok(r) => Json(json!({"deleted": "1", "key": kind.key(&r.id)})).into_response(),
-        Err(e) => store_error(e),
-    }
+pub async fn delete(state: S, Path((kind, id)): Path<(String, String)>) -> ApiResult {
+    let kind = kind_of(&kind)?;
+    let r = state.store.delete(kind, &id).await?;
+    Ok(Json(json!({"deleted": "1", "key": kind.key(&r.id)})).into_response())
 }
 
 pub async fn plugin_list(state: S) -> Response {

@@ -223,8 +223,10 @@ impl AppConfig {
         let de = serde_yaml_ng::Deserializer::from_str(&text);
         let raw: Raw = serde_ignored::deserialize(de, |p| ignored.push(p.to_string()))
             .map_err(|e| ConfigError(yaml_error(&e)))?;
-        let mut cfg = AppConfig::default();
-        cfg.ignored_keys = ignored;
+        let mut cfg = AppConfig {
+            ignored_keys: ignored,
+            ..AppConfig::default()
+        };
         cfg.apply(raw)?;
         Ok(cfg)
     }
@@ -251,19 +253,19 @@ impl AppConfig {
         if let Some(e) = raw.apisix.enable_admin {
             self.admin_enabled = e;
         }
-        if let Some(rt) = raw.deployment.role_traditional {
-            if let Some(p) = rt.config_provider {
-                self.config_provider = match p.as_str() {
-                    "embedded" => ConfigProvider::Embedded,
-                    "etcd" => ConfigProvider::Etcd,
-                    "yaml" => ConfigProvider::Yaml,
-                    other => {
-                        return Err(ConfigError(format!(
-                            "deployment.role_traditional.config_provider: unknown provider \"{other}\" (expected embedded, etcd or yaml)"
-                        )));
-                    }
-                };
-            }
+        if let Some(rt) = raw.deployment.role_traditional
+            && let Some(p) = rt.config_provider
+        {
+            self.config_provider = match p.as_str() {
+                "embedded" => ConfigProvider::Embedded,
+                "etcd" => ConfigProvider::Etcd,
+                "yaml" => ConfigProvider::Yaml,
+                other => {
+                    return Err(ConfigError(format!(
+                        "deployment.role_traditional.config_provider: unknown provider \"{other}\" (expected embedded, etcd or yaml)"
+                    )));
+                }
+            };
         }
         let admin = raw.deployment.admin;
         if let Some(l) = admin.admin_listen {

@@ -153,15 +153,15 @@ pub fn validate(
                 .into(),
         );
     }
-    if let Some(u) = obj.get("upstream") {
-        if !u.is_object() {
-            return Err(type_err("upstream", "object", u));
-        }
+    if let Some(u) = obj.get("upstream")
+        && !u.is_object()
+    {
+        return Err(type_err("upstream", "object", u));
     }
-    if let Some(e) = obj.get("enable_websocket") {
-        if !e.is_boolean() {
-            return Err(type_err("enable_websocket", "boolean", e));
-        }
+    if let Some(e) = obj.get("enable_websocket")
+        && !e.is_boolean()
+    {
+        return Err(type_err("enable_websocket", "boolean", e));
     }
     let mut refs = Vec::new();
     match obj.get_mut("plugins") {
@@ -239,18 +239,18 @@ fn validate_route(obj: &mut Map<String, Value>, refs: &mut Vec<Ref>) -> Result<(
     if let Some(v) = obj.get("vars") {
         Expr::compile(v).map_err(|e| format!("failed to validate the 'vars' expression: {e}"))?;
     }
-    if let Some(p) = obj.get("priority") {
-        if !p.is_i64() {
-            return Err(type_err("priority", "integer", p));
-        }
+    if let Some(p) = obj.get("priority")
+        && !p.is_i64()
+    {
+        return Err(type_err("priority", "integer", p));
     }
-    if let Some(s) = obj.get("status") {
-        if !matches!(s.as_i64(), Some(0 | 1)) {
-            return Err(
+    if let Some(s) = obj.get("status")
+        && !matches!(s.as_i64(), Some(0 | 1))
+    {
+        return Err(
                 "invalid configuration: property \"status\" validation failed: matches none of the enum values"
                     .into(),
             );
-        }
     }
     if let Some(t) = obj.get("timeout") {
         let m = t
@@ -430,12 +430,12 @@ fn check_uri(v: &Value, field: &str) -> Result<(), String> {
             "invalid configuration: property \"{field}\" validation failed: a uri is 1-4096 characters starting with '/'"
         ));
     }
-    if let Some(star) = s.find('*') {
-        if star != s.len() - 1 {
-            return Err(format!(
-                "invalid configuration: property \"{field}\" validation failed: '*' is only allowed at the end of a uri (prefix match)"
-            ));
-        }
+    if let Some(star) = s.find('*')
+        && star != s.len() - 1
+    {
+        return Err(format!(
+            "invalid configuration: property \"{field}\" validation failed: '*' is only allowed at the end of a uri (prefix match)"
+        ));
     }
     Ok(())
 }

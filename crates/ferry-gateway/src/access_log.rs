@@ -86,7 +86,7 @@ fn escape_into(s: &str, mode: LogEscape, out: &mut String) {
         LogEscape::None => out.push_str(s),
         LogEscape::Default => {
             for &b in s.as_bytes() {
-                if b == b'"' || b == b'\\' || b < 0x20 || b >= 0x7f {
+                if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
                     out.push_str(&format!("\\x{b:02X}"));
                 } else {
                     out.push(b as char);
@@ -221,10 +221,10 @@ fn writer(rx: Receiver<Msg>, mut file: BufWriter<File>, path: PathBuf) {
     let mut write = |file: &mut BufWriter<File>, msg: Msg| match msg {
         Msg::Line(l) => {
             let r = file.write_all(l.as_bytes());
-            if let Err(e) = &r {
-                if !failing {
-                    tracing::error!("access log write to {} failed: {e}", path.display());
-                }
+            if let Err(e) = &r
+                && !failing
+            {
+                tracing::error!("access log write to {} failed: {e}", path.display());
             }
             failing = r.is_err();
         }

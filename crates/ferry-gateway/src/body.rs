@@ -74,10 +74,10 @@ impl Body for LoggedBody {
                 let frame = match frame.into_data() {
                     Ok(mut data) => {
                         if let Some(ctx) = this.ctx.as_mut() {
-                            if this.filters {
-                                if let Some(route) = ctx.route.clone() {
-                                    route.chain.body_filter(ctx, &mut data, false);
-                                }
+                            if this.filters
+                                && let Some(route) = ctx.route.clone()
+                            {
+                                route.chain.body_filter(ctx, &mut data, false);
                             }
                             ctx.body_bytes_sent += data.len() as u64;
                         }
@@ -95,17 +95,16 @@ impl Body for LoggedBody {
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
-                if this.filters {
-                    if let Some(ctx) = this.ctx.as_mut() {
-                        if let Some(route) = ctx.route.clone() {
-                            let mut tail = Bytes::new();
-                            route.chain.body_filter(ctx, &mut tail, true);
-                            if !tail.is_empty() {
-                                this.ended = true;
-                                ctx.body_bytes_sent += tail.len() as u64;
-                                return Poll::Ready(Some(Ok(Frame::data(tail))));
-                            }
-                        }
+                if this.filters
+                    && let Some(ctx) = this.ctx.as_mut()
+                    && let Some(route) = ctx.route.clone()
+                {
+                    let mut tail = Bytes::new();
+                    route.chain.body_filter(ctx, &mut tail, true);
+                    if !tail.is_empty() {
+                        this.ended = true;
+                        ctx.body_bytes_sent += tail.len() as u64;
+                        return Poll::Ready(Some(Ok(Frame::data(tail))));
                     }
                 }
                 this.finish();

@@ -129,11 +129,11 @@ impl Ctx {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
+                && self.max_body > 0
+                && len > self.max_body
             {
-                if self.max_body > 0 && len > self.max_body {
-                    self.body = ReqBody::Failed;
-                    return Err(too_large(len, self.max_body));
-                }
+                self.body = ReqBody::Failed;
+                return Err(too_large(len, self.max_body));
             }
             let ReqBody::Unread(incoming) = std::mem::replace(&mut self.body, ReqBody::Failed)
             else {
@@ -265,12 +265,12 @@ impl Ctx {
         if let Some(json) = self.json() {
             return path.resolve(json);
         }
-        if let ferry_config::var::BodyPath::Keys(keys) = path {
-            if keys.len() == 1 {
-                return self
-                    .form_arg(&keys[0])
-                    .map_or(Val::Nil, |v| Val::Str(Cow::Owned(v)));
-            }
+        if let ferry_config::var::BodyPath::Keys(keys) = path
+            && keys.len() == 1
+        {
+            return self
+                .form_arg(&keys[0])
+                .map_or(Val::Nil, |v| Val::Str(Cow::Owned(v)));
         }
         Val::Nil
     }

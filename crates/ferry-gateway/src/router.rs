@@ -171,10 +171,11 @@ impl Router {
             push(rs, u32::MAX);
         }
         for &len in &self.prefix_lens {
-            if len <= p.path.len() && p.path.is_char_boundary(len) {
-                if let Some(rs) = self.prefix.get(&p.path[..len]) {
-                    push(rs, len as u32);
-                }
+            if len <= p.path.len()
+                && p.path.is_char_boundary(len)
+                && let Some(rs) = self.prefix.get(&p.path[..len])
+            {
+                push(rs, len as u32);
             }
         }
         c.sort_by(|a, b| {

@@ -75,10 +75,11 @@ impl Shared {
                 .into_response();
         };
         ctx.route = Some(route.clone());
-        if route.chain.needs_body() && ctx.body().is_none() {
-            if let Err(e) = ctx.read_body().await {
-                return e.into_response();
-            }
+        if route.chain.needs_body()
+            && ctx.body().is_none()
+            && let Err(e) = ctx.read_body().await
+        {
+            return e.into_response();
         }
         match route.chain.run(ctx).await {
             Some(r) => r,

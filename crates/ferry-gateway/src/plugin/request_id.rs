@@ -211,10 +211,11 @@ impl Plugin for RequestId {
     }
 
     fn header_filter(&self, ctx: &mut Ctx, head: &mut http::response::Parts) {
-        if self.include_in_response && !head.headers.contains_key(&self.header) {
-            if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-                head.headers.insert(self.header.clone(), v);
-            }
+        if self.include_in_response
+            && !head.headers.contains_key(&self.header)
+            && let Ok(v) = HeaderValue::from_str(&ctx.request_id)
+        {
+            head.headers.insert(self.header.clone(), v);
         }
     }
 }
