@@ -95,6 +95,7 @@ fn checked(kind: Kind, id: String, mut value: Value, plugins: Arc<dyn PluginChec
 
 async fn write(state: &AdminState, kind: Kind, id: String, f: WriteFn) -> ApiResult {
     let out = state.store.write(kind, &id, f).await?;
+    wait_applied(state, out.record.mod_rev).await;
     let status = if out.created {
         StatusCode::CREATED
     } else {
@@ -106,6 +107,14 @@ async fn write(state: &AdminState, kind: Kind, id: String, f: WriteFn) -> ApiRes
         Json(json!({"key": kind.key(&r.id), "value": r.value})),
     )
         .into_response())
+}
+
+/// Waits until the data plane runs revision `rev` or newer (bounded).
+async fn wait_applied(state: &AdminState, rev: u64) {
+    if let Some(rx) = &state.applied {
+        let mut rx = rx.clone();
+        let _ = tokio::time::timeout(crate::APPLY_WAIT, rx.wait_for(|r| *r >= rev)).await;
+    }
 }
 
 fn check_id(kind: Kind, id: &str) -> Result<(), ApiError> {
@@ -301,7 +310,8 @@ pub async fn patch_path(
 
 pub async fn delete(state: S, Path((kind, id)): Path<(String, String)>) -> ApiResult {
     let kind = kind_of(&kind)?;
-    let r = state.store.delete(kind, &id).await?;
+    let (r, rev) = state.store.delete(kind, &id).await?;
+    wait_applied(&state, rev).await;
     Ok(Json(json!({"deleted": "1", "key": kind.key(&r.id)})).into_response())
 }
 

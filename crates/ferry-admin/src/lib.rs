@@ -25,7 +25,13 @@ pub struct AdminState {
     pub keys: Vec<AdminKey>,
     /// Client networks allowed in (empty: all).
     pub allow: Vec<IpNet>,
+    /// The revision the data plane has applied. When set, a write answers only once its
+    /// revision is live (bounded by [`APPLY_WAIT`]), so a client can use it right away.
+    pub applied: Option<tokio::sync::watch::Receiver<u64>>,
 }
+
+/// How long a write waits for the data plane to apply it before answering anyway.
+pub const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Largest admin request body accepted.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;

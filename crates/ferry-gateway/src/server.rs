@@ -28,6 +28,8 @@ pub struct Shared {
     pub access_log: Option<Arc<AccessLog>>,
     /// Request-body limit in bytes (0: unlimited).
     pub max_body: u64,
+    /// The revision of the published snapshot, for callers that wait for a write to apply.
+    applied: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -36,12 +38,20 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             access_log,
             max_body,
+            applied: watch::channel(0).0,
         })
     }
 
     /// Publishes a new snapshot; in-flight requests keep the one they started with.
     pub fn publish(&self, snap: Snapshot) {
+        let rev = snap.revision;
         self.snapshot.store(Arc::new(snap));
+        self.applied.send_replace(rev);
+    }
+
+    /// Announces the revision of each published snapshot.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// Handles one request end to end.

@@ -189,6 +189,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
             plugins: registry.clone(),
             keys: cfg.admin_keys.clone(),
             allow: cfg.allow_admin.clone(),
+            applied: Some(shared.applied()),
         });
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {

@@ -267,7 +267,7 @@ async fn limits_http2_and_access_log() {
 }
 
 #[tokio::test]
-async fn writes_reach_the_data_plane_quickly() {
+async fn writes_reach_the_data_plane_before_the_admin_answers() {
     let dir = TempDir::new("dp-reload");
     let f = Ferry::start(BIN, &dir.0, "");
     let mut worst = Duration::ZERO;
@@ -282,26 +282,20 @@ async fn writes_reach_the_data_plane_quickly() {
             )
             .await;
         assert_eq!(s, 201);
-        loop {
-            if send("GET", &f.url(&path), &[], "").await.status == 503 {
-                break;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(2),
-                "route r{i} never appeared"
-            );
-        }
         worst = worst.max(t.elapsed());
-        // Deleting takes effect as fast.
+        // Read-your-writes: the route is live as soon as the Admin API answered.
+        assert_eq!(
+            send("GET", &f.url(&path), &[], "").await.status,
+            503,
+            "route r{i}"
+        );
         f.admin("DELETE", &format!("/routes/r{i}"), None).await;
-        let t = Instant::now();
-        while send("GET", &f.url(&path), &[], "").await.status != 404 {
-            assert!(
-                t.elapsed() < Duration::from_secs(2),
-                "route r{i} never went away"
-            );
-        }
+        assert_eq!(
+            send("GET", &f.url(&path), &[], "").await.status,
+            404,
+            "deleted r{i}"
+        );
     }
-    eprintln!("admin write to data plane, worst of 20 (including the write itself): {worst:?}");
+    eprintln!("admin write until live on the data plane, worst of 20: {worst:?}");
     assert!(worst < Duration::from_millis(100), "took {worst:?}");
 }

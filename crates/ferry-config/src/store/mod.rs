@@ -64,8 +64,9 @@ pub trait Store: Send + Sync {
     async fn list(&self, kind: Kind) -> Result<Vec<Record>, StoreError>;
     /// Creates or replaces `kind/id` with what `f` returns; stamps times and revisions.
     async fn write(&self, kind: Kind, id: &str, f: WriteFn) -> Result<WriteOutcome, StoreError>;
-    /// Deletes `kind/id`; refuses while another resource references it.
-    async fn delete(&self, kind: Kind, id: &str) -> Result<Record, StoreError>;
+    /// Deletes `kind/id`; refuses while another resource references it. Returns the
+    /// deleted record and the revision of the delete.
+    async fn delete(&self, kind: Kind, id: &str) -> Result<(Record, u64), StoreError>;
     /// All resources at the current revision.
     async fn snapshot(&self) -> Result<StoreSnapshot, StoreError>;
     /// The current revision, announced after every committed write.

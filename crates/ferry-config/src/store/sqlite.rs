@@ -215,7 +215,7 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn delete(&self, kind: Kind, id: &str) -> Result<Record, StoreError> {
+    async fn delete(&self, kind: Kind, id: &str) -> Result<(Record, u64), StoreError> {
         let id = id.to_string();
         let (rec, rev) = self
             .with_conn(move |conn| {
@@ -251,7 +251,7 @@ impl Store for SqliteStore {
             })
             .await?;
         self.rev_tx.send_replace(rev);
-        Ok(rec)
+        Ok((rec, rev))
     }
 
     async fn snapshot(&self) -> Result<StoreSnapshot, StoreError> {
