@@ -117,6 +117,12 @@ async fn wait_applied(state: &AdminState, rev: u64) {
     }
 }
 
+/// Validates and stores a whole resource body as `kind/id`.
+async fn put_value(state: &AdminState, kind: Kind, id: String, value: Value) -> ApiResult {
+    let f = checked(kind, id.clone(), value, state.plugins.clone());
+    write(state, kind, id, f).await
+}
+
 fn check_id(kind: Kind, id: &str) -> Result<(), ApiError> {
     if valid_id(id) {
         Ok(())
@@ -153,13 +159,7 @@ pub async fn put_collection(state: S, Path(kind): Path<String>, body: Body) -> A
         return Err(bad(format!("missing {} id", kind.noun())));
     };
     check_id(kind, &id)?;
-    write(
-        &state,
-        kind,
-        id.clone(),
-        checked(kind, id, value, state.plugins.clone()),
-    )
-    .await
+    put_value(&state, kind, id, value).await
 }
 
 pub async fn put_id(state: S, Path((kind, id)): Path<(String, String)>, body: Body) -> ApiResult {
@@ -171,13 +171,7 @@ pub async fn put_id(state: S, Path((kind, id)): Path<(String, String)>, body: Bo
     {
         return Err(bad(format!("wrong {} id", kind.noun())));
     }
-    write(
-        &state,
-        kind,
-        id.clone(),
-        checked(kind, id, value, state.plugins.clone()),
-    )
-    .await
+    put_value(&state, kind, id, value).await
 }
 
 /// A new id for POST: time-ordered digits, unique within this process.
@@ -203,13 +197,7 @@ pub async fn post(state: S, Path(kind): Path<String>, body: Body) -> ApiResult {
         return Err(bad(format!("wrong {} id, do not need it", kind.noun())));
     }
     let id = new_id();
-    write(
-        &state,
-        kind,
-        id.clone(),
-        checked(kind, id, value, state.plugins.clone()),
-    )
-    .await
+    put_value(&state, kind, id, value).await
 }
 
 /// RFC 7386 merge: objects merge key by key, `null` deletes, anything else replaces.
