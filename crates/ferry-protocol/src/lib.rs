@@ -1,0 +1,10 @@
+//! Ferry's protocol layer: pure functions over bytes and JSON, no I/O. Protocol detection,
+//! SSE decoding and encoding, request-body shaping, and what is observed in responses.
+
+pub mod detect;
+pub mod observe;
+pub mod shape;
+pub mod sse;
+
+pub use detect::Protocol;
+pub use observe::{Observed, Usage};

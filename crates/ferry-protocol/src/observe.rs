@@ -1,0 +1,338 @@
+//! What Ferry records about an exchange, read from response bodies and stream events per
+//! protocol: token usage (merged across events), response text, tool calls, end of stream; and
+//! from request bodies: the end user and the number of tools.
+
+use crate::detect::Protocol;
+use serde_json::Value;
+
+/// Token counts. `prompt` is always the full prompt count; cached tokens are also reported
+/// on their own.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt: u64,
+    pub completion: u64,
+    pub total: u64,
+    pub cache_read: u64,
+    pub cache_creation: u64,
+    pub reasoning: u64,
+}
+
+impl Usage {
+    /// Merges a later report: fields with a positive value overwrite; `total` is raised to
+    /// `prompt + completion` when that is larger.
+    pub fn merge(&mut self, o: &Usage) {
+        let upd = |a: &mut u64, b: u64| {
+            if b > 0 {
+                *a = b;
+            }
+        };
+        upd(&mut self.prompt, o.prompt);
+        upd(&mut self.completion, o.completion);
+        upd(&mut self.total, o.total);
+        upd(&mut self.cache_read, o.cache_read);
+        upd(&mut self.cache_creation, o.cache_creation);
+        upd(&mut self.reasoning, o.reasoning);
+        self.total = self.total.max(self.prompt + self.completion);
+    }
+}
+
+fn n(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        match cur.get(p) {
+            Some(x) => cur = x,
+            None => return 0,
+        }
+    }
+    cur.as_u64()
+        .or_else(|| cur.as_f64().map(|f| f.max(0.0) as u64))
+        .unwrap_or(0)
+}
+
+/// OpenAI chat / embeddings `usage` (with DeepSeek's cache field).
+pub fn openai_usage(u: &Value) -> Option<Usage> {
+    if !u.is_object() {
+        return None;
+    }
+    let cache_read = match n(u, &["prompt_tokens_details", "cached_tokens"]) {
+        0 => n(u, &["prompt_cache_hit_tokens"]),
+        x => x,
+    };
+    let mut usage = Usage {
+        prompt: n(u, &["prompt_tokens"]),
+        completion: n(u, &["completion_tokens"]),
+        total: n(u, &["total_tokens"]),
+        cache_read,
+        cache_creation: n(u, &["prompt_tokens_details", "cache_creation_input_tokens"]),
+        reasoning: n(u, &["completion_tokens_details", "reasoning_tokens"]),
+    };
+    usage.total = usage.total.max(usage.prompt + usage.completion);
+    Some(usage)
+}
+
+/// OpenAI Responses `usage`.
+pub fn responses_usage(u: &Value) -> Option<Usage> {
+    if !u.is_object() {
+        return None;
+    }
+    let mut usage = Usage {
+        prompt: n(u, &["input_tokens"]),
+        completion: n(u, &["output_tokens"]),
+        total: n(u, &["total_tokens"]),
+        cache_read: n(u, &["input_tokens_details", "cached_tokens"]),
+        cache_creation: 0,
+        reasoning: n(u, &["output_tokens_details", "reasoning_tokens"]),
+    };
+    usage.total = usage.total.max(usage.prompt + usage.completion);
+    Some(usage)
+}
+
+/// Anthropic `usage`: `prompt` counts every input token (plain, cache read, cache write).
+pub fn anthropic_usage(u: &Value) -> Option<Usage> {
+    if !u.is_object() {
+        return None;
+    }
+    let cache_read = n(u, &["cache_read_input_tokens"]);
+    let cache_creation = n(u, &["cache_creation_input_tokens"]);
+    let prompt = n(u, &["input_tokens"]) + cache_read + cache_creation;
+    let completion = n(u, &["output_tokens"]);
+    Some(Usage {
+        prompt,
+        completion,
+        total: prompt + completion,
+        cache_read,
+        cache_creation,
+        reasoning: 0,
+    })
+}
+
+/// What was seen of a response so far.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Observed {
+    pub usage: Option<Usage>,
+    pub text: String,
+    pub tool_calls: bool,
+    pub done: bool,
+}
+
+impl Observed {
+    fn add_usage(&mut self, u: Option<Usage>) {
+        if let Some(u) = u {
+            match &mut self.usage {
+                Some(cur) => cur.merge(&u),
+                None => self.usage = Some(u),
+            }
+        }
+    }
+
+    fn add_text(&mut self, sep: &str, t: &str) {
+        if !self.text.is_empty() && !sep.is_empty() {
+            self.text.push_str(sep);
+        }
+        self.text.push_str(t);
+    }
+
+    /// Reads a complete (non-stream) JSON response.
+    pub fn from_json(proto: Protocol, v: &Value) -> Observed {
+        let mut o = Observed {
+            done: true,
+            ..Observed::default()
+        };
+        let arr = |k: &str| v.get(k).and_then(Value::as_array).map_or(&[][..], |a| &a[..]);
+        match proto {
+            Protocol::OpenAiChat => {
+                o.add_usage(v.get("usage").and_then(openai_usage));
+                for c in arr("choices") {
+                    let msg = c.get("message");
+                    if let Some(t) = msg.and_then(|m| m.get("content")).and_then(Value::as_str) {
+                        o.add_text(" ", t);
+                    }
+                    if msg
+                        .and_then(|m| m.get("tool_calls"))
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| !a.is_empty())
+                    {
+                        o.tool_calls = true;
+                    }
+                }
+            }
+            Protocol::OpenAiEmbeddings => o.add_usage(v.get("usage").and_then(openai_usage)),
+            Protocol::OpenAiResponses => {
+                o.add_usage(v.get("usage").and_then(responses_usage));
+                for item in arr("output") {
+                    if item.get("type").and_then(Value::as_str) == Some("function_call") {
+                        o.tool_calls = true;
+                    }
+                    for c in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                        if c.get("type").and_then(Value::as_str) == Some("output_text") {
+                            if let Some(t) = c.get("text").and_then(Value::as_str) {
+                                o.add_text(" ", t);
+                            }
+                        }
+                    }
+                }
+            }
+            Protocol::AnthropicMessages => {
+                o.add_usage(v.get("usage").and_then(anthropic_usage));
+                for c in arr("content") {
+                    match c.get("type").and_then(Value::as_str) {
+                        Some("text") => {
+                            if let Some(t) = c.get("text").and_then(Value::as_str) {
+                                o.add_text(" ", t);
+                            }
+                        }
+                        Some("tool_use") => o.tool_calls = true,
+                        _ => {}
+                    }
+                }
+            }
+            Protocol::Passthrough => {}
+        }
+        o
+    }
+
+    /// Reads one stream event. Returns true when the event is an OpenAI chat chunk that only
+    /// carries usage (no choices), the chunk `include_usage` adds.
+    pub fn event(&mut self, proto: Protocol, kind: &str, data: &str) -> bool {
+        let data = data.trim();
+        if data.is_empty() {
+            return false;
+        }
+        match proto {
+            Protocol::OpenAiChat => {
+                if kind != "message" {
+                    return false;
+                }
+                if data == "[DONE]" {
+                    self.done = true;
+                    return false;
+                }
+                let Ok(v) = serde_json::from_str::<Value>(data) else {
+                    return false;
+                };
+                let choices = v.get("choices").and_then(Value::as_array);
+                for c in choices.into_iter().flatten() {
+                    let delta = c.get("delta");
+                    if let Some(t) = delta.and_then(|d| d.get("content")).and_then(Value::as_str) {
+                        self.add_text("", t);
+                    }
+                    if delta
+                        .and_then(|d| d.get("tool_calls"))
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| !a.is_empty())
+                    {
+                        self.tool_calls = true;
+                    }
+                }
+                let usage = v.get("usage").and_then(openai_usage);
+                let usage_only = usage.is_some() && choices.is_none_or(|c| c.is_empty());
+                self.add_usage(usage);
+                usage_only
+            }
+            Protocol::AnthropicMessages => {
+                let Ok(v) = serde_json::from_str::<Value>(data) else {
+                    return false;
+                };
+                let ty = v.get("type").and_then(Value::as_str).unwrap_or(kind);
+                match ty {
+                    "message_start" => {
+                        self.add_usage(v.get("message").and_then(|m| m.get("usage")).and_then(anthropic_usage))
+                    }
+                    "content_block_start" => {
+                        if v.get("content_block").and_then(|b| b.get("type")).and_then(Value::as_str)
+                            == Some("tool_use")
+                        {
+                            self.tool_calls = true;
+                        }
+                    }
+                    "content_block_delta" => {
+                        let d = v.get("delta");
+                        if d.and_then(|d| d.get("type")).and_then(Value::as_str) == Some("text_delta") {
+                            if let Some(t) = d.and_then(|d| d.get("text")).and_then(Value::as_str) {
+                                self.add_text("", t);
+                            }
+                        }
+                    }
+                    "message_delta" => {
+                        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                            // Output tokens (and sometimes input/cache) arrive here; keep
+                            // what message_start reported for the rest.
+                            let mut cur = self.usage.unwrap_or_default();
+                            let out = n(u, &["output_tokens"]);
+                            if out > 0 {
+                                cur.completion = out;
+                            }
+                            if u.get("input_tokens").is_some() {
+                                if let Some(full) = anthropic_usage(u) {
+                                    if full.prompt > 0 {
+                                        cur.prompt = full.prompt;
+                                        cur.cache_read = full.cache_read.max(cur.cache_read);
+                                        cur.cache_creation = full.cache_creation.max(cur.cache_creation);
+                                    }
+                                }
+                            }
+                            cur.total = cur.prompt + cur.completion;
+                            self.usage = Some(cur);
+                        }
+                    }
+                    "message_stop" | "error" => self.done = true,
+                    _ => {}
+                }
+                false
+            }
+            Protocol::OpenAiResponses => {
+                let Ok(v) = serde_json::from_str::<Value>(data) else {
+                    return false;
+                };
+                let ty = v.get("type").and_then(Value::as_str).unwrap_or(kind);
+                match ty {
+                    "response.output_text.delta" => {
+                        if let Some(t) = v.get("delta").and_then(Value::as_str) {
+                            self.add_text("", t);
+                        }
+                    }
+                    "response.completed" => {
+                        let r = v.get("response");
+                        self.add_usage(r.and_then(|r| r.get("usage")).and_then(responses_usage));
+                        if r.and_then(|r| r.get("output"))
+                            .and_then(Value::as_array)
+                            .is_some_and(|a| a.iter().any(|i| i.get("type").and_then(Value::as_str) == Some("function_call")))
+                        {
+                            self.tool_calls = true;
+                        }
+                        self.done = true;
+                    }
+                    "response.failed" | "response.incomplete" | "error" => self.done = true,
+                    _ => {}
+                }
+                false
+            }
+            Protocol::OpenAiEmbeddings | Protocol::Passthrough => false,
+        }
+    }
+}
+
+/// `llm_end_user_id` from a request body: `safety_identifier` or `user` (OpenAI),
+/// `metadata.user_id` (Anthropic).
+pub fn end_user(proto: Protocol, body: &Value) -> Option<&str> {
+    match proto {
+        Protocol::OpenAiChat | Protocol::OpenAiResponses => body
+            .get("safety_identifier")
+            .and_then(Value::as_str)
+            .or_else(|| body.get("user").and_then(Value::as_str)),
+        Protocol::AnthropicMessages => body
+            .get("metadata")
+            .and_then(|m| m.get("user_id"))
+            .and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+/// `llm_tool_count`: the number of tools the request offers.
+pub fn tool_count(body: &Value) -> usize {
+    body.get("tools").and_then(Value::as_array).map_or(0, Vec::len)
+}
+
+#[cfg(test)]
+#[path = "observe_tests.rs"]
+mod tests;
