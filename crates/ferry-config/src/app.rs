@@ -66,6 +66,10 @@ pub struct AppConfig {
     pub max_header_size: usize,
     pub data_dir: PathBuf,
     pub drain_timeout: Duration,
+    /// `apisix.ssl.ssl_trusted_certificate`: extra CA certificates (PEM) for upstream TLS.
+    pub trusted_ca: Option<PathBuf>,
+    /// `ferry.resolve`: upstream host → address overrides, like curl's `--resolve`.
+    pub resolve: Vec<(String, SocketAddr)>,
     /// APISIX keys present in the file that Ferry does not use.
     pub ignored_keys: Vec<String>,
 }
@@ -89,6 +93,8 @@ impl Default for AppConfig {
             max_header_size: 64 * 1024,
             data_dir: PathBuf::from("data"),
             drain_timeout: Duration::from_secs(10),
+            trusted_ca: None,
+            resolve: Vec::new(),
             ignored_keys: Vec::new(),
         }
     }
@@ -112,6 +118,12 @@ struct Raw {
 struct RawApisix {
     node_listen: Option<NodeListen>,
     enable_admin: Option<bool>,
+    ssl: Option<RawSsl>,
+}
+
+#[derive(Deserialize)]
+struct RawSsl {
+    ssl_trusted_certificate: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +207,8 @@ struct RawFerry {
     data_dir: Option<PathBuf>,
     drain_timeout_ms: Option<u64>,
     max_header_size: Option<usize>,
+    /// `host: ip:port`, e.g. `api.openai.com: 127.0.0.1:8443`.
+    resolve: Option<std::collections::BTreeMap<String, SocketAddr>>,
 }
 
 /// A config error, rendered with the file (and line/column when known).
@@ -249,6 +263,9 @@ impl AppConfig {
                     "apisix.node_listen: needs at least one port".into(),
                 ));
             }
+        }
+        if let Some(ssl) = raw.apisix.ssl {
+            self.trusted_ca = ssl.ssl_trusted_certificate;
         }
         if let Some(e) = raw.apisix.enable_admin {
             self.admin_enabled = e;
@@ -338,6 +355,9 @@ impl AppConfig {
         }
         if let Some(d) = raw.ferry.data_dir {
             self.data_dir = d;
+        }
+        if let Some(r) = raw.ferry.resolve {
+            self.resolve = r.into_iter().map(|(h, a)| (h.to_ascii_lowercase(), a)).collect();
         }
         if let Some(ms) = raw.ferry.drain_timeout_ms {
             self.drain_timeout = Duration::from_millis(ms);

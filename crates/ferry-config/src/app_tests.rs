@@ -25,6 +25,8 @@ apisix:
   enable_admin: true
   router:
     http: radixtree_host_uri
+  ssl:
+    ssl_trusted_certificate: /etc/ssl/ca.pem
 deployment:
   role: traditional
   role_traditional:
@@ -52,6 +54,8 @@ nginx_config:
 ferry:
   data_dir: /var/lib/ferry
   drain_timeout_ms: 2500
+  resolve:
+    API.openai.com: 127.0.0.1:8443
 "#;
     let c = AppConfig::parse(text).unwrap();
     assert_eq!(
@@ -72,7 +76,9 @@ ferry:
     assert_eq!(c.client_max_body_size, 8 * 1024 * 1024);
     assert_eq!(c.data_dir, PathBuf::from("/var/lib/ferry"));
     assert_eq!(c.drain_timeout, Duration::from_millis(2500));
+    assert_eq!(c.trusted_ca, Some(PathBuf::from("/etc/ssl/ca.pem")));
     assert_eq!(c.ignored_keys, vec!["apisix.router".to_string()]);
+    assert_eq!(c.resolve, vec![("api.openai.com".to_string(), "127.0.0.1:8443".parse().unwrap())]);
 }
 
 #[test]

@@ -65,6 +65,7 @@ const BUILTINS: &[(&str, Builtin)] = &[
     ("query_string", Builtin::QueryString),
     ("args", Builtin::QueryString),
     ("request", Builtin::Request),
+    ("request_line", Builtin::Request),
     ("request_length", Builtin::RequestLength),
     ("content_type", Builtin::ContentType),
     ("content_length", Builtin::ContentLength),
@@ -92,6 +93,24 @@ const BUILTINS: &[(&str, Builtin)] = &[
     ("upstream_host", Builtin::UpstreamHost),
     ("upstream_scheme", Builtin::UpstreamScheme),
 ];
+
+/// Values of variables nobody set, as APISIX declares them (nginx `set` defaults), so an
+/// access log prints `0` tokens rather than `-` on a route without `ai-proxy`.
+pub fn default_value(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "request_type" => "traditional_http",
+        "llm_time_to_first_token"
+        | "llm_prompt_tokens"
+        | "llm_completion_tokens"
+        | "llm_total_tokens"
+        | "llm_cache_read_input_tokens"
+        | "llm_cache_creation_input_tokens"
+        | "llm_reasoning_tokens"
+        | "llm_tool_count" => "0",
+        "llm_stream" | "llm_has_tool_calls" => "false",
+        _ => return None,
+    })
+}
 
 /// A `post_arg.*` path into a parsed request body.
 #[derive(Debug, Clone)]

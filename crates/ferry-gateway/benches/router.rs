@@ -51,7 +51,7 @@ fn snapshot(n: usize) -> Snapshot {
             revision: 1,
             records,
         },
-        &Registry::builtin(),
+        &Registry::builtin(Default::default()),
     );
     assert!(errors.is_empty(), "{errors:?}");
     snap

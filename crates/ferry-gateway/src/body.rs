@@ -12,17 +12,19 @@ use std::task::{Context, Poll};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type every response of the data plane uses.
-pub type GwBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub type GwBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 pub type Response = http::Response<GwBody>;
 
 /// A body from bytes.
 pub fn full(b: impl Into<Bytes>) -> GwBody {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
+    Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// An empty body.
 pub fn empty() -> GwBody {
-    Empty::new().map_err(|never| match never {}).boxed()
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// Wraps a response body: counts bytes, feeds plugins' body filters, and runs the log phase.
@@ -50,7 +52,13 @@ impl LoggedBody {
     }
 
     fn finish(&mut self) {
-        if let Some(ctx) = self.ctx.take() {
+        if let Some(mut ctx) = self.ctx.take() {
+            // A body that ended early (client gone, error) still gets its final filter call.
+            if self.filters && !self.ended {
+                if let Some(route) = ctx.route.clone() {
+                    route.chain.body_filter(&mut ctx, &mut Bytes::new(), true);
+                }
+            }
             self.shared.log_phase(ctx);
         }
     }
@@ -107,6 +115,7 @@ impl Body for LoggedBody {
                         return Poll::Ready(Some(Ok(Frame::data(tail))));
                     }
                 }
+                this.ended = true;
                 this.finish();
                 Poll::Ready(None)
             }

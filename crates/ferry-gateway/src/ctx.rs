@@ -16,6 +16,30 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+/// Per-request plugin state, one value per type (no `Clone` needed, unlike `http`'s).
+#[derive(Default)]
+pub struct Extensions(Vec<Box<dyn std::any::Any + Send>>);
+
+impl Extensions {
+    pub fn insert<T: Send + 'static>(&mut self, v: T) {
+        self.remove::<T>();
+        self.0.push(Box::new(v));
+    }
+
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.iter().find_map(|b| b.downcast_ref::<T>())
+    }
+
+    pub fn get_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.0.iter_mut().find_map(|b| b.downcast_mut::<T>())
+    }
+
+    pub fn remove<T: 'static>(&mut self) -> Option<T> {
+        let i = self.0.iter().position(|b| b.is::<T>())?;
+        self.0.swap_remove(i).downcast::<T>().ok().map(|b| *b)
+    }
+}
+
 /// What the gateway knows about the upstream exchange, for `$upstream_*` variables.
 #[derive(Debug, Default, Clone)]
 pub struct UpstreamInfo {
@@ -64,6 +88,8 @@ pub struct Ctx {
     pub client_aborted: bool,
     /// Which of the route's plugins run for this request (see `Chain::run`).
     pub plugin_mask: u64,
+    /// Per-request state of plugins, by type.
+    pub ext: Extensions,
     /// When the last byte was handed to the connection (set by the log phase).
     pub end: Option<Instant>,
 }
@@ -107,6 +133,7 @@ impl Ctx {
             body_error: false,
             client_aborted: false,
             plugin_mask: u64::MAX,
+            ext: Extensions::default(),
             end: None,
         }
     }
@@ -179,6 +206,12 @@ impl Ctx {
         self.json
             .get_or_init(|| self.body().and_then(|b| serde_json::from_slice(b).ok()))
             .as_ref()
+    }
+
+    /// Takes the parsed JSON body out of the context (to shape it without a copy).
+    pub fn take_json(&mut self) -> Option<Value> {
+        self.json();
+        self.json.take().flatten()
     }
 
     /// Publishes a variable for `vars`, the access log and other plugins (e.g. `llm_model`).
@@ -388,7 +421,10 @@ impl VarSource for Ctx {
             Var::PostArgForm(n) => self
                 .form_arg(n)
                 .map_or(Val::Nil, |v| Val::Str(Cow::Owned(v))),
-            Var::Custom(n) => self.var(n).map_or(Val::Nil, Val::str),
+            Var::Custom(n) => self
+                .var(n)
+                .or_else(|| ferry_config::var::default_value(n))
+                .map_or(Val::Nil, Val::str),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! binary on ephemeral ports with a temporary data dir, and a small HTTP client for the data
 //! plane and the Admin API. Everything it starts is stopped by PID when dropped.
 
+pub mod mock;
+
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};

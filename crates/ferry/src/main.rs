@@ -8,6 +8,7 @@ use ferry_admin::AdminState;
 use ferry_config::app::{AppConfig, ConfigProvider};
 use ferry_config::store::{SqliteStore, Store};
 use ferry_gateway::access_log::{self, AccessLog, Template};
+use ferry_gateway::plugin::ai_proxy::transport::Transport;
 use ferry_gateway::{Registry, ServerConf, Shared, reload, server};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -146,7 +147,8 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         cfg.admin_keys
             .push(admin_key::load_or_create(&cfg.data_dir)?);
     }
-    let registry = Arc::new(Registry::builtin());
+    let transport = Transport::new(cfg.trusted_ca.as_deref(), cfg.resolve.clone())?;
+    let registry = Arc::new(Registry::builtin(Arc::new(transport)));
     let access_log = if cfg.access_log.enabled {
         Some(AccessLog::start(&cfg.access_log)?)
     } else {

@@ -2,6 +2,7 @@
 //! body_filter, log) as a trait, a registry of plugin factories by name, and the per-route
 //! chain compiled at config load and ordered by priority.
 
+pub mod ai_proxy;
 pub mod request_id;
 
 use crate::body::Response;
@@ -83,10 +84,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The registry with every built-in plugin.
-    pub fn builtin() -> Registry {
+    /// The registry with every built-in plugin; `transport` makes `ai-proxy`'s upstream
+    /// clients.
+    pub fn builtin(transport: Arc<ai_proxy::transport::Transport>) -> Registry {
         let mut r = Registry::default();
         r.add(Arc::new(request_id::Factory));
+        r.add(Arc::new(ai_proxy::Factory { transport }));
         r
     }
 

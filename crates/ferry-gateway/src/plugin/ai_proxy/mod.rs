@@ -1,0 +1,246 @@
+//! APISIX's `ai-proxy` plugin (priority 1040): checks and detects the client's request in the
+//! access phase, then in before_proxy shapes it for the provider, sends it, and returns the
+//! answer (JSON read whole; SSE streamed through as it arrives), recording tokens, latency and
+//! models in `$llm_*` variables.
+
+mod conf;
+mod proxy;
+mod stream;
+pub mod transport;
+
+use super::{Flow, Plugin, PluginFactory, ProxyFuture, parse_conf};
+use crate::body::Response;
+use crate::ctx::Ctx;
+use crate::error::json_response;
+use bytes::Bytes;
+use conf::{Compiled, Conf};
+use ferry_protocol::{Observed, Protocol, detect};
+use http::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+use transport::Transport;
+
+/// Builds `ai-proxy` instances; holds the shared upstream clients.
+pub struct Factory {
+    pub transport: Arc<Transport>,
+}
+
+impl PluginFactory for Factory {
+    fn name(&self) -> &'static str {
+        "ai-proxy"
+    }
+
+    fn priority(&self) -> i32 {
+        1040
+    }
+
+    fn schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "required": ["provider", "auth"],
+            "properties": {
+                "provider": {"type": "string", "enum": ferry_provider::names()},
+                "provider_conf": {"type": "object", "properties": {"project_id": {"type": "string"}, "region": {"type": "string"}}},
+                "auth": {"type": "object", "properties": {"header": {"type": "object"}, "query": {"type": "object"}}},
+                "options": {"type": "object", "properties": {"model": {"type": "string"}}},
+                "override": {"type": "object", "properties": {
+                    "endpoint": {"type": "string"},
+                    "llm_options": {"type": "object", "properties": {"max_tokens": {"type": "integer", "minimum": 1}}},
+                    "request_body": {"type": "object"},
+                    "request_body_force_override": {"type": "boolean", "default": false}
+                }},
+                "logging": {"type": "object", "properties": {"summaries": {"type": "boolean", "default": false}, "payloads": {"type": "boolean", "default": false}}},
+                "timeout": {"type": "integer", "minimum": 1, "maximum": 600000, "default": 30000},
+                "max_req_body_size": {"type": "integer", "minimum": 1, "default": 67108864},
+                "max_stream_duration_ms": {"type": "integer", "minimum": 1},
+                "max_response_bytes": {"type": "integer", "minimum": 1},
+                "keepalive": {"type": "boolean", "default": true},
+                "keepalive_timeout": {"type": "integer", "minimum": 1000, "default": 60000},
+                "keepalive_pool": {"type": "integer", "minimum": 1, "default": 30},
+                "streaming_flush_interval_ms": {"type": "integer", "minimum": 0, "default": 10},
+                "ssl_verify": {"type": "boolean", "default": true}
+            }
+        })
+    }
+
+    fn check(&self, conf: &Value) -> Result<Value, String> {
+        let c: Conf = parse_conf(conf)?;
+        c.validate()?;
+        serde_json::to_value(&c).map_err(|e| e.to_string())
+    }
+
+    fn build(&self, conf: &Value) -> Result<Arc<dyn Plugin>, String> {
+        let c: Conf = parse_conf(conf)?;
+        Ok(Arc::new(AiProxy {
+            conf: Compiled::build(c, &self.transport)?,
+        }))
+    }
+}
+
+struct AiProxy {
+    conf: Compiled,
+}
+
+/// Per-request state, kept in the context's extensions.
+pub(crate) struct AiState {
+    client: Protocol,
+    target: Protocol,
+    /// When the upstream request was sent.
+    sent: Option<Instant>,
+    sse: Option<stream::SseState>,
+}
+
+/// An error in the client's protocol: OpenAI's `{"error": {...}}`, Anthropic's
+/// `{"type": "error", ...}`, or APISIX's `{"error_msg": ...}` for other clients.
+pub(crate) fn client_error(proto: Option<Protocol>, status: StatusCode, msg: &str) -> Response {
+    let kind = match status.as_u16() {
+        401 => "authentication_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        504 => "timeout_error",
+        _ => "api_error",
+    };
+    let body = match proto {
+        Some(Protocol::AnthropicMessages) => {
+            json!({"type": "error", "error": {"type": kind, "message": msg}})
+        }
+        Some(Protocol::Passthrough) => json!({"error_msg": msg}),
+        _ => json!({"error": {"message": msg, "type": kind, "param": null, "code": null}}),
+    };
+    json_response(status, &body)
+}
+
+impl AiProxy {
+    /// The access phase's checks; an error response when the request cannot go upstream.
+    fn admit(&self, ctx: &mut Ctx) -> Result<AiState, Response> {
+        let guess = if ctx.uri.path().ends_with("/v1/messages") {
+            Protocol::AnthropicMessages
+        } else {
+            Protocol::OpenAiChat
+        };
+        let fail = |status, msg: String| client_error(Some(guess), status, &msg);
+        let ct = ctx.header_str("content-type").unwrap_or("application/json");
+        if !ct.starts_with("application/json") {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                format!("unsupported content-type: {ct}, only application/json is supported"),
+            ));
+        }
+        let body: Bytes = ctx.body().cloned().unwrap_or_default();
+        if body.len() as u64 > self.conf.max_req_body_size {
+            return Err(fail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "could not get body: request size {} is greater than the maximum size {} allowed",
+                    body.len(),
+                    self.conf.max_req_body_size
+                ),
+            ));
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(fail(StatusCode::BAD_REQUEST, "could not get body: request body is empty".into()));
+        }
+        let Some(json) = ctx.json() else {
+            let e = serde_json::from_slice::<Value>(&body).err().map_or_else(String::new, |e| e.to_string());
+            return Err(fail(StatusCode::BAD_REQUEST, format!("could not parse JSON request body: {e}")));
+        };
+        if !json.is_object() && !json.is_array() {
+            return Err(fail(StatusCode::BAD_REQUEST, "request body must be a JSON object".into()));
+        }
+        let model = json.get("model");
+        if model.is_some_and(|m| !m.is_string() && !m.is_null()) && self.conf.options_model.is_none() {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "invalid request body: \"model\" must be a string (or set options.model on the route)".into(),
+            ));
+        }
+        if json.get("stream").is_some_and(|s| !s.is_boolean() && !s.is_null()) {
+            return Err(fail(StatusCode::BAD_REQUEST, "invalid request body: \"stream\" must be a boolean".into()));
+        }
+        let Some(client) = detect::detect(ctx.uri.path(), json) else {
+            return Err(fail(StatusCode::BAD_REQUEST, "no matching AI protocol for the request".into()));
+        };
+        let stream = detect::wants_stream(client, json);
+        let request_model = model.and_then(Value::as_str).map(String::from);
+        let provider = self.conf.provider;
+        let target = if provider.capability(client).is_some() {
+            client
+        } else if client == Protocol::Passthrough {
+            Protocol::Passthrough
+        } else {
+            return Err(client_error(
+                Some(client),
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "provider {} does not support {} protocol (supported: {})",
+                    provider.name,
+                    client.name(),
+                    provider.protocol_names()
+                ),
+            ));
+        };
+        ctx.set_var("request_type", if stream { "ai_stream" } else { "ai_chat" });
+        if let Some(m) = request_model {
+            ctx.set_var("request_llm_model", m);
+        }
+        Ok(AiState {
+            client,
+            target,
+            sent: None,
+            sse: None,
+        })
+    }
+}
+
+impl Plugin for AiProxy {
+    fn needs_body(&self) -> bool {
+        true
+    }
+
+    fn access(&self, ctx: &mut Ctx) -> Flow {
+        match self.admit(ctx) {
+            Ok(st) => {
+                ctx.ext.insert(st);
+                Flow::Continue
+            }
+            Err(r) => Flow::Respond(r),
+        }
+    }
+
+    fn before_proxy<'a>(&'a self, ctx: &'a mut Ctx) -> Option<ProxyFuture<'a>> {
+        if !ctx.ext.get::<AiState>().is_some() {
+            return None;
+        }
+        Some(Box::pin(proxy::run(&self.conf, ctx)))
+    }
+
+    fn has_body_filter(&self) -> bool {
+        true
+    }
+
+    fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, end: bool) {
+        stream::body_filter(ctx, chunk, end);
+    }
+}
+
+/// Publishes what was observed as `$llm_*` variables.
+pub(crate) fn publish(ctx: &mut Ctx, o: &Observed) {
+    if let Some(u) = o.usage {
+        ctx.set_var("llm_prompt_tokens", u.prompt.to_string());
+        ctx.set_var("llm_completion_tokens", u.completion.to_string());
+        ctx.set_var("llm_total_tokens", u.total.to_string());
+        ctx.set_var("llm_cache_read_input_tokens", u.cache_read.to_string());
+        ctx.set_var("llm_cache_creation_input_tokens", u.cache_creation.to_string());
+        ctx.set_var("llm_reasoning_tokens", u.reasoning.to_string());
+    }
+    ctx.set_var("llm_has_tool_calls", if o.tool_calls { "true" } else { "false" });
+    ctx.set_var("llm_response_text", o.text.clone());
+}
+
+/// Milliseconds since `t`, as an integer string.
+pub(crate) fn ms_since(t: Instant) -> String {
+    t.elapsed().as_millis().to_string()
+}

@@ -1,0 +1,261 @@
+//! The upstream exchange of `ai-proxy`: shape the body, build the URL and headers, send, and
+//! turn the answer (or the failure) into the client's response.
+
+use super::conf::Compiled;
+use super::stream::{SseState, UpstreamBody};
+use super::{AiState, client_error, ms_since, publish};
+use crate::body::{Response, full};
+use crate::ctx::Ctx;
+use bytes::{Bytes, BytesMut};
+use ferry_protocol::shape::{Shaping, shape};
+use ferry_protocol::{Observed, Protocol, observe};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::time::Instant;
+
+/// Request headers never forwarded upstream.
+fn skip_request_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "content-length"
+            | "accept-encoding"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "expect"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+    )
+}
+
+/// Upstream response headers worth passing to the client.
+fn keep_response_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(n, "content-type" | "retry-after" | "x-request-id" | "request-id" | "cache-control")
+        || n.starts_with("x-ratelimit-")
+        || n.starts_with("anthropic-ratelimit-")
+        || n.starts_with("openai-")
+}
+
+fn encode_query(pairs: &[(String, String)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .finish()
+}
+
+/// Runs the exchange for a request admitted by the access phase.
+pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
+    let Some(st) = ctx.ext.get::<AiState>() else {
+        return client_error(None, StatusCode::INTERNAL_SERVER_ERROR, "ai-proxy state missing");
+    };
+    let (client, target) = (st.client, st.target);
+    let fail = |status: StatusCode, msg: &str| client_error(Some(client), status, msg);
+
+    // The body: shaped when something must change, else the client's bytes.
+    let raw = ctx.body().cloned().unwrap_or_default();
+    let mut body = ctx.take_json().unwrap_or(Value::Null);
+    if let Some(m) = conf
+        .options_model
+        .clone()
+        .or_else(|| body.get("model").and_then(Value::as_str).map(String::from))
+    {
+        ctx.set_var("llm_model", m);
+    }
+    let cap = conf.provider.capability(target);
+    let mut stream = target.can_stream() && body.get("stream") == Some(&Value::Bool(true));
+    let mut hide_usage = false;
+    let out: Bytes = match body.as_object_mut() {
+        Some(obj) if target != Protocol::Passthrough || conf.options.is_some() => {
+            let shaping = Shaping {
+                options: conf.options.as_ref(),
+                max_tokens: conf.max_tokens.zip(cap.and_then(|c| c.max_tokens)),
+                request_body: conf.request_body.get(&target),
+                force: conf.force,
+                remove_model: conf.provider.remove_model,
+                inject_usage: target == Protocol::OpenAiChat,
+            };
+            let shaped = shape(obj, &shaping);
+            stream = target.can_stream() && shaped.stream;
+            hide_usage = stream && target == Protocol::OpenAiChat && !shaped.client_wants_usage;
+            if shaped.changed {
+                match serde_json::to_vec(&body) {
+                    Ok(v) => Bytes::from(v),
+                    Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the request body: {e}")),
+                }
+            } else {
+                raw
+            }
+        }
+        _ => raw,
+    };
+    ctx.set_var("request_type", if stream { "ai_stream" } else { "ai_chat" });
+    ctx.set_var("llm_stream", if stream { "true" } else { "false" });
+    ctx.set_var("llm_tool_count", observe::tool_count(&body).to_string());
+    if let Some(u) = observe::end_user(target, &body) {
+        ctx.set_var("llm_end_user_id", u.to_string());
+    }
+
+    // Where it goes.
+    let Some(t) = conf.targets.get(&target) else {
+        return fail(StatusCode::BAD_REQUEST, "could not resolve upstream path");
+    };
+    let path = t.path.clone().unwrap_or_else(|| ctx.uri.path().to_string());
+    let mut query = t.query.clone();
+    let passthrough = target == Protocol::Passthrough;
+    if passthrough {
+        for (k, v) in url::form_urlencoded::parse(ctx.query().as_bytes()) {
+            let k = k.into_owned();
+            if conf.auth_query_keys.contains(&k) {
+                continue;
+            }
+            match query.iter_mut().find(|(qk, _)| *qk == k) {
+                Some(slot) => slot.1 = v.into_owned(),
+                None => query.push((k, v.into_owned())),
+            }
+        }
+    }
+    let mut url = format!("{}{}", t.origin(), path);
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(&encode_query(&query));
+    }
+    let method = if passthrough { ctx.method.clone() } else { http::Method::POST };
+
+    let mut headers = HeaderMap::with_capacity(ctx.headers.len() + conf.auth_headers.len() + 1);
+    for (k, v) in &ctx.headers {
+        if !skip_request_header(k) {
+            headers.append(k.clone(), v.clone());
+        }
+    }
+    for (k, v) in &conf.auth_headers {
+        headers.insert(k.clone(), v.clone());
+    }
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+
+    ctx.upstream.scheme = Some(t.scheme);
+    ctx.upstream.host = Some(t.host.clone());
+    ctx.upstream.uri = Some(path);
+    let sent = Instant::now();
+    if let Some(st) = ctx.ext.get_mut::<AiState>() {
+        st.sent = Some(sent);
+    }
+    let result = conf
+        .client
+        .request(method, &url)
+        .headers(headers)
+        .body(out)
+        .send()
+        .await;
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => return transport_failure(ctx, client, sent, &e),
+    };
+    let status = resp.status();
+    ctx.upstream.header_time = Some(sent.elapsed().as_secs_f64());
+    ctx.upstream.status = Some(status.as_u16());
+    ctx.upstream.addr = resp.remote_addr().map(|a| a.to_string()).or_else(|| Some(format!("{}:{}", t.host, t.port)));
+    let mut head = http::Response::builder().status(status);
+    let is_sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if let Some(h) = head.headers_mut() {
+        for (k, v) in resp.headers() {
+            if keep_response_header(k) {
+                h.append(k.clone(), v.clone());
+            }
+        }
+    }
+
+    if is_sse {
+        let mut up = UpstreamBody::new(resp, sent, conf.max_stream_duration, conf.max_response_bytes);
+        let first = match up.frame().await {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                ctx.set_var("apisix_upstream_response_time", ms_since(sent));
+                return fail(e.status(), &e.to_string());
+            }
+            None => Bytes::new(),
+        };
+        up.push_front(first);
+        if let Some(st) = ctx.ext.get_mut::<AiState>() {
+            st.sse = Some(SseState::new(target, hide_usage));
+        }
+        ctx.set_var("llm_time_to_first_token", ms_since(sent));
+        return head
+            .body(up.boxed_unsync())
+            .unwrap_or_else(|_| fail(StatusCode::BAD_GATEWAY, "bad upstream response head"));
+    }
+
+    // A whole JSON (or other) body.
+    if let (Some(max), Some(len)) = (conf.max_response_bytes, resp.content_length()) {
+        if len > max {
+            tracing::warn!("aborting AI response: Content-Length {len} exceeds max_response_bytes {max}");
+            ctx.set_var("apisix_upstream_response_time", ms_since(sent));
+            return fail(StatusCode::BAD_GATEWAY, "max_response_bytes exceeded");
+        }
+    }
+    let mut buf = BytesMut::new();
+    let mut resp = resp;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                buf.extend_from_slice(&c);
+                if conf.max_response_bytes.is_some_and(|m| buf.len() as u64 > m) {
+                    tracing::warn!("aborting AI response: body size exceeds max_response_bytes");
+                    ctx.set_var("apisix_upstream_response_time", ms_since(sent));
+                    return fail(StatusCode::BAD_GATEWAY, "max_response_bytes exceeded");
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return transport_failure(ctx, client, sent, &e),
+        }
+    }
+    let body = buf.freeze();
+    let took = ms_since(sent);
+    ctx.set_var("llm_time_to_first_token", took.clone());
+    ctx.set_var("apisix_upstream_response_time", took);
+    ctx.upstream.response_time = Some(sent.elapsed().as_secs_f64());
+    ctx.upstream.response_length = body.len() as u64;
+    if status.is_success() {
+        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+            let o = Observed::from_json(target, &v);
+            publish(ctx, &o);
+        }
+    }
+    if let Some(h) = head.headers_mut() {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    head.body(full(body))
+        .unwrap_or_else(|_| fail(StatusCode::BAD_GATEWAY, "bad upstream response head"))
+}
+
+/// A failure before or while reading the response: 504 on timeouts, 502 otherwise.
+fn transport_failure(ctx: &mut Ctx, client: Protocol, sent: Instant, e: &reqwest::Error) -> Response {
+    let elapsed = ms_since(sent);
+    ctx.set_var("apisix_upstream_response_time", elapsed);
+    ctx.upstream.response_time = Some(sent.elapsed().as_secs_f64());
+    let (status, what) = if e.is_timeout() {
+        (StatusCode::GATEWAY_TIMEOUT, "timed out")
+    } else if e.is_connect() {
+        (StatusCode::BAD_GATEWAY, "could not connect")
+    } else {
+        (StatusCode::BAD_GATEWAY, "failed")
+    };
+    let mut cause = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        cause.push_str(": ");
+        cause.push_str(&s.to_string());
+        src = s.source();
+    }
+    tracing::warn!("AI upstream request {what}: {cause}");
+    client_error(Some(client), status, &format!("upstream request {what}: {cause}"))
+}

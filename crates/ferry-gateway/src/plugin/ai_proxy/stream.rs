@@ -1,0 +1,212 @@
+//! Streaming: the upstream body as it arrives (with `max_stream_duration_ms` enforced by a
+//! timer and `max_response_bytes` by count), and the body filter that decodes the SSE events
+//! passing through to record usage, text and tool calls, optionally removing the usage-only
+//! chunk Ferry asked for on the client's behalf.
+
+use super::{AiState, ms_since, publish};
+use crate::body::BoxError;
+use crate::ctx::Ctx;
+use bytes::{Bytes, BytesMut};
+use ferry_protocol::sse::{Decoder, Event};
+use ferry_protocol::{Observed, Protocol};
+use futures_util::Stream;
+use http::StatusCode;
+use http_body::{Body, Frame};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::time::Sleep;
+
+/// Why a stream stopped early.
+#[derive(Debug)]
+pub enum StreamError {
+    Duration,
+    Bytes,
+    Upstream(reqwest::Error),
+}
+
+impl StreamError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            StreamError::Duration => StatusCode::GATEWAY_TIMEOUT,
+            StreamError::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamError::Duration => f.write_str("max_stream_duration_ms exceeded"),
+            StreamError::Bytes => f.write_str("max_response_bytes exceeded"),
+            StreamError::Upstream(e) if e.is_timeout() => write!(f, "upstream read timed out: {e}"),
+            StreamError::Upstream(e) => write!(f, "upstream stream failed: {e}"),
+        }
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// The upstream response body, bounded in time and size.
+pub struct UpstreamBody {
+    stream: ChunkStream,
+    pending: Option<Bytes>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    max_bytes: Option<u64>,
+    read: u64,
+    done: bool,
+}
+
+impl UpstreamBody {
+    pub fn new(resp: reqwest::Response, sent: Instant, max_duration: Option<Duration>, max_bytes: Option<u64>) -> Self {
+        UpstreamBody {
+            stream: Box::pin(resp.bytes_stream()),
+            pending: None,
+            deadline: max_duration.map(|d| Box::pin(tokio::time::sleep_until((sent + d).into()))),
+            max_bytes,
+            read: 0,
+            done: false,
+        }
+    }
+
+    /// Puts a chunk back in front (the first one, read before answering the client).
+    pub fn push_front(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.pending = Some(b);
+        }
+    }
+
+    /// The next chunk.
+    pub async fn frame(&mut self) -> Option<Result<Bytes, StreamError>> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamError>>> {
+        if let Some(p) = self.pending.take() {
+            return Poll::Ready(Some(Ok(p)));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(d) = self.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                self.done = true;
+                return Poll::Ready(Some(Err(StreamError::Duration)));
+            }
+        }
+        match self.stream.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                self.read += b.len() as u64;
+                if self.max_bytes.is_some_and(|m| self.read > m) {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(StreamError::Bytes)));
+                }
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(StreamError::Upstream(e))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+use std::future::Future;
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.poll_chunk(cx) {
+            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Poll::Ready(Some(Err(e))) => {
+                // The status line is gone already: end the stream where it is.
+                tracing::warn!("aborting AI stream: {e}");
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.pending.is_none()
+    }
+}
+
+/// What the body filter keeps for an SSE response.
+pub struct SseState {
+    proto: Protocol,
+    hide_usage: bool,
+    decoder: Decoder,
+    observed: Observed,
+    events: Vec<Event>,
+    bytes: u64,
+    finished: bool,
+}
+
+impl SseState {
+    pub fn new(proto: Protocol, hide_usage: bool) -> SseState {
+        SseState {
+            proto,
+            hide_usage,
+            decoder: if hide_usage { Decoder::keeping_raw() } else { Decoder::new() },
+            observed: Observed::default(),
+            events: Vec::new(),
+            bytes: 0,
+            finished: false,
+        }
+    }
+
+    /// Observes a chunk; returns the bytes to send when events were removed.
+    fn feed(&mut self, chunk: &[u8], end: bool) -> Option<Bytes> {
+        self.bytes += chunk.len() as u64;
+        self.decoder.feed(chunk, &mut self.events);
+        let rest = if end { Some(self.decoder.finish(&mut self.events)) } else { None };
+        let mut out = if self.hide_usage { Some(BytesMut::new()) } else { None };
+        for e in self.events.drain(..) {
+            let usage_only = self.observed.event(self.proto, &e.kind, &e.data);
+            if let Some(o) = out.as_mut() {
+                if !usage_only {
+                    o.extend_from_slice(&e.raw);
+                }
+            }
+        }
+        if let (Some(o), Some(r)) = (out.as_mut(), rest) {
+            o.extend_from_slice(&r);
+        }
+        out.map(BytesMut::freeze)
+    }
+}
+
+/// `ai-proxy`'s body filter: observes SSE responses chunk by chunk; at the end (or when the
+/// client goes away) publishes the totals.
+pub fn body_filter(ctx: &mut Ctx, chunk: &mut Bytes, end: bool) {
+    let Some(mut st) = ctx.ext.remove::<AiState>() else {
+        return;
+    };
+    if let Some(sse) = st.sse.as_mut().filter(|s| !s.finished) {
+        if let Some(replaced) = sse.feed(chunk, end) {
+            *chunk = replaced;
+        }
+        if end {
+            sse.finished = true;
+            let observed = std::mem::take(&mut sse.observed);
+            let bytes = sse.bytes;
+            publish(ctx, &observed);
+            if let Some(sent) = st.sent {
+                ctx.set_var("apisix_upstream_response_time", ms_since(sent));
+                ctx.upstream.response_time = Some(sent.elapsed().as_secs_f64());
+            }
+            ctx.upstream.response_length = bytes;
+        }
+    }
+    ctx.ext.insert(st);
+}

@@ -1,0 +1,404 @@
+//! A mock LLM provider speaking OpenAI chat (JSON and SSE), Responses, embeddings and Anthropic
+//! Messages, with knobs (request headers) for faults and timing:
+//!
+//! | header | effect |
+//! |---|---|
+//! | `x-mock-status: N` | answer status N with an OpenAI-style error body (`retry-after: 1` on 429) |
+//! | `x-mock-delay-ms: N` | wait before the response head |
+//! | `x-mock-chunk-delay-ms: N` | wait between stream chunks |
+//! | `x-mock-chunks: N` | number of content chunks in a stream (default 3) |
+//! | `x-mock-fixture: PATH` | serve a file (`.sse` as `text/event-stream`, one chunk per event) |
+//! | `x-mock-echo: 1` | answer the received method, path, query, headers and body as JSON |
+//! | `x-mock-tool-call: 1` | answer chat with a tool call |
+//! | `x-mock-malformed: 1` | a stream of garbage and broken JSON |
+//! | `x-mock-reset-after: N` | reset the connection after N stream chunks |
+//! | `x-mock-stall: 1` | send the head of a stream, then nothing |
+//! | `x-mock-endless: 1` | a stream that never ends |
+//!
+//! With a key configured, requests need `Authorization: Bearer KEY`, `x-api-key: KEY`,
+//! `api-key: KEY` or `?api_key=KEY`, else 401. `GET /_mock/requests` lists what was received.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Mock settings.
+#[derive(Debug, Clone, Default)]
+pub struct MockConfig {
+    /// Required credential, if any.
+    pub key: Option<String>,
+    /// Keep received requests for `/_mock/requests` (off for benchmarks).
+    pub record: bool,
+}
+
+/// One received request.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+struct State {
+    cfg: MockConfig,
+    seen: Mutex<Vec<Recorded>>,
+}
+
+/// A running mock.
+pub struct Mock {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Mock {
+    /// Starts on 127.0.0.1 with an ephemeral port.
+    pub async fn start(cfg: MockConfig) -> Mock {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        Mock::on(listener, cfg)
+    }
+
+    /// Serves on a bound listener.
+    pub fn on(listener: TcpListener, cfg: MockConfig) -> Mock {
+        let addr = listener.local_addr().expect("mock addr");
+        let state = Arc::new(State {
+            cfg,
+            seen: Mutex::new(Vec::new()),
+        });
+        let task = tokio::spawn(serve(listener, state.clone()));
+        Mock { addr, state, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.seen.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    pub fn last(&self) -> Option<Recorded> {
+        self.requests().pop()
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>) {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(req, state).await) }
+            });
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+fn full(status: StatusCode, ct: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).map_err(|e| match e {}).boxed_unsync());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
+    r
+}
+
+fn json_resp(status: StatusCode, v: &Value) -> Response<Body> {
+    full(status, "application/json", v.to_string())
+}
+
+fn knob(h: &HeaderMap, name: &str) -> Option<u64> {
+    h.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+}
+
+fn authorized(cfg: &MockConfig, h: &HeaderMap, query: &str) -> bool {
+    let Some(key) = &cfg.key else { return true };
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    get("authorization") == Some(&format!("Bearer {key}"))
+        || get("x-api-key") == Some(key)
+        || get("api-key") == Some(key)
+        || query.split('&').any(|kv| kv == format!("api_key={key}"))
+}
+
+async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or("").to_string();
+    let h = parts.headers;
+    if path == "/_mock/requests" {
+        let seen = state.seen.lock().map(|v| v.clone()).unwrap_or_default();
+        let list: Vec<Value> = seen.iter().map(describe).collect();
+        return json_resp(StatusCode::OK, &Value::Array(list));
+    }
+    let rec = Recorded {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        query: query.clone(),
+        headers: h.clone(),
+        body: body.clone(),
+    };
+    if state.cfg.record {
+        if let Ok(mut v) = state.seen.lock() {
+            if v.len() >= 1000 {
+                v.remove(0);
+            }
+            v.push(rec.clone());
+        }
+    }
+    if let Some(ms) = knob(&h, "x-mock-delay-ms") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if !authorized(&state.cfg, &h, &query) {
+        return json_resp(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}),
+        );
+    }
+    if let Some(code) = knob(&h, "x-mock-status") {
+        let status = StatusCode::from_u16(code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = json_resp(status, &json!({"error": {"message": format!("mock error {code}"), "type": "server_error", "code": null}}));
+        if code == 429 {
+            r.headers_mut().insert("retry-after", http::HeaderValue::from_static("1"));
+        }
+        r.headers_mut().insert("x-request-id", http::HeaderValue::from_static("req_mock"));
+        return r;
+    }
+    if h.contains_key("x-mock-echo") {
+        return json_resp(StatusCode::OK, &describe(&rec));
+    }
+    if let Some(file) = h.get("x-mock-fixture").and_then(|v| v.to_str().ok()) {
+        return fixture(file, &h).await;
+    }
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let model = req.get("model").and_then(Value::as_str).unwrap_or("mock-model").to_string();
+    let stream = req.get("stream") == Some(&Value::Bool(true));
+    let kind = if path.ends_with("/chat/completions") || path.ends_with("/completions") {
+        "chat"
+    } else if path.ends_with("/embeddings") {
+        "embeddings"
+    } else if path.ends_with("/responses") {
+        "responses"
+    } else if path.ends_with("/messages") {
+        "anthropic"
+    } else {
+        return json_resp(StatusCode::OK, &json!({"passthrough": true, "path": path, "method": rec.method, "query": query}));
+    };
+    if h.contains_key("x-mock-malformed") {
+        let events = vec![
+            "data: {not json\n\n".to_string(),
+            "garbage without colon\n\n".to_string(),
+            "data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\n".to_string(),
+            "data: [DONE]\n\n".to_string(),
+        ];
+        return sse(events, &h);
+    }
+    match (kind, stream) {
+        ("chat", false) => json_resp(StatusCode::OK, &chat_json(&model, h.contains_key("x-mock-tool-call"))),
+        ("chat", true) => {
+            let include_usage = req
+                .get("stream_options")
+                .and_then(|s| s.get("include_usage"))
+                == Some(&Value::Bool(true));
+            sse(chat_events(&model, chunk_count(&h), include_usage, h.contains_key("x-mock-tool-call")), &h)
+        }
+        ("embeddings", _) => json_resp(
+            StatusCode::OK,
+            &json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.0123, -0.0456, 0.0789, 0.0012]}],
+                    "model": model, "usage": {"prompt_tokens": 7, "total_tokens": 7}}),
+        ),
+        ("responses", false) => json_resp(
+            StatusCode::OK,
+            &json!({"id": "resp_mock", "object": "response", "model": model, "status": "completed",
+                    "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "1+1 equals 2."}]}],
+                    "usage": {"input_tokens": 20, "output_tokens": 5, "total_tokens": 25}}),
+        ),
+        ("responses", true) => sse(responses_events(&model, chunk_count(&h)), &h),
+        ("anthropic", false) => json_resp(
+            StatusCode::OK,
+            &json!({"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+                    "content": [{"type": "text", "text": "1+1 equals 2."}], "stop_reason": "end_turn", "stop_sequence": null,
+                    "usage": {"input_tokens": 10, "output_tokens": 8}}),
+        ),
+        _ => sse(anthropic_events(&model, chunk_count(&h)), &h),
+    }
+}
+
+fn describe(r: &Recorded) -> Value {
+    let headers: serde_json::Map<String, Value> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_str().unwrap_or("").to_string())))
+        .collect();
+    let body = serde_json::from_slice::<Value>(&r.body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into_owned()));
+    json!({"method": r.method, "path": r.path, "query": r.query, "headers": headers, "body": body})
+}
+
+fn chunk_count(h: &HeaderMap) -> usize {
+    knob(h, "x-mock-chunks").unwrap_or(3) as usize
+}
+
+const WORDS: [&str; 3] = ["1+1", " equals", " 2."];
+
+/// The mock's non-stream chat completion.
+pub fn chat_json(model: &str, tool: bool) -> Value {
+    let message = if tool {
+        json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_mock", "type": "function",
+               "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]})
+    } else {
+        json!({"role": "assistant", "content": "1+1 equals 2.", "refusal": null})
+    };
+    json!({"id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+           "choices": [{"index": 0, "message": message, "logprobs": null,
+                        "finish_reason": if tool { "tool_calls" } else { "stop" }}],
+           "usage": {"prompt_tokens": 23, "completion_tokens": 8, "total_tokens": 31}})
+}
+
+fn chunk(model: &str, delta: Value, finish: Value) -> String {
+    let c = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    format!("data: {c}\n\n")
+}
+
+/// The mock's chat stream: role, `n` content chunks, finish, usage (if asked), `[DONE]`.
+pub fn chat_events(model: &str, n: usize, include_usage: bool, tool: bool) -> Vec<String> {
+    let mut v = vec![chunk(model, json!({"role": "assistant", "content": ""}), Value::Null)];
+    if tool {
+        v.push(chunk(
+            model,
+            json!({"tool_calls": [{"index": 0, "id": "call_mock", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+            Value::Null,
+        ));
+        v.push(chunk(model, json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":\"Paris\"}"}}]}), Value::Null));
+    }
+    for i in 0..n {
+        v.push(chunk(model, json!({"content": WORDS[i % 3]}), Value::Null));
+    }
+    v.push(chunk(model, json!({}), json!(if tool { "tool_calls" } else { "stop" })));
+    if include_usage {
+        let u = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                       "choices": [], "usage": {"prompt_tokens": 15, "completion_tokens": n.max(1) * 2, "total_tokens": 15 + n.max(1) * 2}});
+        v.push(format!("data: {u}\n\n"));
+    }
+    v.push("data: [DONE]\n\n".to_string());
+    v
+}
+
+fn event(kind: &str, data: Value) -> String {
+    format!("event: {kind}\ndata: {data}\n\n")
+}
+
+fn responses_events(model: &str, n: usize) -> Vec<String> {
+    let mut v = vec![event("response.created", json!({"type": "response.created", "response": {"id": "resp_mock", "model": model}}))];
+    for i in 0..n {
+        v.push(event("response.output_text.delta", json!({"type": "response.output_text.delta", "delta": WORDS[i % 3]})));
+    }
+    v.push(event(
+        "response.completed",
+        json!({"type": "response.completed", "response": {"id": "resp_mock", "model": model, "status": "completed",
+               "output": [{"type": "message", "content": [{"type": "output_text", "text": "1+1 equals 2."}]}],
+               "usage": {"input_tokens": 20, "output_tokens": 5, "total_tokens": 25}}}),
+    ));
+    v
+}
+
+fn anthropic_events(model: &str, n: usize) -> Vec<String> {
+    let mut v = vec![
+        event("message_start", json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant",
+            "model": model, "content": [], "stop_reason": null, "usage": {"input_tokens": 10, "output_tokens": 1}}})),
+        event("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        event("ping", json!({"type": "ping"})),
+    ];
+    for i in 0..n {
+        v.push(event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": WORDS[i % 3]}})));
+    }
+    v.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    v.push(event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 8}})));
+    v.push(event("message_stop", json!({"type": "message_stop"})));
+    v
+}
+
+/// Streams `events`, honouring the timing and fault knobs.
+fn sse(events: Vec<String>, h: &HeaderMap) -> Response<Body> {
+    let delay = knob(h, "x-mock-chunk-delay-ms").map(Duration::from_millis);
+    let reset_after = knob(h, "x-mock-reset-after").map(|n| n as usize);
+    let stall = h.contains_key("x-mock-stall");
+    let endless = h.contains_key("x-mock-endless");
+    let s = futures_util::stream::unfold(0usize, move |i| {
+        let events = events.clone();
+        async move {
+            if stall {
+                std::future::pending::<()>().await;
+            }
+            if i > 0 {
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+            }
+            if reset_after == Some(i) {
+                return Some((Err(std::io::Error::other("mock reset")), i + 1));
+            }
+            if endless {
+                let c = chunk("mock-model", json!({"content": "more "}), Value::Null);
+                return Some((Ok(Frame::data(Bytes::from(c))), i + 1));
+            }
+            let e = events.get(i)?;
+            Some((Ok(Frame::data(Bytes::from(e.clone()))), i + 1))
+        }
+    });
+    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(s.boxed())));
+    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
+    r.headers_mut().insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+    r
+}
+
+async fn fixture(path: &str, h: &HeaderMap) -> Response<Body> {
+    let Ok(text) = tokio::fs::read_to_string(path).await else {
+        return json_resp(StatusCode::NOT_FOUND, &json!({"error": {"message": format!("no fixture {path}")}}));
+    };
+    if path.ends_with(".sse") {
+        let events: Vec<String> = text
+            .split_inclusive("\n\n")
+            .map(String::from)
+            .collect();
+        return sse(events, h);
+    }
+    full(StatusCode::OK, "application/json", text)
+}
