@@ -1,0 +1,106 @@
+//! Shared helpers for the `ai-proxy` integration tests: a gateway with an access log that
+//! prints the LLM variables, and a mock provider.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use ferry_testkit::mock::{Mock, MockConfig};
+use ferry_testkit::{Ferry, TempDir};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// The access-log format the tests read: upstream and LLM variables, space-separated.
+pub const LOG_FORMAT: &str = "$status|$upstream_addr|$upstream_status|$upstream_scheme://$upstream_host$upstream_uri|$request_type|$request_llm_model|$llm_model|$llm_time_to_first_token|$apisix_upstream_response_time|$llm_prompt_tokens|$llm_completion_tokens|$llm_total_tokens|$llm_stream|$llm_has_tool_calls|$llm_tool_count|$llm_end_user_id|$llm_cache_read_input_tokens|$llm_cache_creation_input_tokens|$llm_reasoning_tokens|$upstream_response_length|$body_bytes_sent";
+
+pub struct Env {
+    pub dir: TempDir,
+    pub ferry: Ferry,
+    pub mock: Mock,
+}
+
+/// A parsed access-log line in [`LOG_FORMAT`].
+#[derive(Debug)]
+pub struct Line(pub Vec<String>);
+
+impl Line {
+    pub fn get(&self, name: &str) -> &str {
+        let names: Vec<&str> = LOG_FORMAT.split('|').collect();
+        let i = names
+            .iter()
+            .position(|n| n.trim_start_matches('$') == name || *n == name)
+            .unwrap_or_else(|| panic!("no field {name}"));
+        &self.0[i]
+    }
+}
+
+impl Env {
+    pub async fn start(tag: &str) -> Env {
+        Env::with_extra(tag, "").await
+    }
+
+    pub async fn with_extra(tag: &str, extra: &str) -> Env {
+        let mock = Mock::start(MockConfig { key: Some("token".into()), record: true }).await;
+        let dir = TempDir::new(tag);
+        let cfg = format!(
+            "nginx_config:\n  http:\n    access_log: logs/access.log\n    access_log_format: '{LOG_FORMAT}'\n    access_log_format_escape: none\n{extra}"
+        );
+        let ferry = Ferry::start(BIN, &dir.0, &cfg);
+        Env { dir, ferry, mock }
+    }
+
+    /// PUTs a route with an `ai-proxy` configuration; asserts success.
+    pub async fn route(&self, id: &str, uri: &str, ai: Value) {
+        self.route_with(json!({"id": id, "uri": uri, "plugins": {"ai-proxy": ai}})).await;
+    }
+
+    pub async fn route_with(&self, route: Value) {
+        let (s, v) = self.ferry.admin("PUT", "/routes", Some(route)).await;
+        assert!(s == 200 || s == 201, "route refused: {v}");
+    }
+
+    /// An `ai-proxy` config for provider `p` pointed at the mock (`path` appended).
+    pub fn ai(&self, provider: &str, path: &str) -> Value {
+        json!({
+            "provider": provider,
+            "auth": {"header": {"Authorization": "Bearer token"}},
+            "options": {"model": "gpt-4"},
+            "override": {"endpoint": format!("{}{path}", self.mock.url())}
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.ferry.url(path)
+    }
+
+    fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.0.join("logs/access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Waits for access-log line number `n` (1-based) and parses it.
+    pub async fn log_line(&self, n: usize) -> Line {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.log_lines();
+            if lines.len() >= n {
+                return Line(lines[n - 1].split('|').map(String::from).collect());
+            }
+            assert!(Instant::now() < deadline, "no access-log line {n}: {lines:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The docs' chat request body.
+pub fn chat_body() -> String {
+    json!({"messages": [
+        {"role": "system", "content": "You are a mathematician"},
+        {"role": "user", "content": "What is 1+1?"}
+    ]})
+    .to_string()
+}
+
+pub const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
