@@ -357,7 +357,10 @@ impl AppConfig {
             self.data_dir = d;
         }
         if let Some(r) = raw.ferry.resolve {
-            self.resolve = r.into_iter().map(|(h, a)| (h.to_ascii_lowercase(), a)).collect();
+            self.resolve = r
+                .into_iter()
+                .map(|(h, a)| (h.to_ascii_lowercase(), a))
+                .collect();
         }
         if let Some(ms) = raw.ferry.drain_timeout_ms {
             self.drain_timeout = Duration::from_millis(ms);

@@ -78,7 +78,13 @@ ferry:
     assert_eq!(c.drain_timeout, Duration::from_millis(2500));
     assert_eq!(c.trusted_ca, Some(PathBuf::from("/etc/ssl/ca.pem")));
     assert_eq!(c.ignored_keys, vec!["apisix.router".to_string()]);
-    assert_eq!(c.resolve, vec![("api.openai.com".to_string(), "127.0.0.1:8443".parse().unwrap())]);
+    assert_eq!(
+        c.resolve,
+        vec![(
+            "api.openai.com".to_string(),
+            "127.0.0.1:8443".parse().unwrap()
+        )]
+    );
 }
 
 #[test]

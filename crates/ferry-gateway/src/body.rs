@@ -54,10 +54,11 @@ impl LoggedBody {
     fn finish(&mut self) {
         if let Some(mut ctx) = self.ctx.take() {
             // A body that ended early (client gone, error) still gets its final filter call.
-            if self.filters && !self.ended {
-                if let Some(route) = ctx.route.clone() {
-                    route.chain.body_filter(&mut ctx, &mut Bytes::new(), true);
-                }
+            if self.filters
+                && !self.ended
+                && let Some(route) = ctx.route.clone()
+            {
+                route.chain.body_filter(&mut ctx, &mut Bytes::new(), true);
             }
             self.shared.log_phase(ctx);
         }

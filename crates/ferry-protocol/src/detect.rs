@@ -85,15 +85,39 @@ mod tests {
     fn detection_order() {
         use Protocol::*;
         let cases = [
-            ("/v1/messages", json!({"messages": []}), Some(AnthropicMessages)),
+            (
+                "/v1/messages",
+                json!({"messages": []}),
+                Some(AnthropicMessages),
+            ),
             ("/x/v1/messages", json!({}), Some(AnthropicMessages)),
-            ("/v1/responses", json!({"input": "hi"}), Some(OpenAiResponses)),
+            (
+                "/v1/responses",
+                json!({"input": "hi"}),
+                Some(OpenAiResponses),
+            ),
             ("/v1/responses", json!({"messages": []}), Some(OpenAiChat)),
-            ("/anything", json!({"messages": [{"role": "user"}]}), Some(OpenAiChat)),
+            (
+                "/anything",
+                json!({"messages": [{"role": "user"}]}),
+                Some(OpenAiChat),
+            ),
             ("/anything", json!({"messages": "hi"}), Some(Passthrough)),
-            ("/v1/embeddings", json!({"input": ["a"]}), Some(OpenAiEmbeddings)),
-            ("/anything", json!({"input": null, "x": 1}), Some(Passthrough)),
-            ("/v1/images/generations", json!({"prompt": "a cat", "model": "m"}), Some(Passthrough)),
+            (
+                "/v1/embeddings",
+                json!({"input": ["a"]}),
+                Some(OpenAiEmbeddings),
+            ),
+            (
+                "/anything",
+                json!({"input": null, "x": 1}),
+                Some(Passthrough),
+            ),
+            (
+                "/v1/images/generations",
+                json!({"prompt": "a cat", "model": "m"}),
+                Some(Passthrough),
+            ),
             ("/anything", json!([1]), Some(Passthrough)),
             ("/anything", json!({}), None),
             ("/anything", json!([]), None),
@@ -107,7 +131,13 @@ mod tests {
     #[test]
     fn stream_flag() {
         assert!(wants_stream(Protocol::OpenAiChat, &json!({"stream": true})));
-        assert!(!wants_stream(Protocol::OpenAiChat, &json!({"stream": "true"})));
-        assert!(!wants_stream(Protocol::OpenAiEmbeddings, &json!({"stream": true})));
+        assert!(!wants_stream(
+            Protocol::OpenAiChat,
+            &json!({"stream": "true"})
+        ));
+        assert!(!wants_stream(
+            Protocol::OpenAiEmbeddings,
+            &json!({"stream": true})
+        ));
     }
 }

@@ -138,7 +138,11 @@ impl Observed {
             done: true,
             ..Observed::default()
         };
-        let arr = |k: &str| v.get(k).and_then(Value::as_array).map_or(&[][..], |a| &a[..]);
+        let arr = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_array)
+                .map_or(&[][..], |a| &a[..])
+        };
         match proto {
             Protocol::OpenAiChat => {
                 o.add_usage(v.get("usage").and_then(openai_usage));
@@ -163,7 +167,12 @@ impl Observed {
                     if item.get("type").and_then(Value::as_str) == Some("function_call") {
                         o.tool_calls = true;
                     }
-                    for c in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                    for c in item
+                        .get("content")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
                         if c.get("type").and_then(Value::as_str) == Some("output_text") {
                             if let Some(t) = c.get("text").and_then(Value::as_str) {
                                 o.add_text(" ", t);
@@ -235,19 +244,24 @@ impl Observed {
                 };
                 let ty = v.get("type").and_then(Value::as_str).unwrap_or(kind);
                 match ty {
-                    "message_start" => {
-                        self.add_usage(v.get("message").and_then(|m| m.get("usage")).and_then(anthropic_usage))
-                    }
-                    "content_block_start" => {
-                        if v.get("content_block").and_then(|b| b.get("type")).and_then(Value::as_str)
-                            == Some("tool_use")
-                        {
-                            self.tool_calls = true;
-                        }
+                    "message_start" => self.add_usage(
+                        v.get("message")
+                            .and_then(|m| m.get("usage"))
+                            .and_then(anthropic_usage),
+                    ),
+                    "content_block_start"
+                        if v.get("content_block")
+                            .and_then(|b| b.get("type"))
+                            .and_then(Value::as_str)
+                            == Some("tool_use") =>
+                    {
+                        self.tool_calls = true;
                     }
                     "content_block_delta" => {
                         let d = v.get("delta");
-                        if d.and_then(|d| d.get("type")).and_then(Value::as_str) == Some("text_delta") {
+                        if d.and_then(|d| d.get("type")).and_then(Value::as_str)
+                            == Some("text_delta")
+                        {
                             if let Some(t) = d.and_then(|d| d.get("text")).and_then(Value::as_str) {
                                 self.add_text("", t);
                             }
@@ -267,7 +281,8 @@ impl Observed {
                                     if full.prompt > 0 {
                                         cur.prompt = full.prompt;
                                         cur.cache_read = full.cache_read.max(cur.cache_read);
-                                        cur.cache_creation = full.cache_creation.max(cur.cache_creation);
+                                        cur.cache_creation =
+                                            full.cache_creation.max(cur.cache_creation);
                                     }
                                 }
                             }
@@ -296,7 +311,11 @@ impl Observed {
                         self.add_usage(r.and_then(|r| r.get("usage")).and_then(responses_usage));
                         if r.and_then(|r| r.get("output"))
                             .and_then(Value::as_array)
-                            .is_some_and(|a| a.iter().any(|i| i.get("type").and_then(Value::as_str) == Some("function_call")))
+                            .is_some_and(|a| {
+                                a.iter().any(|i| {
+                                    i.get("type").and_then(Value::as_str) == Some("function_call")
+                                })
+                            })
                         {
                             self.tool_calls = true;
                         }
@@ -330,7 +349,9 @@ pub fn end_user(proto: Protocol, body: &Value) -> Option<&str> {
 
 /// `llm_tool_count`: the number of tools the request offers.
 pub fn tool_count(body: &Value) -> usize {
-    body.get("tools").and_then(Value::as_array).map_or(0, Vec::len)
+    body.get("tools")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
 }
 
 #[cfg(test)]

@@ -41,7 +41,14 @@ fn openai_chat_stream_at_every_split() {
         assert_eq!(usage_only, 1);
         assert_eq!(
             o.usage,
-            Some(Usage { prompt: 30, completion: 15, total: 45, cache_read: 10, cache_creation: 0, reasoning: 7 })
+            Some(Usage {
+                prompt: 30,
+                completion: 15,
+                total: 45,
+                cache_read: 10,
+                cache_creation: 0,
+                reasoning: 7
+            })
         );
     }
 }
@@ -56,9 +63,15 @@ fn tool_call_deltas_and_deepseek_cache() {
     );
     let (o, usage_only) = run(Protocol::OpenAiChat, s, 0);
     assert!(o.tool_calls);
-    assert_eq!(usage_only, 0, "usage on a chunk with choices is not usage-only");
+    assert_eq!(
+        usage_only, 0,
+        "usage on a chunk with choices is not usage-only"
+    );
     let u = o.usage.unwrap();
-    assert_eq!((u.prompt, u.completion, u.total, u.cache_read), (15, 10, 25, 4));
+    assert_eq!(
+        (u.prompt, u.completion, u.total, u.cache_read),
+        (15, 10, 25, 4)
+    );
     assert!(!o.done, "no [DONE]");
 }
 
@@ -78,7 +91,16 @@ fn anthropic_stream() {
         assert_eq!(o.text, "Hi");
         assert!(o.tool_calls && o.done);
         let u = o.usage.unwrap();
-        assert_eq!((u.prompt, u.completion, u.total, u.cache_read, u.cache_creation), (310, 8, 318, 200, 100));
+        assert_eq!(
+            (
+                u.prompt,
+                u.completion,
+                u.total,
+                u.cache_read,
+                u.cache_creation
+            ),
+            (310, 8, 318, 200, 100)
+        );
     }
 }
 
@@ -93,7 +115,10 @@ fn responses_stream() {
     assert_eq!(o.text, "Hi");
     assert!(o.tool_calls && o.done);
     let u = o.usage.unwrap();
-    assert_eq!((u.prompt, u.completion, u.total, u.cache_read, u.reasoning), (20, 5, 25, 10, 3));
+    assert_eq!(
+        (u.prompt, u.completion, u.total, u.cache_read, u.reasoning),
+        (20, 5, 25, 10, 3)
+    );
 }
 
 #[test]
@@ -107,7 +132,10 @@ fn json_bodies() {
     assert!(o.tool_calls);
     assert_eq!(o.usage.unwrap().total, 31);
     // null usage, null message, null content: no crash, no usage
-    let o = Observed::from_json(Protocol::OpenAiChat, &json!({"choices": [{"message": null}], "usage": null}));
+    let o = Observed::from_json(
+        Protocol::OpenAiChat,
+        &json!({"choices": [{"message": null}], "usage": null}),
+    );
     assert_eq!(o.usage, None);
     let o = Observed::from_json(
         Protocol::AnthropicMessages,
@@ -121,22 +149,48 @@ fn json_bodies() {
     );
     assert_eq!(o.text, "r");
     assert_eq!(o.usage.unwrap().total, 60);
-    let o = Observed::from_json(Protocol::OpenAiEmbeddings, &json!({"usage": {"prompt_tokens": 5, "total_tokens": 5}}));
+    let o = Observed::from_json(
+        Protocol::OpenAiEmbeddings,
+        &json!({"usage": {"prompt_tokens": 5, "total_tokens": 5}}),
+    );
     assert_eq!(o.usage.unwrap().prompt, 5);
 }
 
 #[test]
 fn request_fields() {
-    assert_eq!(end_user(Protocol::OpenAiChat, &json!({"user": "alice"})), Some("alice"));
-    assert_eq!(end_user(Protocol::OpenAiChat, &json!({"user": "a", "safety_identifier": "s"})), Some("s"));
-    assert_eq!(end_user(Protocol::AnthropicMessages, &json!({"metadata": {"user_id": "u"}})), Some("u"));
+    assert_eq!(
+        end_user(Protocol::OpenAiChat, &json!({"user": "alice"})),
+        Some("alice")
+    );
+    assert_eq!(
+        end_user(
+            Protocol::OpenAiChat,
+            &json!({"user": "a", "safety_identifier": "s"})
+        ),
+        Some("s")
+    );
+    assert_eq!(
+        end_user(
+            Protocol::AnthropicMessages,
+            &json!({"metadata": {"user_id": "u"}})
+        ),
+        Some("u")
+    );
     assert_eq!(tool_count(&json!({"tools": [{}, {}]})), 2);
     assert_eq!(tool_count(&json!({})), 0);
 }
 
 #[test]
 fn merge_rules() {
-    let mut u = Usage { prompt: 10, completion: 0, total: 10, ..Usage::default() };
-    u.merge(&Usage { completion: 8, ..Usage::default() });
+    let mut u = Usage {
+        prompt: 10,
+        completion: 0,
+        total: 10,
+        ..Usage::default()
+    };
+    u.merge(&Usage {
+        completion: 8,
+        ..Usage::default()
+    });
     assert_eq!((u.prompt, u.completion, u.total), (10, 8, 18));
 }

@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 pub enum MaxTokensField {
     MaxTokens,
     /// `max_completion_tokens`; `delete_max_tokens` also removes a client `max_tokens`.
-    MaxCompletionTokens { delete_max_tokens: bool },
+    MaxCompletionTokens {
+        delete_max_tokens: bool,
+    },
     MaxOutputTokens,
 }
 
@@ -128,7 +130,14 @@ mod tests {
     fn nothing_to_do_is_unchanged() {
         let mut b = obj(json!({"model": "gpt-4", "messages": []}));
         let opts = obj(json!({"model": "gpt-4"}));
-        let r = shape(&mut b, &Shaping { options: Some(&opts), inject_usage: true, ..Shaping::default() });
+        let r = shape(
+            &mut b,
+            &Shaping {
+                options: Some(&opts),
+                inject_usage: true,
+                ..Shaping::default()
+            },
+        );
         assert!(!r.changed);
     }
 
@@ -136,70 +145,159 @@ mod tests {
     fn options_then_stream_options_merged() {
         let mut b = obj(json!({"model": "x", "stream_options": {"foo": 1}}));
         let opts = obj(json!({"model": "gpt-4", "stream": true, "temperature": 0.2}));
-        let r = shape(&mut b, &Shaping { options: Some(&opts), inject_usage: true, ..Shaping::default() });
+        let r = shape(
+            &mut b,
+            &Shaping {
+                options: Some(&opts),
+                inject_usage: true,
+                ..Shaping::default()
+            },
+        );
         assert!(r.changed && r.stream && !r.client_wants_usage);
-        assert_eq!(Value::Object(b), json!({"model": "gpt-4", "stream": true, "temperature": 0.2,
-            "stream_options": {"foo": 1, "include_usage": true}}));
+        assert_eq!(
+            Value::Object(b),
+            json!({"model": "gpt-4", "stream": true, "temperature": 0.2,
+            "stream_options": {"foo": 1, "include_usage": true}})
+        );
         let mut b = obj(json!({"stream": true, "stream_options": {"include_usage": true}}));
-        let r = shape(&mut b, &Shaping { inject_usage: true, ..Shaping::default() });
+        let r = shape(
+            &mut b,
+            &Shaping {
+                inject_usage: true,
+                ..Shaping::default()
+            },
+        );
         assert!(!r.changed && r.client_wants_usage);
         let mut b = obj(json!({"stream": true}));
-        let r = shape(&mut b, &Shaping { inject_usage: false, ..Shaping::default() });
+        let r = shape(
+            &mut b,
+            &Shaping {
+                inject_usage: false,
+                ..Shaping::default()
+            },
+        );
         assert!(!r.changed && r.stream);
     }
 
     #[test]
     fn max_tokens_fields() {
         let mut b = obj(json!({"max_tokens": 999}));
-        shape(&mut b, &Shaping {
-            max_tokens: Some((555, MaxTokensField::MaxCompletionTokens { delete_max_tokens: true })),
-            ..Shaping::default()
-        });
+        shape(
+            &mut b,
+            &Shaping {
+                max_tokens: Some((
+                    555,
+                    MaxTokensField::MaxCompletionTokens {
+                        delete_max_tokens: true,
+                    },
+                )),
+                ..Shaping::default()
+            },
+        );
         assert_eq!(Value::Object(b), json!({"max_completion_tokens": 555}));
         let mut b = obj(json!({"max_tokens": 999}));
-        shape(&mut b, &Shaping {
-            max_tokens: Some((1, MaxTokensField::MaxCompletionTokens { delete_max_tokens: false })),
-            ..Shaping::default()
-        });
-        assert_eq!(Value::Object(b), json!({"max_tokens": 999, "max_completion_tokens": 1}));
+        shape(
+            &mut b,
+            &Shaping {
+                max_tokens: Some((
+                    1,
+                    MaxTokensField::MaxCompletionTokens {
+                        delete_max_tokens: false,
+                    },
+                )),
+                ..Shaping::default()
+            },
+        );
+        assert_eq!(
+            Value::Object(b),
+            json!({"max_tokens": 999, "max_completion_tokens": 1})
+        );
         let mut b = obj(json!({"max_tokens": 999}));
-        shape(&mut b, &Shaping { max_tokens: Some((444, MaxTokensField::MaxTokens)), ..Shaping::default() });
+        shape(
+            &mut b,
+            &Shaping {
+                max_tokens: Some((444, MaxTokensField::MaxTokens)),
+                ..Shaping::default()
+            },
+        );
         assert_eq!(b["max_tokens"], 444);
         let mut b = obj(json!({}));
-        shape(&mut b, &Shaping { max_tokens: Some((333, MaxTokensField::MaxOutputTokens)), ..Shaping::default() });
+        shape(
+            &mut b,
+            &Shaping {
+                max_tokens: Some((333, MaxTokensField::MaxOutputTokens)),
+                ..Shaping::default()
+            },
+        );
         assert_eq!(b["max_output_tokens"], 333);
     }
 
     #[test]
     fn request_body_merge() {
         // default: client values win, objects merge, missing keys added
-        let mut b = obj(json!({"max_tokens": 999, "stream": true, "stream_options": {"include_usage": true}}));
-        let patch = obj(json!({"max_tokens": 555, "stream_options": {"extra": 1}, "stop": ["a", "b"]}));
-        let r = shape(&mut b, &Shaping { request_body: Some(&patch), ..Shaping::default() });
+        let mut b = obj(
+            json!({"max_tokens": 999, "stream": true, "stream_options": {"include_usage": true}}),
+        );
+        let patch =
+            obj(json!({"max_tokens": 555, "stream_options": {"extra": 1}, "stop": ["a", "b"]}));
+        let r = shape(
+            &mut b,
+            &Shaping {
+                request_body: Some(&patch),
+                ..Shaping::default()
+            },
+        );
         assert!(r.changed);
-        assert_eq!(Value::Object(b), json!({"max_tokens": 999, "stream": true,
-            "stream_options": {"include_usage": true, "extra": 1}, "stop": ["a", "b"]}));
+        assert_eq!(
+            Value::Object(b),
+            json!({"max_tokens": 999, "stream": true,
+            "stream_options": {"include_usage": true, "extra": 1}, "stop": ["a", "b"]})
+        );
         // force: patch wins; arrays replace wholesale
         let mut b = obj(json!({"max_tokens": 999, "stop": ["x"]}));
         let patch = obj(json!({"max_tokens": 555, "stop": ["a", "b"]}));
-        shape(&mut b, &Shaping { request_body: Some(&patch), force: true, ..Shaping::default() });
-        assert_eq!(Value::Object(b), json!({"max_tokens": 555, "stop": ["a", "b"]}));
+        shape(
+            &mut b,
+            &Shaping {
+                request_body: Some(&patch),
+                force: true,
+                ..Shaping::default()
+            },
+        );
+        assert_eq!(
+            Value::Object(b),
+            json!({"max_tokens": 555, "stop": ["a", "b"]})
+        );
         // request_body comes after llm_options
         let mut b = obj(json!({}));
         let patch = obj(json!({"max_completion_tokens": 200}));
-        shape(&mut b, &Shaping {
-            max_tokens: Some((100, MaxTokensField::MaxCompletionTokens { delete_max_tokens: true })),
-            request_body: Some(&patch),
-            force: true,
-            ..Shaping::default()
-        });
+        shape(
+            &mut b,
+            &Shaping {
+                max_tokens: Some((
+                    100,
+                    MaxTokensField::MaxCompletionTokens {
+                        delete_max_tokens: true,
+                    },
+                )),
+                request_body: Some(&patch),
+                force: true,
+                ..Shaping::default()
+            },
+        );
         assert_eq!(b["max_completion_tokens"], 200);
     }
 
     #[test]
     fn remove_model() {
         let mut b = obj(json!({"model": "gpt-4", "messages": []}));
-        let r = shape(&mut b, &Shaping { remove_model: true, ..Shaping::default() });
+        let r = shape(
+            &mut b,
+            &Shaping {
+                remove_model: true,
+                ..Shaping::default()
+            },
+        );
         assert!(r.changed);
         assert!(!b.contains_key("model"));
     }

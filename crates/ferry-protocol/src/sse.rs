@@ -186,7 +186,11 @@ mod tests {
         for i in 0..=STREAM.len() {
             assert_eq!(decode_split(STREAM, &[i]), expected(), "split at {i}");
             for j in i..=STREAM.len() {
-                assert_eq!(decode_split(STREAM, &[i, j]), expected(), "split at {i},{j}");
+                assert_eq!(
+                    decode_split(STREAM, &[i, j]),
+                    expected(),
+                    "split at {i},{j}"
+                );
             }
         }
     }
@@ -232,6 +236,12 @@ mod tests {
         encode("message", "a\nb", &mut s);
         encode("ping", "{}", &mut s);
         assert_eq!(s, "data: a\ndata: b\n\nevent: ping\ndata: {}\n\n");
-        assert_eq!(decode_split(s.as_bytes(), &[]), vec![("message".into(), "a\nb".into()), ("ping".into(), "{}".into())]);
+        assert_eq!(
+            decode_split(s.as_bytes(), &[]),
+            vec![
+                ("message".into(), "a\nb".into()),
+                ("ping".into(), "{}".into())
+            ]
+        );
     }
 }

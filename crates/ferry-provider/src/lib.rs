@@ -33,7 +33,11 @@ pub struct Provider {
     pub unavailable: Option<&'static str>,
 }
 
-const fn cap(protocol: Protocol, path: &'static str, max_tokens: Option<MaxTokensField>) -> Capability {
+const fn cap(
+    protocol: Protocol,
+    path: &'static str,
+    max_tokens: Option<MaxTokensField>,
+) -> Capability {
     Capability {
         protocol,
         path,
@@ -123,7 +127,11 @@ pub static PROVIDERS: &[Provider] = &[
     Provider {
         name: "gemini",
         host: Some("generativelanguage.googleapis.com"),
-        capabilities: &[cap(OpenAiChat, "/v1beta/openai/chat/completions", KEEP_MAX_COMPLETION)],
+        capabilities: &[cap(
+            OpenAiChat,
+            "/v1beta/openai/chat/completions",
+            KEEP_MAX_COMPLETION,
+        )],
         remove_model: false,
         needs_endpoint: false,
         unavailable: None,
@@ -146,7 +154,9 @@ pub static PROVIDERS: &[Provider] = &[
         capabilities: &[],
         remove_model: true,
         needs_endpoint: false,
-        unavailable: Some("provider bedrock (Converse API with SigV4) is not available in this release"),
+        unavailable: Some(
+            "provider bedrock (Converse API with SigV4) is not available in this release",
+        ),
     },
 ];
 
@@ -196,7 +206,8 @@ pub struct Target {
 impl Target {
     /// `scheme://host[:port]` (port omitted when default).
     pub fn origin(&self) -> String {
-        let default = (self.scheme == "https" && self.port == 443) || (self.scheme == "http" && self.port == 80);
+        let default = (self.scheme == "https" && self.port == 443)
+            || (self.scheme == "http" && self.port == 80);
         if default {
             format!("{}://{}", self.scheme, self.host)
         } else {
@@ -222,19 +233,28 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     let scheme = match u.scheme() {
         "http" => "http",
         "https" => "https",
-        other => return Err(format!("invalid endpoint \"{s}\": scheme must be http or https, not {other}")),
+        other => {
+            return Err(format!(
+                "invalid endpoint \"{s}\": scheme must be http or https, not {other}"
+            ));
+        }
     };
     let host = u
         .host_str()
         .filter(|h| !h.is_empty())
         .ok_or_else(|| format!("invalid endpoint \"{s}\": no host"))?
         .to_string();
-    let port = u.port_or_known_default().unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let port = u
+        .port_or_known_default()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
     let path = match u.path() {
         "" | "/" => None,
         p => Some(p.to_string()),
     };
-    let query = u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let query = u
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     Ok(Endpoint {
         scheme,
         host,
@@ -279,7 +299,9 @@ pub fn resolve(
         None => {
             let host = match (provider.host, &conf.region) {
                 (Some(h), _) => h.to_string(),
-                (None, Some(r)) if provider.name == "vertex-ai" => format!("{r}-aiplatform.googleapis.com"),
+                (None, Some(r)) if provider.name == "vertex-ai" => {
+                    format!("{r}-aiplatform.googleapis.com")
+                }
                 _ => {
                     return Err(format!(
                         "provider {} has no default endpoint: set override.endpoint",
@@ -294,9 +316,13 @@ pub fn resolve(
         (Some(p), _) => Some(p),
         (None, Protocol::Passthrough) => None,
         (None, proto) => {
-            let cap = provider
-                .capability(proto)
-                .ok_or_else(|| format!("provider {} does not support {} protocol", provider.name, proto.name()))?;
+            let cap = provider.capability(proto).ok_or_else(|| {
+                format!(
+                    "provider {} does not support {} protocol",
+                    provider.name,
+                    proto.name()
+                )
+            })?;
             Some(fill(cap.path)?)
         }
     };
@@ -314,7 +340,9 @@ mod tests {
     use super::*;
 
     fn q(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -329,7 +357,10 @@ mod tests {
         assert_eq!(t.path.as_deref(), Some("/v1/embeddings"));
         assert!(resolve(get("deepseek").unwrap(), OpenAiEmbeddings, None, &c, &[]).is_err());
         assert!(resolve(get("openai-compatible").unwrap(), OpenAiChat, None, &c, &[]).is_err());
-        let v = ProviderConf { project_id: Some("p".into()), region: Some("us-central1".into()) };
+        let v = ProviderConf {
+            project_id: Some("p".into()),
+            region: Some("us-central1".into()),
+        };
         let t = resolve(get("vertex-ai").unwrap(), OpenAiChat, None, &v, &[]).unwrap();
         assert_eq!(t.host, "us-central1-aiplatform.googleapis.com");
         assert_eq!(
@@ -342,16 +373,40 @@ mod tests {
     fn endpoints() {
         let e = parse_endpoint("http://127.0.0.1:1980").unwrap();
         assert_eq!((e.scheme, e.port, e.path.clone()), ("http", 1980, None));
-        let t = resolve(get("openai").unwrap(), OpenAiChat, Some(&e), &ProviderConf::default(), &[]).unwrap();
+        let t = resolve(
+            get("openai").unwrap(),
+            OpenAiChat,
+            Some(&e),
+            &ProviderConf::default(),
+            &[],
+        )
+        .unwrap();
         assert_eq!(t.path.as_deref(), Some("/v1/chat/completions"));
         assert_eq!(t.origin(), "http://127.0.0.1:1980");
         // a bare "/" is no path (APISIX would send to "/")
         let e = parse_endpoint("https://example.com/").unwrap();
         assert_eq!(e.path, None);
         let e = parse_endpoint("https://x.openai.azure.com/openai/deployments/gpt-4/chat/completions?api-version=2024-02-15-preview&a=1").unwrap();
-        let t = resolve(get("azure-openai").unwrap(), OpenAiChat, Some(&e), &ProviderConf::default(), &q(&[("a", "0"), ("k", "v")])).unwrap();
-        assert_eq!(t.path.as_deref(), Some("/openai/deployments/gpt-4/chat/completions"));
-        assert_eq!(t.query, q(&[("a", "1"), ("k", "v"), ("api-version", "2024-02-15-preview")]));
+        let t = resolve(
+            get("azure-openai").unwrap(),
+            OpenAiChat,
+            Some(&e),
+            &ProviderConf::default(),
+            &q(&[("a", "0"), ("k", "v")]),
+        )
+        .unwrap();
+        assert_eq!(
+            t.path.as_deref(),
+            Some("/openai/deployments/gpt-4/chat/completions")
+        );
+        assert_eq!(
+            t.query,
+            q(&[
+                ("a", "1"),
+                ("k", "v"),
+                ("api-version", "2024-02-15-preview")
+            ])
+        );
         assert!(parse_endpoint("ftp://x").is_err());
         assert!(parse_endpoint("not a url").is_err());
         assert!(parse_endpoint("http://").is_err());
@@ -359,7 +414,14 @@ mod tests {
 
     #[test]
     fn passthrough_keeps_client_path() {
-        let t = resolve(get("openai").unwrap(), Passthrough, None, &ProviderConf::default(), &[]).unwrap();
+        let t = resolve(
+            get("openai").unwrap(),
+            Passthrough,
+            None,
+            &ProviderConf::default(),
+            &[],
+        )
+        .unwrap();
         assert_eq!(t.path, None);
     }
 }

@@ -99,7 +99,11 @@ impl Mock {
 
     /// Requests received so far.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state.seen.lock().map(|v| v.clone()).unwrap_or_default()
+        self.state
+            .seen
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     pub fn last(&self) -> Option<Recorded> {
@@ -133,9 +137,14 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
 }
 
 fn full(status: StatusCode, ct: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()).map_err(|e| match e {}).boxed_unsync());
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
     r
 }
 
@@ -144,7 +153,9 @@ fn json_resp(status: StatusCode, v: &Value) -> Response<Body> {
 }
 
 fn knob(h: &HeaderMap, name: &str) -> Option<u64> {
-    h.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 fn authorized(cfg: &MockConfig, h: &HeaderMap, query: &str) -> bool {
@@ -158,7 +169,11 @@ fn authorized(cfg: &MockConfig, h: &HeaderMap, query: &str) -> bool {
 
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
     let h = parts.headers;
@@ -174,13 +189,13 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
         headers: h.clone(),
         body: body.clone(),
     };
-    if state.cfg.record {
-        if let Ok(mut v) = state.seen.lock() {
-            if v.len() >= 1000 {
-                v.remove(0);
-            }
-            v.push(rec.clone());
+    if state.cfg.record
+        && let Ok(mut v) = state.seen.lock()
+    {
+        if v.len() >= 1000 {
+            v.remove(0);
         }
+        v.push(rec.clone());
     }
     if let Some(ms) = knob(&h, "x-mock-delay-ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -193,11 +208,16 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
     }
     if let Some(code) = knob(&h, "x-mock-status") {
         let status = StatusCode::from_u16(code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut r = json_resp(status, &json!({"error": {"message": format!("mock error {code}"), "type": "server_error", "code": null}}));
+        let mut r = json_resp(
+            status,
+            &json!({"error": {"message": format!("mock error {code}"), "type": "server_error", "code": null}}),
+        );
         if code == 429 {
-            r.headers_mut().insert("retry-after", http::HeaderValue::from_static("1"));
+            r.headers_mut()
+                .insert("retry-after", http::HeaderValue::from_static("1"));
         }
-        r.headers_mut().insert("x-request-id", http::HeaderValue::from_static("req_mock"));
+        r.headers_mut()
+            .insert("x-request-id", http::HeaderValue::from_static("req_mock"));
         return r;
     }
     if h.contains_key("x-mock-echo") {
@@ -207,7 +227,11 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
         return fixture(file, &h).await;
     }
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let model = req.get("model").and_then(Value::as_str).unwrap_or("mock-model").to_string();
+    let model = req
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock-model")
+        .to_string();
     let stream = req.get("stream") == Some(&Value::Bool(true));
     let kind = if path.ends_with("/chat/completions") || path.ends_with("/completions") {
         "chat"
@@ -218,7 +242,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
     } else if path.ends_with("/messages") {
         "anthropic"
     } else {
-        return json_resp(StatusCode::OK, &json!({"passthrough": true, "path": path, "method": rec.method, "query": query}));
+        return json_resp(
+            StatusCode::OK,
+            &json!({"passthrough": true, "path": path, "method": rec.method, "query": query}),
+        );
     };
     if h.contains_key("x-mock-malformed") {
         let events = vec![
@@ -230,13 +257,24 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
         return sse(events, &h);
     }
     match (kind, stream) {
-        ("chat", false) => json_resp(StatusCode::OK, &chat_json(&model, h.contains_key("x-mock-tool-call"))),
+        ("chat", false) => json_resp(
+            StatusCode::OK,
+            &chat_json(&model, h.contains_key("x-mock-tool-call")),
+        ),
         ("chat", true) => {
             let include_usage = req
                 .get("stream_options")
                 .and_then(|s| s.get("include_usage"))
                 == Some(&Value::Bool(true));
-            sse(chat_events(&model, chunk_count(&h), include_usage, h.contains_key("x-mock-tool-call")), &h)
+            sse(
+                chat_events(
+                    &model,
+                    chunk_count(&h),
+                    include_usage,
+                    h.contains_key("x-mock-tool-call"),
+                ),
+                &h,
+            )
         }
         ("embeddings", _) => json_resp(
             StatusCode::OK,
@@ -264,7 +302,12 @@ fn describe(r: &Recorded) -> Value {
     let headers: serde_json::Map<String, Value> = r
         .headers
         .iter()
-        .map(|(k, v)| (k.to_string(), Value::String(v.to_str().unwrap_or("").to_string())))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                Value::String(v.to_str().unwrap_or("").to_string()),
+            )
+        })
         .collect();
     let body = serde_json::from_slice::<Value>(&r.body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into_owned()));
@@ -299,7 +342,11 @@ fn chunk(model: &str, delta: Value, finish: Value) -> String {
 
 /// The mock's chat stream: role, `n` content chunks, finish, usage (if asked), `[DONE]`.
 pub fn chat_events(model: &str, n: usize, include_usage: bool, tool: bool) -> Vec<String> {
-    let mut v = vec![chunk(model, json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut v = vec![chunk(
+        model,
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     if tool {
         v.push(chunk(
             model,
@@ -311,7 +358,11 @@ pub fn chat_events(model: &str, n: usize, include_usage: bool, tool: bool) -> Ve
     for i in 0..n {
         v.push(chunk(model, json!({"content": WORDS[i % 3]}), Value::Null));
     }
-    v.push(chunk(model, json!({}), json!(if tool { "tool_calls" } else { "stop" })));
+    v.push(chunk(
+        model,
+        json!({}),
+        json!(if tool { "tool_calls" } else { "stop" }),
+    ));
     if include_usage {
         let u = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
                        "choices": [], "usage": {"prompt_tokens": 15, "completion_tokens": n.max(1) * 2, "total_tokens": 15 + n.max(1) * 2}});
@@ -326,9 +377,15 @@ fn event(kind: &str, data: Value) -> String {
 }
 
 fn responses_events(model: &str, n: usize) -> Vec<String> {
-    let mut v = vec![event("response.created", json!({"type": "response.created", "response": {"id": "resp_mock", "model": model}}))];
+    let mut v = vec![event(
+        "response.created",
+        json!({"type": "response.created", "response": {"id": "resp_mock", "model": model}}),
+    )];
     for i in 0..n {
-        v.push(event("response.output_text.delta", json!({"type": "response.output_text.delta", "delta": WORDS[i % 3]})));
+        v.push(event(
+            "response.output_text.delta",
+            json!({"type": "response.output_text.delta", "delta": WORDS[i % 3]}),
+        ));
     }
     v.push(event(
         "response.completed",
@@ -341,15 +398,24 @@ fn responses_events(model: &str, n: usize) -> Vec<String> {
 
 fn anthropic_events(model: &str, n: usize) -> Vec<String> {
     let mut v = vec![
-        event("message_start", json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant",
-            "model": model, "content": [], "stop_reason": null, "usage": {"input_tokens": 10, "output_tokens": 1}}})),
-        event("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant",
+            "model": model, "content": [], "stop_reason": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+        ),
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
         event("ping", json!({"type": "ping"})),
     ];
     for i in 0..n {
         v.push(event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": WORDS[i % 3]}})));
     }
-    v.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    v.push(event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
     v.push(event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 8}})));
     v.push(event("message_stop", json!({"type": "message_stop"})));
     v
@@ -367,10 +433,10 @@ fn sse(events: Vec<String>, h: &HeaderMap) -> Response<Body> {
             if stall {
                 std::future::pending::<()>().await;
             }
-            if i > 0 {
-                if let Some(d) = delay {
-                    tokio::time::sleep(d).await;
-                }
+            if i > 0
+                && let Some(d) = delay
+            {
+                tokio::time::sleep(d).await;
             }
             if reset_after == Some(i) {
                 return Some((Err(std::io::Error::other("mock reset")), i + 1));
@@ -384,20 +450,26 @@ fn sse(events: Vec<String>, h: &HeaderMap) -> Response<Body> {
         }
     });
     let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(s.boxed())));
-    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
-    r.headers_mut().insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
     r
 }
 
 async fn fixture(path: &str, h: &HeaderMap) -> Response<Body> {
     let Ok(text) = tokio::fs::read_to_string(path).await else {
-        return json_resp(StatusCode::NOT_FOUND, &json!({"error": {"message": format!("no fixture {path}")}}));
+        return json_resp(
+            StatusCode::NOT_FOUND,
+            &json!({"error": {"message": format!("no fixture {path}")}}),
+        );
     };
     if path.ends_with(".sse") {
-        let events: Vec<String> = text
-            .split_inclusive("\n\n")
-            .map(String::from)
-            .collect();
+        let events: Vec<String> = text.split_inclusive("\n\n").map(String::from).collect();
         return sse(events, h);
     }
     full(StatusCode::OK, "application/json", text)

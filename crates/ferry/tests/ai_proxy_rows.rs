@@ -15,42 +15,103 @@ use std::time::{Duration, Instant};
 async fn schema_checks() {
     let env = Env::start("rows-schema").await;
     let cases = vec![
-        (json!({"provider": "some-unique", "auth": {}}), "property \"provider\" validation failed: matches none of the enum values"),
+        (
+            json!({"provider": "some-unique", "auth": {}}),
+            "property \"provider\" validation failed: matches none of the enum values",
+        ),
         (json!({"provider": "openai"}), "missing field `auth`"),
-        (json!({"provider": "openai-compatible", "auth": {}}), "requires override.endpoint"),
-        (json!({"provider": "azure-openai", "auth": {}}), "requires override.endpoint"),
-        (json!({"provider": "openai", "auth": {}, "override": {"endpoint": "ftp://x"}}), "scheme must be http or https"),
-        (json!({"provider": "openai", "auth": {}, "override": {"llm_options": {"temperature": 1}}}), "unknown field `temperature`"),
-        (json!({"provider": "openai", "auth": {}, "override": {"request_body": {"grpc": {}}}}), "additional properties forbidden, found grpc"),
-        (json!({"provider": "openai", "auth": {}, "max_stream_duration_ms": 0}), "max_stream_duration_ms"),
-        (json!({"provider": "openai", "auth": {}, "streaming_flush_interval_ms": -1}), "streaming_flush_interval_ms"),
-        (json!({"provider": "openai", "auth": {}, "timeout": 0}), "property \"timeout\" validation failed"),
-        (json!({"provider": "openai", "auth": {}, "timeout": 600001}), "property \"timeout\" validation failed"),
-        (json!({"provider": "openai", "auth": {}, "keepalive_timeout": 999}), "keepalive_timeout"),
-        (json!({"provider": "openai", "auth": {}, "model": "x"}), "unknown field `model`"),
-        (json!({"provider": "openai", "auth": {}, "options": {"model": 5}}), "options.model"),
-        (json!({"provider": "vertex-ai", "auth": {}}), "vertex-ai requires either provider_conf"),
-        (json!({"provider": "bedrock", "auth": {}}), "not available in this release"),
+        (
+            json!({"provider": "openai-compatible", "auth": {}}),
+            "requires override.endpoint",
+        ),
+        (
+            json!({"provider": "azure-openai", "auth": {}}),
+            "requires override.endpoint",
+        ),
+        (
+            json!({"provider": "openai", "auth": {}, "override": {"endpoint": "ftp://x"}}),
+            "scheme must be http or https",
+        ),
+        (
+            json!({"provider": "openai", "auth": {}, "override": {"llm_options": {"temperature": 1}}}),
+            "unknown field `temperature`",
+        ),
+        (
+            json!({"provider": "openai", "auth": {}, "override": {"request_body": {"grpc": {}}}}),
+            "additional properties forbidden, found grpc",
+        ),
+        (
+            json!({"provider": "openai", "auth": {}, "max_stream_duration_ms": 0}),
+            "max_stream_duration_ms",
+        ),
+        (
+            json!({"provider": "openai", "auth": {}, "streaming_flush_interval_ms": -1}),
+            "streaming_flush_interval_ms",
+        ),
+        (
+            json!({"provider": "openai", "auth": {}, "timeout": 0}),
+            "property \"timeout\" validation failed",
+        ),
+        (
+            json!({"provider": "openai", "auth": {}, "timeout": 600001}),
+            "property \"timeout\" validation failed",
+        ),
+        (
+            json!({"provider": "openai", "auth": {}, "keepalive_timeout": 999}),
+            "keepalive_timeout",
+        ),
+        (
+            json!({"provider": "openai", "auth": {}, "model": "x"}),
+            "unknown field `model`",
+        ),
+        (
+            json!({"provider": "openai", "auth": {}, "options": {"model": 5}}),
+            "options.model",
+        ),
+        (
+            json!({"provider": "vertex-ai", "auth": {}}),
+            "vertex-ai requires either provider_conf",
+        ),
+        (
+            json!({"provider": "bedrock", "auth": {}}),
+            "not available in this release",
+        ),
     ];
     for (conf, want) in cases {
         let (s, v) = env
             .ferry
-            .admin("PUT", "/routes/x", Some(json!({"uri": "/x", "plugins": {"ai-proxy": conf.clone()}})))
+            .admin(
+                "PUT",
+                "/routes/x",
+                Some(json!({"uri": "/x", "plugins": {"ai-proxy": conf.clone()}})),
+            )
             .await;
         assert_eq!(s, 400, "{conf}");
         let msg = v["error_msg"].as_str().unwrap();
-        assert!(msg.starts_with("failed to check the configuration of plugin ai-proxy err: "), "{msg}");
+        assert!(
+            msg.starts_with("failed to check the configuration of plugin ai-proxy err: "),
+            "{msg}"
+        );
         assert!(msg.contains(want), "{conf}: {msg}");
     }
     // Defaults are filled in, as APISIX stores them.
     let (s, v) = env
         .ferry
-        .admin("PUT", "/routes/ok", Some(json!({"uri": "/x", "plugins": {"ai-proxy": {"provider": "openai", "auth": {}}}})))
+        .admin(
+            "PUT",
+            "/routes/ok",
+            Some(json!({"uri": "/x", "plugins": {"ai-proxy": {"provider": "openai", "auth": {}}}})),
+        )
         .await;
     assert_eq!(s, 201);
     let c = &v["value"]["plugins"]["ai-proxy"];
     assert_eq!(
-        (c["timeout"].as_u64(), c["keepalive_pool"].as_u64(), c["streaming_flush_interval_ms"].as_u64(), c["ssl_verify"].as_bool()),
+        (
+            c["timeout"].as_u64(),
+            c["keepalive_pool"].as_u64(),
+            c["streaming_flush_interval_ms"].as_u64(),
+            c["ssl_verify"].as_bool()
+        ),
         (Some(30000), Some(30), Some(10), Some(true))
     );
 }
@@ -67,22 +128,71 @@ async fn auth_method_and_bad_requests() {
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"]["code"], "invalid_api_key");
     // auth.header wins over the client's Authorization.
-    let r = send("POST", &env.url("/right"), &[("content-type", "application/json"), ("authorization", "Bearer wrong token")], chat_body()).await;
+    let r = send(
+        "POST",
+        &env.url("/right"),
+        &[
+            ("content-type", "application/json"),
+            ("authorization", "Bearer wrong token"),
+        ],
+        chat_body(),
+    )
+    .await;
     assert_eq!(r.status, 200);
     // The method is not restricted: GET with a chat body works.
     let r = send("GET", &env.url("/right"), &JSON, chat_body()).await;
     assert_eq!(r.status, 200);
-    assert_eq!(env.mock.last().unwrap().method, "POST", "non-passthrough protocols POST upstream");
+    assert_eq!(
+        env.mock.last().unwrap().method,
+        "POST",
+        "non-passthrough protocols POST upstream"
+    );
 
-    let cases: Vec<(Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (JSON.to_vec(), b"".to_vec(), 400, "request body is empty"),
-        (JSON.to_vec(), b"{}\"messages\": []".to_vec(), 400, "could not parse JSON request body"),
-        (vec![("content-type", "application/x-www-form-urlencoded")], b"a=1".to_vec(), 400, "unsupported content-type: application/x-www-form-urlencoded, only application/json is supported"),
-        (JSON.to_vec(), b"{}".to_vec(), 400, "no matching AI protocol for the request"),
-        (JSON.to_vec(), b"\"text\"".to_vec(), 400, "request body must be a JSON object"),
-        (JSON.to_vec(), br#"{"model": {"x": 1}, "messages": []}"#.to_vec(), 400, "\"model\" must be a string"),
-        (JSON.to_vec(), br#"{"stream": "yes", "messages": []}"#.to_vec(), 400, "\"stream\" must be a boolean"),
-        (JSON.to_vec(), b"{\"messages\": [\"\xff\xfe\"]}".to_vec(), 400, "could not parse JSON request body"),
+        (
+            JSON.to_vec(),
+            b"{}\"messages\": []".to_vec(),
+            400,
+            "could not parse JSON request body",
+        ),
+        (
+            vec![("content-type", "application/x-www-form-urlencoded")],
+            b"a=1".to_vec(),
+            400,
+            "unsupported content-type: application/x-www-form-urlencoded, only application/json is supported",
+        ),
+        (
+            JSON.to_vec(),
+            b"{}".to_vec(),
+            400,
+            "no matching AI protocol for the request",
+        ),
+        (
+            JSON.to_vec(),
+            b"\"text\"".to_vec(),
+            400,
+            "request body must be a JSON object",
+        ),
+        (
+            JSON.to_vec(),
+            br#"{"model": {"x": 1}, "messages": []}"#.to_vec(),
+            400,
+            "\"model\" must be a string",
+        ),
+        (
+            JSON.to_vec(),
+            br#"{"stream": "yes", "messages": []}"#.to_vec(),
+            400,
+            "\"stream\" must be a boolean",
+        ),
+        (
+            JSON.to_vec(),
+            b"{\"messages\": [\"\xff\xfe\"]}".to_vec(),
+            400,
+            "could not parse JSON request body",
+        ),
     ];
     // A route without options.model, so the client's model matters.
     let mut plain = env.ai("openai", "");
@@ -91,8 +201,15 @@ async fn auth_method_and_bad_requests() {
     for (headers, body, status, msg) in cases {
         let r = send("POST", &env.url("/plain"), &headers, body.clone()).await;
         assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&body));
-        let got = r.json()["error"]["message"].as_str().unwrap_or_default().to_string();
-        assert!(got.contains(msg), "{}: {got}", String::from_utf8_lossy(&body));
+        let got = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            got.contains(msg),
+            "{}: {got}",
+            String::from_utf8_lossy(&body)
+        );
         assert_eq!(r.json()["error"]["type"], "invalid_request_error");
     }
 }
@@ -103,12 +220,16 @@ async fn options_endpoint_path_and_headers() {
     let mut ai = env.ai("openai", "");
     ai["options"] = json!({"model": "gpt-4", "foo": "bar", "temperature": 1.0});
     env.route("opts", "/opts", ai).await;
-    env.route("random", "/random", env.ai("openai", "/random")).await;
+    env.route("random", "/random", env.ai("openai", "/random"))
+        .await;
     env.route_with(json!({"id": "rid", "uri": "/rid", "plugins": {"ai-proxy": env.ai("openai", ""), "request-id": {}}})).await;
 
     send("POST", &env.url("/opts"), &JSON, chat_body()).await;
     let up = env.mock.last().unwrap().json();
-    assert_eq!((up["foo"].as_str(), up["temperature"].as_f64()), (Some("bar"), Some(1.0)));
+    assert_eq!(
+        (up["foo"].as_str(), up["temperature"].as_f64()),
+        (Some("bar"), Some(1.0))
+    );
     // An endpoint with a path is used as is.
     let r = send("POST", &env.url("/random"), &JSON, chat_body()).await;
     assert_eq!(r.json()["path"], "/random");
@@ -117,7 +238,11 @@ async fn options_endpoint_path_and_headers() {
     let r = send(
         "POST",
         &env.url("/rid"),
-        &[("content-type", "application/json"), ("test-type", "header_forwarding"), ("accept-encoding", "gzip, deflate")],
+        &[
+            ("content-type", "application/json"),
+            ("test-type", "header_forwarding"),
+            ("accept-encoding", "gzip, deflate"),
+        ],
         chat_body(),
     )
     .await;
@@ -127,37 +252,93 @@ async fn options_endpoint_path_and_headers() {
     assert!(up.header("accept-encoding").is_none());
     assert_eq!(up.header("x-request-id"), r.header("x-request-id"));
     assert_eq!(up.header("content-type"), Some("application/json"));
-    assert_ne!(up.header("host"), Some(format!("127.0.0.1:{}", env.ferry.port).as_str()));
+    assert_ne!(
+        up.header("host"),
+        Some(format!("127.0.0.1:{}", env.ferry.port).as_str())
+    );
 }
 
 #[tokio::test]
 async fn auth_query_and_endpoint_query() {
     let env = Env::start("rows-query").await;
-    let ai = |key: &str, endpoint: String| json!({"provider": "openai", "auth": {"query": {"api_key": key}},
-        "options": {"model": "gpt-4"}, "override": {"endpoint": endpoint}});
+    let ai = |key: &str, endpoint: String| {
+        json!({"provider": "openai", "auth": {"query": {"api_key": key}},
+        "options": {"model": "gpt-4"}, "override": {"endpoint": endpoint}})
+    };
     env.route("bad", "/bad", ai("wrong", env.mock.url())).await;
-    env.route("good", "/good", ai("token", format!("{}/v1/chat/completions?some_query=yes", env.mock.url()))).await;
-    assert_eq!(send("POST", &env.url("/bad"), &JSON, chat_body()).await.status, 401);
-    assert_eq!(send("POST", &env.url("/good?client=ignored"), &JSON, chat_body()).await.status, 200);
+    env.route(
+        "good",
+        "/good",
+        ai(
+            "token",
+            format!("{}/v1/chat/completions?some_query=yes", env.mock.url()),
+        ),
+    )
+    .await;
+    assert_eq!(
+        send("POST", &env.url("/bad"), &JSON, chat_body())
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        send("POST", &env.url("/good?client=ignored"), &JSON, chat_body())
+            .await
+            .status,
+        200
+    );
     let q = env.mock.last().unwrap().query;
-    assert!(q.contains("api_key=token") && q.contains("some_query=yes"), "{q}");
-    assert!(!q.contains("client"), "chat requests do not forward the client query: {q}");
+    assert!(
+        q.contains("api_key=token") && q.contains("some_query=yes"),
+        "{q}"
+    );
+    assert!(
+        !q.contains("client"),
+        "chat requests do not forward the client query: {q}"
+    );
 }
 
 #[tokio::test]
 async fn upstream_errors_keep_status_body_and_headers() {
     let env = Env::start("rows-errors").await;
-    env.route("r", "/r", env.ai("openai-compatible", "/v1/chat/completions")).await;
-    let r = send("POST", &env.url("/r"), &[("content-type", "application/json"), ("x-mock-status", "500")], chat_body()).await;
+    env.route(
+        "r",
+        "/r",
+        env.ai("openai-compatible", "/v1/chat/completions"),
+    )
+    .await;
+    let r = send(
+        "POST",
+        &env.url("/r"),
+        &[
+            ("content-type", "application/json"),
+            ("x-mock-status", "500"),
+        ],
+        chat_body(),
+    )
+    .await;
     assert_eq!(r.status, 500);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert!(r.text().contains("mock error 500"));
     assert_eq!(r.header("x-request-id"), Some("req_mock"));
-    let r = send("POST", &env.url("/r"), &[("content-type", "application/json"), ("x-mock-status", "429")], chat_body()).await;
+    let r = send(
+        "POST",
+        &env.url("/r"),
+        &[
+            ("content-type", "application/json"),
+            ("x-mock-status", "429"),
+        ],
+        chat_body(),
+    )
+    .await;
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after"), Some("1"));
     let l = env.log_line(2).await;
-    assert!(l.get("apisix_upstream_response_time").parse::<u64>().is_ok());
+    assert!(
+        l.get("apisix_upstream_response_time")
+            .parse::<u64>()
+            .is_ok()
+    );
     assert!(l.get("llm_time_to_first_token").parse::<u64>().is_ok());
 }
 
@@ -171,16 +352,36 @@ async fn transport_failures() {
     env.route("dead", "/dead", ai).await;
     let r = send("POST", &env.url("/dead"), &JSON, chat_body()).await;
     assert_eq!(r.status, 502);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("could not connect"), "{}", r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not connect"),
+        "{}",
+        r.text()
+    );
     let l = env.log_line(1).await;
     assert_eq!(l.get("llm_time_to_first_token"), "0");
-    assert!(l.get("apisix_upstream_response_time").parse::<u64>().is_ok());
+    assert!(
+        l.get("apisix_upstream_response_time")
+            .parse::<u64>()
+            .is_ok()
+    );
     // A provider that never answers: 504 after `timeout`.
     let mut ai = env.ai("openai", "");
     ai["timeout"] = json!(300);
     env.route("slow", "/slow", ai).await;
     let t = Instant::now();
-    let r = send("POST", &env.url("/slow"), &[("content-type", "application/json"), ("x-mock-delay-ms", "3000")], chat_body()).await;
+    let r = send(
+        "POST",
+        &env.url("/slow"),
+        &[
+            ("content-type", "application/json"),
+            ("x-mock-delay-ms", "3000"),
+        ],
+        chat_body(),
+    )
+    .await;
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(t.elapsed() < Duration::from_secs(2));
     // A stream head, then silence: 504 too (nothing was sent yet).
@@ -213,13 +414,26 @@ async fn streams_usage_and_the_usage_chunk() {
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     assert!(!text.contains("\"usage\""), "usage chunk hidden: {text}");
     assert_eq!(text.matches("data: ").count(), 6);
-    assert_eq!(env.mock.last().unwrap().json()["stream_options"], json!({"include_usage": true}));
+    assert_eq!(
+        env.mock.last().unwrap().json()["stream_options"],
+        json!({"include_usage": true})
+    );
     let l = env.log_line(1).await;
     assert_eq!(
-        (l.get("request_type"), l.get("llm_stream"), l.get("llm_prompt_tokens"), l.get("llm_completion_tokens"), l.get("llm_total_tokens"), l.get("llm_end_user_id")),
+        (
+            l.get("request_type"),
+            l.get("llm_stream"),
+            l.get("llm_prompt_tokens"),
+            l.get("llm_completion_tokens"),
+            l.get("llm_total_tokens"),
+            l.get("llm_end_user_id")
+        ),
         ("ai_stream", "true", "15", "6", "21", "alice")
     );
-    assert!(l.get("upstream_response_length").parse::<u64>().unwrap() > l.get("body_bytes_sent").parse::<u64>().unwrap());
+    assert!(
+        l.get("upstream_response_length").parse::<u64>().unwrap()
+            > l.get("body_bytes_sent").parse::<u64>().unwrap()
+    );
     // Asked for: the chunk stays.
     let r = send("POST", &env.url("/r"), &JSON, stream(true)).await;
     assert!(r.text().contains("\"usage\""));
@@ -229,19 +443,50 @@ async fn streams_usage_and_the_usage_chunk() {
     env.route("forced", "/forced", ai).await;
     let r = send("POST", &env.url("/forced"), &JSON, chat_body()).await;
     let text = r.text();
-    assert!(text.contains("\"content\":\" equals\"") && text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(
+        text.contains("\"content\":\" equals\"") && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
     let l = env.log_line(3).await;
-    assert_eq!((l.get("request_type"), l.get("llm_total_tokens")), ("ai_stream", "21"));
+    assert_eq!(
+        (l.get("request_type"), l.get("llm_total_tokens")),
+        ("ai_stream", "21")
+    );
     // Tool calls in a stream.
-    let r = send("POST", &env.url("/r"), &[("content-type", "application/json"), ("x-mock-tool-call", "1")], stream(false)).await;
+    let r = send(
+        "POST",
+        &env.url("/r"),
+        &[
+            ("content-type", "application/json"),
+            ("x-mock-tool-call", "1"),
+        ],
+        stream(false),
+    )
+    .await;
     assert!(r.text().contains("get_weather"));
     let l = env.log_line(4).await;
     assert_eq!(l.get("llm_has_tool_calls"), "true");
     // Non-stream with tools in the request and tool calls in the response.
     let body = json!({"messages": [{"role": "user", "content": "weather?"}], "tools": [{"type": "function", "function": {"name": "get_weather"}}]});
-    send("POST", &env.url("/r"), &[("content-type", "application/json"), ("x-mock-tool-call", "1")], body.to_string()).await;
+    send(
+        "POST",
+        &env.url("/r"),
+        &[
+            ("content-type", "application/json"),
+            ("x-mock-tool-call", "1"),
+        ],
+        body.to_string(),
+    )
+    .await;
     let l = env.log_line(5).await;
-    assert_eq!((l.get("llm_has_tool_calls"), l.get("llm_tool_count"), l.get("llm_total_tokens")), ("true", "1", "31"));
+    assert_eq!(
+        (
+            l.get("llm_has_tool_calls"),
+            l.get("llm_tool_count"),
+            l.get("llm_total_tokens")
+        ),
+        ("true", "1", "31")
+    );
 }
 
 #[tokio::test]
@@ -249,8 +494,14 @@ async fn responses_api() {
     let env = Env::start("rows-responses").await;
     let mut ai = env.ai("openai", "");
     ai.as_object_mut().unwrap().remove("options");
-    env.route_with(json!({"id": "resp", "uris": ["/v1/responses", "/anything"], "plugins": {"ai-proxy": ai}})).await;
-    let body = |stream: bool| json!({"model": "gpt-4o", "input": "hello", "stream": stream, "instructions": "be brief"}).to_string();
+    env.route_with(
+        json!({"id": "resp", "uris": ["/v1/responses", "/anything"], "plugins": {"ai-proxy": ai}}),
+    )
+    .await;
+    let body = |stream: bool| {
+        json!({"model": "gpt-4o", "input": "hello", "stream": stream, "instructions": "be brief"})
+            .to_string()
+    };
     let r = send("POST", &env.url("/v1/responses"), &JSON, body(false)).await;
     assert_eq!(r.status, 200);
     let up = env.mock.last().unwrap();
@@ -258,9 +509,25 @@ async fn responses_api() {
     assert!(up.json().get("stream_options").is_none());
     let r = send("POST", &env.url("/v1/responses"), &JSON, body(true)).await;
     assert!(r.text().contains("response.completed"));
-    assert!(env.mock.last().unwrap().json().get("stream_options").is_none(), "never injected for Responses");
+    assert!(
+        env.mock
+            .last()
+            .unwrap()
+            .json()
+            .get("stream_options")
+            .is_none(),
+        "never injected for Responses"
+    );
     let l = env.log_line(2).await;
-    assert_eq!((l.get("llm_prompt_tokens"), l.get("llm_completion_tokens"), l.get("llm_total_tokens"), l.get("llm_stream")), ("20", "5", "25", "true"));
+    assert_eq!(
+        (
+            l.get("llm_prompt_tokens"),
+            l.get("llm_completion_tokens"),
+            l.get("llm_total_tokens"),
+            l.get("llm_stream")
+        ),
+        ("20", "5", "25", "true")
+    );
     // Chat still works on the same route.
     let r = send("POST", &env.url("/anything"), &JSON, chat_body()).await;
     assert_eq!(r.status, 200);
@@ -273,39 +540,102 @@ async fn request_body_overrides() {
     let with = |provider: &str, over: serde_json::Value| {
         let mut ai = env.ai(provider, "");
         ai.as_object_mut().unwrap().remove("options");
-        ai["override"].as_object_mut().unwrap().extend(over.as_object().unwrap().clone());
+        ai["override"]
+            .as_object_mut()
+            .unwrap()
+            .extend(over.as_object().unwrap().clone());
         ai
     };
-    env.route("plain", "/plain", with("openai", json!({}))).await;
-    env.route("llm", "/llm", with("openai", json!({"llm_options": {"max_tokens": 555}}))).await;
+    env.route("plain", "/plain", with("openai", json!({})))
+        .await;
+    env.route(
+        "llm",
+        "/llm",
+        with("openai", json!({"llm_options": {"max_tokens": 555}})),
+    )
+    .await;
     env.route("compat", "/compat", with("openai-compatible", json!({"endpoint": format!("{}/v1/chat/completions", env.mock.url()), "llm_options": {"max_tokens": 444}}))).await;
-    env.route("resp", "/v1/responses", with("openai", json!({"llm_options": {"max_tokens": 333}}))).await;
+    env.route(
+        "resp",
+        "/v1/responses",
+        with("openai", json!({"llm_options": {"max_tokens": 333}})),
+    )
+    .await;
     env.route("merge", "/merge", with("openai", json!({"request_body": {"openai-chat": {"max_tokens": 555, "stream_options": {"extra": 1}, "stop": ["a", "b"]}}}))).await;
     env.route("force", "/force", with("openai", json!({"request_body": {"openai-chat": {"max_tokens": 555}}, "request_body_force_override": true}))).await;
     env.route("both", "/both", with("openai", json!({"llm_options": {"max_tokens": 100}, "request_body": {"openai-chat": {"max_completion_tokens": 200}}, "request_body_force_override": true}))).await;
 
     // Nothing to change: the client's bytes go upstream untouched.
-    let raw = "{ \"messages\" : [ {\"role\":\"user\",\"content\":\"hi\"} ], \"zeta\": 1, \"alpha\": [] }";
+    let raw =
+        "{ \"messages\" : [ {\"role\":\"user\",\"content\":\"hi\"} ], \"zeta\": 1, \"alpha\": [] }";
     send("POST", &env.url("/plain"), &JSON, raw).await;
     assert_eq!(env.mock.last().unwrap().body, raw.as_bytes());
     let last = || env.mock.last().unwrap().json();
-    send("POST", &env.url("/llm"), &JSON, json!({"messages": [], "max_tokens": 999}).to_string()).await;
-    assert_eq!((last()["max_completion_tokens"].as_u64(), last().get("max_tokens")), (Some(555), None));
-    send("POST", &env.url("/compat"), &JSON, json!({"messages": []}).to_string()).await;
+    send(
+        "POST",
+        &env.url("/llm"),
+        &JSON,
+        json!({"messages": [], "max_tokens": 999}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (
+            last()["max_completion_tokens"].as_u64(),
+            last().get("max_tokens")
+        ),
+        (Some(555), None)
+    );
+    send(
+        "POST",
+        &env.url("/compat"),
+        &JSON,
+        json!({"messages": []}).to_string(),
+    )
+    .await;
     assert_eq!(last()["max_tokens"], 444);
-    send("POST", &env.url("/v1/responses"), &JSON, json!({"input": "x"}).to_string()).await;
+    send(
+        "POST",
+        &env.url("/v1/responses"),
+        &JSON,
+        json!({"input": "x"}).to_string(),
+    )
+    .await;
     assert_eq!(last()["max_output_tokens"], 333);
-    send("POST", &env.url("/merge"), &JSON, json!({"messages": [], "max_tokens": 999, "stream": true}).to_string()).await;
+    send(
+        "POST",
+        &env.url("/merge"),
+        &JSON,
+        json!({"messages": [], "max_tokens": 999, "stream": true}).to_string(),
+    )
+    .await;
     assert_eq!(last()["max_tokens"], 999, "the client wins without force");
-    assert_eq!(last()["stream_options"], json!({"include_usage": true, "extra": 1}));
+    assert_eq!(
+        last()["stream_options"],
+        json!({"include_usage": true, "extra": 1})
+    );
     assert_eq!(last()["stop"], json!(["a", "b"]));
-    send("POST", &env.url("/force"), &JSON, json!({"messages": [], "max_tokens": 999}).to_string()).await;
+    send(
+        "POST",
+        &env.url("/force"),
+        &JSON,
+        json!({"messages": [], "max_tokens": 999}).to_string(),
+    )
+    .await;
     assert_eq!(last()["max_tokens"], 555);
-    send("POST", &env.url("/both"), &JSON, json!({"messages": []}).to_string()).await;
+    send(
+        "POST",
+        &env.url("/both"),
+        &JSON,
+        json!({"messages": []}).to_string(),
+    )
+    .await;
     assert_eq!(last()["max_completion_tokens"], 200);
     // Shaped bodies keep [], {} and null.
     send("POST", &env.url("/llm"), &JSON, json!({"messages": [], "tools": [{"type": "function", "function": {"parameters": {"properties": {}, "required": []}}}], "x": null}).to_string()).await;
-    assert_eq!(last()["tools"][0]["function"]["parameters"], json!({"properties": {}, "required": []}));
+    assert_eq!(
+        last()["tools"][0]["function"]["parameters"],
+        json!({"properties": {}, "required": []})
+    );
     assert_eq!(last()["x"], serde_json::Value::Null);
 }
 
@@ -325,11 +655,18 @@ async fn stream_limits() {
     ai["max_req_body_size"] = json!(10);
     env.route("req", "/req", ai).await;
     let stream = json!({"messages": [], "stream": true}).to_string();
-    let endless = [("content-type", "application/json"), ("x-mock-endless", "1"), ("x-mock-chunk-delay-ms", "20")];
+    let endless = [
+        ("content-type", "application/json"),
+        ("x-mock-endless", "1"),
+        ("x-mock-chunk-delay-ms", "20"),
+    ];
     let t = Instant::now();
     let r = send("POST", &env.url("/dur"), &endless, stream.clone()).await;
     assert_eq!(r.status, 200);
-    assert!(t.elapsed() < Duration::from_secs(3), "the timer ends the stream");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "the timer ends the stream"
+    );
     assert!(r.text().contains("more"));
     let r = send("POST", &env.url("/bytes"), &endless, stream.clone()).await;
     assert!(r.body.len() <= 2048, "{}", r.body.len());
@@ -339,11 +676,24 @@ async fn stream_limits() {
     let r = send("POST", &env.url("/req"), &JSON, chat_body()).await;
     assert_eq!(r.status, 413);
     // A stream that breaks mid-way is cut cleanly; one with garbage passes through.
-    let reset = [("content-type", "application/json"), ("x-mock-reset-after", "2"), ("x-mock-chunk-delay-ms", "30")];
+    let reset = [
+        ("content-type", "application/json"),
+        ("x-mock-reset-after", "2"),
+        ("x-mock-chunk-delay-ms", "30"),
+    ];
     let r = send("POST", &env.url("/bytes"), &reset, stream.clone()).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text().matches("data: ").count(), 2);
-    let r = send("POST", &env.url("/bytes"), &[("content-type", "application/json"), ("x-mock-malformed", "1")], stream).await;
+    let r = send(
+        "POST",
+        &env.url("/bytes"),
+        &[
+            ("content-type", "application/json"),
+            ("x-mock-malformed", "1"),
+        ],
+        stream,
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert!(r.text().contains("{not json"));
 }
@@ -357,15 +707,38 @@ async fn passthrough_bodies() {
     let mut ai = env.ai("openai", "/v1/override?ekey=eval&name=fromendpoint");
     ai["auth"]["query"] = json!({"akey": "secret"});
     env.route("ep", "/ep/*", ai).await;
-    let img = json!({"model": "dall-e-3", "prompt": "a cat", "n": 1, "size": "1024x1024"}).to_string();
-    let r = send("POST", &env.url("/v1/images/generations"), &JSON, img.clone()).await;
+    let img =
+        json!({"model": "dall-e-3", "prompt": "a cat", "n": 1, "size": "1024x1024"}).to_string();
+    let r = send(
+        "POST",
+        &env.url("/v1/images/generations"),
+        &JSON,
+        img.clone(),
+    )
+    .await;
     assert_eq!(r.json()["path"], "/v1/images/generations");
-    assert_eq!(env.mock.last().unwrap().json()["model"], "gpt-4", "options.model rewrites the body");
-    let r = send("PUT", &env.url("/ep/x?name=fromclient&akey=hack"), &JSON, img).await;
+    assert_eq!(
+        env.mock.last().unwrap().json()["model"],
+        "gpt-4",
+        "options.model rewrites the body"
+    );
+    let r = send(
+        "PUT",
+        &env.url("/ep/x?name=fromclient&akey=hack"),
+        &JSON,
+        img,
+    )
+    .await;
     assert_eq!(r.json()["method"], "PUT");
     assert_eq!(r.json()["path"], "/v1/override");
     let q = env.mock.last().unwrap().query;
-    assert!(q.contains("name=fromclient") && q.contains("ekey=eval") && q.contains("akey=secret") && !q.contains("hack"), "{q}");
+    assert!(
+        q.contains("name=fromclient")
+            && q.contains("ekey=eval")
+            && q.contains("akey=secret")
+            && !q.contains("hack"),
+        "{q}"
+    );
 }
 
 #[tokio::test]
@@ -377,7 +750,9 @@ async fn client_disconnect_stops_the_upstream_read() {
         .header("content-type", "application/json")
         .header("x-mock-endless", "1")
         .header("x-mock-chunk-delay-ms", "10")
-        .body(http_body_util::Full::new(bytes::Bytes::from(json!({"messages": [], "stream": true}).to_string())))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            json!({"messages": [], "stream": true}).to_string(),
+        )))
         .unwrap();
     let resp = c.request(req).await.unwrap();
     assert_eq!(resp.status(), 200);

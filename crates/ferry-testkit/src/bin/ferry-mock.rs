@@ -23,7 +23,10 @@ fn main() {
             }
         }
     }
-    let threads = std::env::var("FERRY_MOCK_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
+    let threads = std::env::var("FERRY_MOCK_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()

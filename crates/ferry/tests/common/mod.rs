@@ -39,7 +39,11 @@ impl Env {
     }
 
     pub async fn with_extra(tag: &str, extra: &str) -> Env {
-        let mock = Mock::start(MockConfig { key: Some("token".into()), record: true }).await;
+        let mock = Mock::start(MockConfig {
+            key: Some("token".into()),
+            record: true,
+        })
+        .await;
         let dir = TempDir::new(tag);
         let cfg = format!(
             "nginx_config:\n  http:\n    access_log: logs/access.log\n    access_log_format: '{LOG_FORMAT}'\n    access_log_format_escape: none\n{extra}"
@@ -50,7 +54,8 @@ impl Env {
 
     /// PUTs a route with an `ai-proxy` configuration; asserts success.
     pub async fn route(&self, id: &str, uri: &str, ai: Value) {
-        self.route_with(json!({"id": id, "uri": uri, "plugins": {"ai-proxy": ai}})).await;
+        self.route_with(json!({"id": id, "uri": uri, "plugins": {"ai-proxy": ai}}))
+            .await;
     }
 
     pub async fn route_with(&self, route: Value) {
@@ -88,7 +93,10 @@ impl Env {
             if lines.len() >= n {
                 return Line(lines[n - 1].split('|').map(String::from).collect());
             }
-            assert!(Instant::now() < deadline, "no access-log line {n}: {lines:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no access-log line {n}: {lines:?}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

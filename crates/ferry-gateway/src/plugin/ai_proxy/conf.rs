@@ -121,7 +121,9 @@ fn range(name: &str, v: u64, min: u64, max: u64) -> Result<(), String> {
         } else {
             format!("expected a value from {min} to {max}")
         };
-        return Err(format!("property \"{name}\" validation failed: {bound}, got {v}"));
+        return Err(format!(
+            "property \"{name}\" validation failed: {bound}, got {v}"
+        ));
     }
     Ok(())
 }
@@ -155,37 +157,57 @@ impl Conf {
             return Err("auth.aws (SigV4) is not available in this release".into());
         }
         for (k, v) in self.auth.header.iter().flatten() {
-            HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("property \"auth.header\" validation failed: invalid header name \"{k}\""))?;
-            HeaderValue::from_str(v)
-                .map_err(|_| format!("property \"auth.header.{k}\" validation failed: invalid header value"))?;
+            HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                format!("property \"auth.header\" validation failed: invalid header name \"{k}\"")
+            })?;
+            HeaderValue::from_str(v).map_err(|_| {
+                format!("property \"auth.header.{k}\" validation failed: invalid header value")
+            })?;
         }
-        if let Some(m) = self.options.as_ref().and_then(|o| o.get("model")) {
-            if !m.is_string() {
-                return Err("property \"options.model\" validation failed: wrong type: expected string".into());
-            }
+        if let Some(m) = self.options.as_ref().and_then(|o| o.get("model"))
+            && !m.is_string()
+        {
+            return Err(
+                "property \"options.model\" validation failed: wrong type: expected string".into(),
+            );
         }
         let ov = self.overrides.as_ref();
-        if let Some(n) = ov.and_then(|o| o.llm_options.as_ref()).and_then(|l| l.max_tokens) {
+        if let Some(n) = ov
+            .and_then(|o| o.llm_options.as_ref())
+            .and_then(|l| l.max_tokens)
+        {
             range("override.llm_options.max_tokens", n, 1, u64::MAX)?;
         }
-        for k in ov.and_then(|o| o.request_body.as_ref()).into_iter().flatten().map(|(k, _)| k) {
+        for k in ov
+            .and_then(|o| o.request_body.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
             if Protocol::from_name(k).is_none() && k != "bedrock-converse" {
                 return Err(format!(
                     "property \"override.request_body\" validation failed: additional properties forbidden, found {k}"
                 ));
             }
         }
-        let endpoint = match ov.and_then(|o| o.endpoint.as_deref()) {
-            Some(e) => Some(ferry_provider::parse_endpoint(e).map_err(|e| format!("property \"override.endpoint\" validation failed: {e}"))?),
-            None => None,
-        };
+        let endpoint =
+            match ov.and_then(|o| o.endpoint.as_deref()) {
+                Some(e) => Some(ferry_provider::parse_endpoint(e).map_err(|e| {
+                    format!("property \"override.endpoint\" validation failed: {e}")
+                })?),
+                None => None,
+            };
         if provider.needs_endpoint && endpoint.is_none() {
-            return Err(format!("provider {} requires override.endpoint", provider.name));
+            return Err(format!(
+                "provider {} requires override.endpoint",
+                provider.name
+            ));
         }
         if provider.name == "vertex-ai" && endpoint.is_none() {
             let pc = self.provider_conf.as_ref();
-            if pc.and_then(|p| p.project_id.as_ref()).is_none() || pc.and_then(|p| p.region.as_ref()).is_none() {
+            if pc.and_then(|p| p.project_id.as_ref()).is_none()
+                || pc.and_then(|p| p.region.as_ref()).is_none()
+            {
                 return Err("vertex-ai requires either provider_conf (project_id + region) or override.endpoint".into());
             }
         }
@@ -234,7 +256,13 @@ impl Compiled {
             .map(|c| c.protocol)
             .chain([Protocol::Passthrough])
         {
-            let t = ferry_provider::resolve(provider, proto, endpoint.as_ref(), &provider_conf, &auth_query)?;
+            let t = ferry_provider::resolve(
+                provider,
+                proto,
+                endpoint.as_ref(),
+                &provider_conf,
+                &auth_query,
+            )?;
             targets.insert(proto, t);
         }
         let auth_headers = conf

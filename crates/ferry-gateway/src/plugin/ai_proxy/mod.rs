@@ -113,15 +113,18 @@ pub(crate) fn client_error(proto: Option<Protocol>, status: StatusCode, msg: &st
     json_response(status, &body)
 }
 
+/// Why the access phase refused a request: rendered by [`client_error`].
+struct Refusal(Protocol, StatusCode, String);
+
 impl AiProxy {
-    /// The access phase's checks; an error response when the request cannot go upstream.
-    fn admit(&self, ctx: &mut Ctx) -> Result<AiState, Response> {
+    /// The access phase's checks; a refusal when the request cannot go upstream.
+    fn admit(&self, ctx: &mut Ctx) -> Result<AiState, Refusal> {
         let guess = if ctx.uri.path().ends_with("/v1/messages") {
             Protocol::AnthropicMessages
         } else {
             Protocol::OpenAiChat
         };
-        let fail = |status, msg: String| client_error(Some(guess), status, &msg);
+        let fail = |status, msg: String| Refusal(guess, status, msg);
         let ct = ctx.header_str("content-type").unwrap_or("application/json");
         if !ct.starts_with("application/json") {
             return Err(fail(
@@ -141,27 +144,49 @@ impl AiProxy {
             ));
         }
         if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(fail(StatusCode::BAD_REQUEST, "could not get body: request body is empty".into()));
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "could not get body: request body is empty".into(),
+            ));
         }
         let Some(json) = ctx.json() else {
-            let e = serde_json::from_slice::<Value>(&body).err().map_or_else(String::new, |e| e.to_string());
-            return Err(fail(StatusCode::BAD_REQUEST, format!("could not parse JSON request body: {e}")));
+            let e = serde_json::from_slice::<Value>(&body)
+                .err()
+                .map_or_else(String::new, |e| e.to_string());
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                format!("could not parse JSON request body: {e}"),
+            ));
         };
         if !json.is_object() && !json.is_array() {
-            return Err(fail(StatusCode::BAD_REQUEST, "request body must be a JSON object".into()));
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "request body must be a JSON object".into(),
+            ));
         }
         let model = json.get("model");
-        if model.is_some_and(|m| !m.is_string() && !m.is_null()) && self.conf.options_model.is_none() {
+        if model.is_some_and(|m| !m.is_string() && !m.is_null())
+            && self.conf.options_model.is_none()
+        {
             return Err(fail(
                 StatusCode::BAD_REQUEST,
                 "invalid request body: \"model\" must be a string (or set options.model on the route)".into(),
             ));
         }
-        if json.get("stream").is_some_and(|s| !s.is_boolean() && !s.is_null()) {
-            return Err(fail(StatusCode::BAD_REQUEST, "invalid request body: \"stream\" must be a boolean".into()));
+        if json
+            .get("stream")
+            .is_some_and(|s| !s.is_boolean() && !s.is_null())
+        {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "invalid request body: \"stream\" must be a boolean".into(),
+            ));
         }
         let Some(client) = detect::detect(ctx.uri.path(), json) else {
-            return Err(fail(StatusCode::BAD_REQUEST, "no matching AI protocol for the request".into()));
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "no matching AI protocol for the request".into(),
+            ));
         };
         let stream = detect::wants_stream(client, json);
         let request_model = model.and_then(Value::as_str).map(String::from);
@@ -171,10 +196,10 @@ impl AiProxy {
         } else if client == Protocol::Passthrough {
             Protocol::Passthrough
         } else {
-            return Err(client_error(
-                Some(client),
+            return Err(Refusal(
+                client,
                 StatusCode::BAD_REQUEST,
-                &format!(
+                format!(
                     "provider {} does not support {} protocol (supported: {})",
                     provider.name,
                     client.name(),
@@ -206,14 +231,14 @@ impl Plugin for AiProxy {
                 ctx.ext.insert(st);
                 Flow::Continue
             }
-            Err(r) => Flow::Respond(r),
+            Err(Refusal(proto, status, msg)) => {
+                Flow::Respond(client_error(Some(proto), status, &msg))
+            }
         }
     }
 
     fn before_proxy<'a>(&'a self, ctx: &'a mut Ctx) -> Option<ProxyFuture<'a>> {
-        if !ctx.ext.get::<AiState>().is_some() {
-            return None;
-        }
+        ctx.ext.get::<AiState>()?;
         Some(Box::pin(proxy::run(&self.conf, ctx)))
     }
 
@@ -233,10 +258,16 @@ pub(crate) fn publish(ctx: &mut Ctx, o: &Observed) {
         ctx.set_var("llm_completion_tokens", u.completion.to_string());
         ctx.set_var("llm_total_tokens", u.total.to_string());
         ctx.set_var("llm_cache_read_input_tokens", u.cache_read.to_string());
-        ctx.set_var("llm_cache_creation_input_tokens", u.cache_creation.to_string());
+        ctx.set_var(
+            "llm_cache_creation_input_tokens",
+            u.cache_creation.to_string(),
+        );
         ctx.set_var("llm_reasoning_tokens", u.reasoning.to_string());
     }
-    ctx.set_var("llm_has_tool_calls", if o.tool_calls { "true" } else { "false" });
+    ctx.set_var(
+        "llm_has_tool_calls",
+        if o.tool_calls { "true" } else { "false" },
+    );
     ctx.set_var("llm_response_text", o.text.clone());
 }
 

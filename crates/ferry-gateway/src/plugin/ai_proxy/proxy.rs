@@ -37,8 +37,10 @@ fn skip_request_header(name: &HeaderName) -> bool {
 /// Upstream response headers worth passing to the client.
 fn keep_response_header(name: &HeaderName) -> bool {
     let n = name.as_str();
-    matches!(n, "content-type" | "retry-after" | "x-request-id" | "request-id" | "cache-control")
-        || n.starts_with("x-ratelimit-")
+    matches!(
+        n,
+        "content-type" | "retry-after" | "x-request-id" | "request-id" | "cache-control"
+    ) || n.starts_with("x-ratelimit-")
         || n.starts_with("anthropic-ratelimit-")
         || n.starts_with("openai-")
 }
@@ -52,7 +54,11 @@ fn encode_query(pairs: &[(String, String)]) -> String {
 /// Runs the exchange for a request admitted by the access phase.
 pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     let Some(st) = ctx.ext.get::<AiState>() else {
-        return client_error(None, StatusCode::INTERNAL_SERVER_ERROR, "ai-proxy state missing");
+        return client_error(
+            None,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ai-proxy state missing",
+        );
     };
     let (client, target) = (st.client, st.target);
     let fail = |status: StatusCode, msg: &str| client_error(Some(client), status, msg);
@@ -86,7 +92,12 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
             if shaped.changed {
                 match serde_json::to_vec(&body) {
                     Ok(v) => Bytes::from(v),
-                    Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the request body: {e}")),
+                    Err(e) => {
+                        return fail(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &format!("cannot encode the request body: {e}"),
+                        );
+                    }
                 }
             } else {
                 raw
@@ -125,7 +136,11 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
         url.push('?');
         url.push_str(&encode_query(&query));
     }
-    let method = if passthrough { ctx.method.clone() } else { http::Method::POST };
+    let method = if passthrough {
+        ctx.method.clone()
+    } else {
+        http::Method::POST
+    };
 
     let mut headers = HeaderMap::with_capacity(ctx.headers.len() + conf.auth_headers.len() + 1);
     for (k, v) in &ctx.headers {
@@ -136,7 +151,10 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     for (k, v) in &conf.auth_headers {
         headers.insert(k.clone(), v.clone());
     }
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
 
     ctx.upstream.scheme = Some(t.scheme);
     ctx.upstream.host = Some(t.host.clone());
@@ -159,7 +177,10 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     let status = resp.status();
     ctx.upstream.header_time = Some(sent.elapsed().as_secs_f64());
     ctx.upstream.status = Some(status.as_u16());
-    ctx.upstream.addr = resp.remote_addr().map(|a| a.to_string()).or_else(|| Some(format!("{}:{}", t.host, t.port)));
+    ctx.upstream.addr = resp
+        .remote_addr()
+        .map(|a| a.to_string())
+        .or_else(|| Some(format!("{}:{}", t.host, t.port)));
     let mut head = http::Response::builder().status(status);
     let is_sse = resp
         .headers()
@@ -175,7 +196,12 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     }
 
     if is_sse {
-        let mut up = UpstreamBody::new(resp, sent, conf.max_stream_duration, conf.max_response_bytes);
+        let mut up = UpstreamBody::new(
+            resp,
+            sent,
+            conf.max_stream_duration,
+            conf.max_response_bytes,
+        );
         let first = match up.frame().await {
             Some(Ok(b)) => b,
             Some(Err(e)) => {
@@ -195,12 +221,14 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     }
 
     // A whole JSON (or other) body.
-    if let (Some(max), Some(len)) = (conf.max_response_bytes, resp.content_length()) {
-        if len > max {
-            tracing::warn!("aborting AI response: Content-Length {len} exceeds max_response_bytes {max}");
-            ctx.set_var("apisix_upstream_response_time", ms_since(sent));
-            return fail(StatusCode::BAD_GATEWAY, "max_response_bytes exceeded");
-        }
+    if let (Some(max), Some(len)) = (conf.max_response_bytes, resp.content_length())
+        && len > max
+    {
+        tracing::warn!(
+            "aborting AI response: Content-Length {len} exceeds max_response_bytes {max}"
+        );
+        ctx.set_var("apisix_upstream_response_time", ms_since(sent));
+        return fail(StatusCode::BAD_GATEWAY, "max_response_bytes exceeded");
     }
     let mut buf = BytesMut::new();
     let mut resp = resp;
@@ -208,7 +236,10 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
         match resp.chunk().await {
             Ok(Some(c)) => {
                 buf.extend_from_slice(&c);
-                if conf.max_response_bytes.is_some_and(|m| buf.len() as u64 > m) {
+                if conf
+                    .max_response_bytes
+                    .is_some_and(|m| buf.len() as u64 > m)
+                {
                     tracing::warn!("aborting AI response: body size exceeds max_response_bytes");
                     ctx.set_var("apisix_upstream_response_time", ms_since(sent));
                     return fail(StatusCode::BAD_GATEWAY, "max_response_bytes exceeded");
@@ -224,11 +255,11 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     ctx.set_var("apisix_upstream_response_time", took);
     ctx.upstream.response_time = Some(sent.elapsed().as_secs_f64());
     ctx.upstream.response_length = body.len() as u64;
-    if status.is_success() {
-        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-            let o = Observed::from_json(target, &v);
-            publish(ctx, &o);
-        }
+    if status.is_success()
+        && let Ok(v) = serde_json::from_slice::<Value>(&body)
+    {
+        let o = Observed::from_json(target, &v);
+        publish(ctx, &o);
     }
     if let Some(h) = head.headers_mut() {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -238,7 +269,12 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
 }
 
 /// A failure before or while reading the response: 504 on timeouts, 502 otherwise.
-fn transport_failure(ctx: &mut Ctx, client: Protocol, sent: Instant, e: &reqwest::Error) -> Response {
+fn transport_failure(
+    ctx: &mut Ctx,
+    client: Protocol,
+    sent: Instant,
+    e: &reqwest::Error,
+) -> Response {
     let elapsed = ms_since(sent);
     ctx.set_var("apisix_upstream_response_time", elapsed);
     ctx.upstream.response_time = Some(sent.elapsed().as_secs_f64());
@@ -257,5 +293,9 @@ fn transport_failure(ctx: &mut Ctx, client: Protocol, sent: Instant, e: &reqwest
         src = s.source();
     }
     tracing::warn!("AI upstream request {what}: {cause}");
-    client_error(Some(client), status, &format!("upstream request {what}: {cause}"))
+    client_error(
+        Some(client),
+        status,
+        &format!("upstream request {what}: {cause}"),
+    )
 }

@@ -59,7 +59,12 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub fn new(resp: reqwest::Response, sent: Instant, max_duration: Option<Duration>, max_bytes: Option<u64>) -> Self {
+    pub fn new(
+        resp: reqwest::Response,
+        sent: Instant,
+        max_duration: Option<Duration>,
+        max_bytes: Option<u64>,
+    ) -> Self {
         UpstreamBody {
             stream: Box::pin(resp.bytes_stream()),
             pending: None,
@@ -89,11 +94,11 @@ impl UpstreamBody {
         if self.done {
             return Poll::Ready(None);
         }
-        if let Some(d) = self.deadline.as_mut() {
-            if d.as_mut().poll(cx).is_ready() {
-                self.done = true;
-                return Poll::Ready(Some(Err(StreamError::Duration)));
-            }
+        if let Some(d) = self.deadline.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            self.done = true;
+            return Poll::Ready(Some(Err(StreamError::Duration)));
         }
         match self.stream.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(b))) => {
@@ -123,7 +128,10 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.poll_chunk(cx) {
             Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
             Poll::Ready(Some(Err(e))) => {
@@ -157,7 +165,11 @@ impl SseState {
         SseState {
             proto,
             hide_usage,
-            decoder: if hide_usage { Decoder::keeping_raw() } else { Decoder::new() },
+            decoder: if hide_usage {
+                Decoder::keeping_raw()
+            } else {
+                Decoder::new()
+            },
             observed: Observed::default(),
             events: Vec::new(),
             bytes: 0,
@@ -169,14 +181,22 @@ impl SseState {
     fn feed(&mut self, chunk: &[u8], end: bool) -> Option<Bytes> {
         self.bytes += chunk.len() as u64;
         self.decoder.feed(chunk, &mut self.events);
-        let rest = if end { Some(self.decoder.finish(&mut self.events)) } else { None };
-        let mut out = if self.hide_usage { Some(BytesMut::new()) } else { None };
+        let rest = if end {
+            Some(self.decoder.finish(&mut self.events))
+        } else {
+            None
+        };
+        let mut out = if self.hide_usage {
+            Some(BytesMut::new())
+        } else {
+            None
+        };
         for e in self.events.drain(..) {
             let usage_only = self.observed.event(self.proto, &e.kind, &e.data);
-            if let Some(o) = out.as_mut() {
-                if !usage_only {
-                    o.extend_from_slice(&e.raw);
-                }
+            if let Some(o) = out.as_mut()
+                && !usage_only
+            {
+                o.extend_from_slice(&e.raw);
             }
         }
         if let (Some(o), Some(r)) = (out.as_mut(), rest) {

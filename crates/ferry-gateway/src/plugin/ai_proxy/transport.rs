@@ -28,13 +28,21 @@ pub struct Transport {
 
 impl Transport {
     /// `trusted_ca`: a PEM bundle of extra CAs; `resolve`: host → address overrides.
-    pub fn new(trusted_ca: Option<&Path>, resolve: Vec<(String, SocketAddr)>) -> Result<Transport, String> {
+    pub fn new(
+        trusted_ca: Option<&Path>,
+        resolve: Vec<(String, SocketAddr)>,
+    ) -> Result<Transport, String> {
         let trusted = match trusted_ca {
             Some(p) => {
-                let pem = std::fs::read(p)
-                    .map_err(|e| format!("apisix.ssl.ssl_trusted_certificate: cannot read {}: {e}", p.display()))?;
-                reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| format!("apisix.ssl.ssl_trusted_certificate: {}: {e}", p.display()))?
+                let pem = std::fs::read(p).map_err(|e| {
+                    format!(
+                        "apisix.ssl.ssl_trusted_certificate: cannot read {}: {e}",
+                        p.display()
+                    )
+                })?;
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    format!("apisix.ssl.ssl_trusted_certificate: {}: {e}", p.display())
+                })?
             }
             None => Vec::new(),
         };
@@ -47,7 +55,10 @@ impl Transport {
 
     /// The client for these settings (built once).
     pub fn client(&self, key: ClientKey) -> Result<reqwest::Client, String> {
-        let mut map = self.clients.lock().map_err(|_| "transport lock poisoned".to_string())?;
+        let mut map = self
+            .clients
+            .lock()
+            .map_err(|_| "transport lock poisoned".to_string())?;
         if let Some(c) = map.get(&key) {
             return Ok(c.clone());
         }
@@ -59,7 +70,11 @@ impl Transport {
             .read_timeout(timeout)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_millis(key.keepalive_timeout_ms))
-            .pool_max_idle_per_host(if key.keepalive { key.keepalive_pool as usize } else { 0 })
+            .pool_max_idle_per_host(if key.keepalive {
+                key.keepalive_pool as usize
+            } else {
+                0
+            })
             .tls_danger_accept_invalid_certs(!key.ssl_verify);
         if !self.trusted.is_empty() {
             b = b.tls_certs_merge(self.trusted.iter().cloned());
@@ -67,7 +82,9 @@ impl Transport {
         for (host, addr) in &self.resolve {
             b = b.resolve(host, *addr);
         }
-        let c = b.build().map_err(|e| format!("cannot build the upstream client: {e}"))?;
+        let c = b
+            .build()
+            .map_err(|e| format!("cannot build the upstream client: {e}"))?;
         map.insert(key, c.clone());
         Ok(c)
     }
