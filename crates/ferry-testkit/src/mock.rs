@@ -46,6 +46,8 @@ pub struct MockConfig {
 /// One received request.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     pub method: String,
     pub path: String,
     pub query: String,
@@ -84,12 +86,38 @@ impl Mock {
 
     /// Serves on a bound listener.
     pub fn on(listener: TcpListener, cfg: MockConfig) -> Mock {
+        Mock::serving(listener, cfg, None)
+    }
+
+    /// Starts on 127.0.0.1 over TLS (HTTP/2 and HTTP/1.1 by ALPN) with a certificate for
+    /// `hosts` issued by a fresh test CA; returns the CA certificate (PEM) to trust.
+    pub async fn start_tls(cfg: MockConfig, hosts: &[&str]) -> (Mock, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let ca = crate::tls::TestCa::new(hosts);
+        let mut sc = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![ca.cert.clone()], ca.key.clone_key())
+        .expect("tls cert");
+        sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(sc));
+        (Mock::serving(listener, cfg, Some(acceptor)), ca.ca_pem)
+    }
+
+    fn serving(
+        listener: TcpListener,
+        cfg: MockConfig,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Mock {
         let addr = listener.local_addr().expect("mock addr");
         let state = Arc::new(State {
             cfg,
             seen: Mutex::new(Vec::new()),
         });
-        let task = tokio::spawn(serve(listener, state.clone()));
+        let task = tokio::spawn(serve(listener, state.clone(), tls));
         Mock { addr, state, task }
     }
 
@@ -117,7 +145,7 @@ impl Drop for Mock {
     }
 }
 
-async fn serve(listener: TcpListener, state: Arc<State>) {
+async fn serve(listener: TcpListener, state: Arc<State>, tls: Option<tokio_rustls::TlsAcceptor>) {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -126,12 +154,22 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(req, state).await) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(s) = acceptor.accept(stream).await {
+                        let _ = builder.serve_connection(TokioIo::new(s), svc).await;
+                    }
+                }
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                }
+            }
         });
     }
 }
@@ -183,6 +221,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
         return json_resp(StatusCode::OK, &Value::Array(list));
     }
     let rec = Recorded {
+        version: format!("{:?}", parts.version),
         method: parts.method.to_string(),
         path: path.clone(),
         query: query.clone(),

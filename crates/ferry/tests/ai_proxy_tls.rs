@@ -1,0 +1,92 @@
+//! Default provider URLs end to end over TLS: `ferry.resolve` sends `api.openai.com` to a local
+//! TLS mock whose CA is trusted through `apisix.ssl.ssl_trusted_certificate`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{BIN, JSON, chat_body};
+use ferry_testkit::mock::{Mock, MockConfig};
+use ferry_testkit::{Ferry, TempDir, send};
+use serde_json::json;
+
+#[tokio::test]
+async fn default_provider_urls_over_tls() {
+    let (mock, ca) = Mock::start_tls(
+        MockConfig {
+            key: Some("token".into()),
+            record: true,
+        },
+        &["api.openai.com", "api.deepseek.com"],
+    )
+    .await;
+    let dir = TempDir::new("tls");
+    std::fs::write(dir.0.join("ca.pem"), ca).unwrap();
+    let (port, admin_port) = (ferry_testkit::free_port(), ferry_testkit::free_port());
+    let cfg = format!(
+        "apisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\n  ssl:\n    ssl_trusted_certificate: ca.pem\n\
+         deployment:\n  admin:\n    admin_key: [{{name: admin, key: {key}, role: admin}}]\n    admin_listen: {{ip: 127.0.0.1, port: {admin_port}}}\n\
+         ferry:\n  resolve:\n    api.openai.com: {addr}\n    api.deepseek.com: {addr}\n",
+        key = ferry_testkit::TEST_KEY,
+        addr = mock.addr
+    );
+    std::fs::write(dir.0.join("config.yaml"), cfg).unwrap();
+    let f = Ferry::spawn(
+        BIN,
+        &dir.0,
+        port,
+        admin_port,
+        ferry_testkit::TEST_KEY.into(),
+    );
+    let ai = |provider: &str, verify: bool| {
+        json!({"provider": provider, "auth": {"header": {"Authorization": "Bearer token"}},
+        "options": {"model": "m"}, "ssl_verify": verify})
+    };
+    for (id, provider) in [("openai", "openai"), ("deepseek", "deepseek")] {
+        let (s, v) = f.admin("PUT", "/routes", Some(json!({"id": id, "uri": format!("/{id}"), "plugins": {"ai-proxy": ai(provider, true)}}))).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let r = send("POST", &f.url("/openai"), &JSON, chat_body()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let up = mock.last().unwrap();
+    assert_eq!(up.path, "/v1/chat/completions");
+    assert_eq!(
+        up.version, "HTTP/2.0",
+        "HTTP/2 where the upstream offers it"
+    );
+    assert_eq!(up.header("authorization"), Some("Bearer token"));
+    let r = send("POST", &f.url("/deepseek"), &JSON, chat_body()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mock.last().unwrap().path, "/chat/completions");
+    let r = send(
+        "POST",
+        &f.url("/deepseek"),
+        &JSON,
+        json!({"messages": [], "stream": true}).to_string(),
+    )
+    .await;
+    assert!(r.text().ends_with("data: [DONE]\n\n"));
+}
+
+#[tokio::test]
+async fn untrusted_certificates_are_refused_unless_ssl_verify_is_off() {
+    let (mock, _ca) = Mock::start_tls(
+        MockConfig {
+            key: None,
+            record: true,
+        },
+        &["api.openai.com"],
+    )
+    .await;
+    let dir = TempDir::new("tls-untrusted");
+    let extra = format!("  resolve:\n    api.openai.com: {}\n", mock.addr);
+    let f = Ferry::start(BIN, &dir.0, &extra);
+    for (id, verify) in [("strict", true), ("lax", false)] {
+        let route = json!({"id": id, "uri": format!("/{id}"), "plugins": {"ai-proxy": {"provider": "openai", "auth": {}, "ssl_verify": verify}}});
+        let (s, v) = f.admin("PUT", "/routes", Some(route)).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let r = send("POST", &f.url("/strict"), &JSON, chat_body()).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let r = send("POST", &f.url("/lax"), &JSON, chat_body()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
