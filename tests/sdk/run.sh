@@ -3,7 +3,7 @@
 # provider, installs the SDK into a venv, and runs pytest (which starts and stops both).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --bins
+cargo build --workspace --bins
 venv=${FERRY_SDK_VENV:-target/sdk-venv}
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"

@@ -68,6 +68,8 @@ pub struct AppConfig {
     pub drain_timeout: Duration,
     /// `apisix.ssl.ssl_trusted_certificate`: extra CA certificates (PEM) for upstream TLS.
     pub trusted_ca: Option<PathBuf>,
+    /// `ferry.worker_threads`: data-plane threads (default: one per CPU).
+    pub worker_threads: Option<usize>,
     /// `ferry.resolve`: upstream host → address overrides, like curl's `--resolve`.
     pub resolve: Vec<(String, SocketAddr)>,
     /// APISIX keys present in the file that Ferry does not use.
@@ -94,6 +96,7 @@ impl Default for AppConfig {
             data_dir: PathBuf::from("data"),
             drain_timeout: Duration::from_secs(10),
             trusted_ca: None,
+            worker_threads: None,
             resolve: Vec::new(),
             ignored_keys: Vec::new(),
         }
@@ -207,6 +210,7 @@ struct RawFerry {
     data_dir: Option<PathBuf>,
     drain_timeout_ms: Option<u64>,
     max_header_size: Option<usize>,
+    worker_threads: Option<usize>,
     /// `host: ip:port`, e.g. `api.openai.com: 127.0.0.1:8443`.
     resolve: Option<std::collections::BTreeMap<String, SocketAddr>>,
 }
@@ -355,6 +359,12 @@ impl AppConfig {
         }
         if let Some(d) = raw.ferry.data_dir {
             self.data_dir = d;
+        }
+        if let Some(w) = raw.ferry.worker_threads {
+            if w == 0 {
+                return Err(ConfigError("ferry.worker_threads: must be at least 1".into()));
+            }
+            self.worker_threads = Some(w);
         }
         if let Some(r) = raw.ferry.resolve {
             self.resolve = r

@@ -63,17 +63,23 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Validate { config } => validate(config_path(config).as_deref()),
         Cmd::Serve { config } => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let path = config_path(config);
+            // The thread count is needed before the runtime starts; errors are reported by serve.
+            let threads = AppConfig::load(path.as_deref())
+                .ok()
+                .and_then(|c| c.worker_threads);
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = threads {
+                builder.worker_threads(n);
+            }
+            let rt = match builder.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("ferry: cannot start the runtime: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(serve(config_path(config))) {
+            match rt.block_on(serve(path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ferry: {e}");
