@@ -362,7 +362,9 @@ impl AppConfig {
         }
         if let Some(w) = raw.ferry.worker_threads {
             if w == 0 {
-                return Err(ConfigError("ferry.worker_threads: must be at least 1".into()));
+                return Err(ConfigError(
+                    "ferry.worker_threads: must be at least 1".into(),
+                ));
             }
             self.worker_threads = Some(w);
         }

@@ -768,3 +768,116 @@ async fn client_disconnect_stops_the_upstream_read() {
     assert_eq!(l.get("status"), "200");
     assert_eq!(l.get("llm_stream"), "true");
 }
+
+#[tokio::test]
+async fn provider_paths() {
+    let env = Env::start("rows-providers").await;
+    let cases = [
+        ("openai", "/v1/chat/completions"),
+        ("deepseek", "/chat/completions"),
+        ("aimlapi", "/chat/completions"),
+        ("anthropic", "/v1/chat/completions"),
+        ("openrouter", "/api/v1/chat/completions"),
+        ("gemini", "/v1beta/openai/chat/completions"),
+        ("openai-compatible", "/v1/chat/completions"),
+        ("vertex-ai", "/v1/chat/completions"),
+    ];
+    for (provider, want) in cases {
+        let mut ai = env.ai(provider, "");
+        if provider == "vertex-ai" {
+            ai["override"]["endpoint"] = json!(format!("{}/v1/chat/completions", env.mock.url()));
+        }
+        env.route(provider, &format!("/{provider}"), ai).await;
+        let r = send(
+            "POST",
+            &env.url(&format!("/{provider}")),
+            &JSON,
+            chat_body(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{provider}: {}", r.text());
+        assert_eq!(env.mock.last().unwrap().path, want, "{provider}");
+    }
+    // Embeddings only where the provider has them.
+    let r = send(
+        "POST",
+        &env.url("/deepseek"),
+        &JSON,
+        json!({"input": "x"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains(
+            "provider deepseek does not support openai-embeddings protocol (supported: openai-chat)"
+        ),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test]
+async fn anthropic_messages_native() {
+    let env = Env::start("rows-anthropic").await;
+    let ai = json!({"provider": "anthropic", "auth": {"header": {"x-api-key": "token"}},
+        "options": {"model": "claude-sonnet-4-20250514"}, "override": {"endpoint": env.mock.url()}});
+    env.route_with(
+        json!({"id": "a", "uris": ["/v1/messages", "/anything"], "plugins": {"ai-proxy": ai}}),
+    )
+    .await;
+    let body = json!({"max_tokens": 64, "messages": [{"role": "user", "content": "What is 1+1?"}], "metadata": {"user_id": "u1"}});
+    let r = send(
+        "POST",
+        &env.url("/v1/messages"),
+        &[
+            ("content-type", "application/json"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["content"][0]["text"], "1+1 equals 2.");
+    let up = env.mock.last().unwrap();
+    assert_eq!(
+        (
+            up.path.as_str(),
+            up.header("x-api-key"),
+            up.header("anthropic-version")
+        ),
+        ("/v1/messages", Some("token"), Some("2023-06-01"))
+    );
+    assert!(up.json().get("stream_options").is_none());
+    let l = env.log_line(1).await;
+    assert_eq!(
+        (
+            l.get("llm_prompt_tokens"),
+            l.get("llm_completion_tokens"),
+            l.get("llm_end_user_id")
+        ),
+        ("10", "8", "u1")
+    );
+    let mut sbody = body.clone();
+    sbody["stream"] = json!(true);
+    let r = send("POST", &env.url("/v1/messages"), &JSON, sbody.to_string()).await;
+    assert!(r.text().contains("event: message_stop"));
+    let l = env.log_line(2).await;
+    assert_eq!(
+        (
+            l.get("llm_prompt_tokens"),
+            l.get("llm_completion_tokens"),
+            l.get("llm_total_tokens"),
+            l.get("llm_stream")
+        ),
+        ("10", "8", "18", "true")
+    );
+    // An OpenAI client on the same provider goes to Anthropic's OpenAI-compatible path.
+    let r = send("POST", &env.url("/anything"), &JSON, chat_body()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(env.mock.last().unwrap().path, "/v1/chat/completions");
+    // Errors for an Anthropic client are Anthropic-shaped.
+    let r = send("POST", &env.url("/v1/messages"), &JSON, "{oops").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+}
