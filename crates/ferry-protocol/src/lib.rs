@@ -1,6 +1,7 @@
 //! Ferry's protocol layer: pure functions over bytes and JSON, no I/O. Protocol detection,
 //! SSE decoding and encoding, request-body shaping, and what is observed in responses.
 
+pub mod convert;
 pub mod detect;
 pub mod observe;
 pub mod shape;
