@@ -88,10 +88,7 @@ pub static PROVIDERS: &[Provider] = &[
     Provider {
         name: "anthropic",
         host: Some("api.anthropic.com"),
-        capabilities: &[
-            cap(AnthropicMessages, "/v1/messages", Some(MaxTokens)),
-            cap(OpenAiChat, "/v1/chat/completions", Some(MaxTokens)),
-        ],
+        capabilities: &[cap(AnthropicMessages, "/v1/messages", Some(MaxTokens))],
         remove_model: false,
         needs_endpoint: false,
         unavailable: None,

@@ -776,7 +776,7 @@ async fn provider_paths() {
         ("openai", "/v1/chat/completions"),
         ("deepseek", "/chat/completions"),
         ("aimlapi", "/chat/completions"),
-        ("anthropic", "/v1/chat/completions"),
+        ("anthropic", "/v1/messages"),
         ("openrouter", "/api/v1/chat/completions"),
         ("gemini", "/v1beta/openai/chat/completions"),
         ("openai-compatible", "/v1/chat/completions"),
@@ -871,10 +871,11 @@ async fn anthropic_messages_native() {
         ),
         ("10", "8", "18", "true")
     );
-    // An OpenAI client on the same provider goes to Anthropic's OpenAI-compatible path.
+    // An OpenAI client on the same provider is converted to native Messages.
     let r = send("POST", &env.url("/anything"), &JSON, chat_body()).await;
     assert_eq!(r.status, 200);
-    assert_eq!(env.mock.last().unwrap().path, "/v1/chat/completions");
+    assert_eq!(r.json()["object"], "chat.completion");
+    assert_eq!(env.mock.last().unwrap().path, "/v1/messages");
     // Errors for an Anthropic client are Anthropic-shaped.
     let r = send("POST", &env.url("/v1/messages"), &JSON, "{oops").await;
     assert_eq!(r.status, 400);

@@ -9,6 +9,59 @@ mod tool_names;
 
 pub use tool_names::ToolNames;
 
+use crate::Protocol;
+
+/// A supported conversion: the client speaks one protocol, the provider another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pair {
+    /// Anthropic Messages client, OpenAI Chat provider.
+    AnthropicToOpenAi,
+    /// OpenAI Chat client, Anthropic Messages provider.
+    OpenAiToAnthropic,
+}
+
+/// Every converter: (client protocol, provider protocol, pair). A new pair is one row here and
+/// one module.
+const PAIRS: &[(Protocol, Protocol, Pair)] = &[
+    (Protocol::AnthropicMessages, Protocol::OpenAiChat, Pair::AnthropicToOpenAi),
+    (Protocol::OpenAiChat, Protocol::AnthropicMessages, Pair::OpenAiToAnthropic),
+];
+
+/// The converter from `client` to one of the provider's protocols, if any.
+pub fn find(client: Protocol, provider_speaks: impl Fn(Protocol) -> bool) -> Option<(Pair, Protocol)> {
+    PAIRS
+        .iter()
+        .find(|(c, t, _)| *c == client && provider_speaks(*t))
+        .map(|(_, t, p)| (*p, *t))
+}
+
+impl Pair {
+    /// Converts the client's request body.
+    pub fn request(self, body: &serde_json::Value) -> Result<Converted, String> {
+        match self {
+            Pair::AnthropicToOpenAi => anthropic_to_openai::request(body),
+            Pair::OpenAiToAnthropic => openai_to_anthropic::request(body),
+        }
+    }
+
+    /// Converts a complete provider response back; `model` is the configured model, if any.
+    pub fn response(self, res: &serde_json::Value, conv: &Converted, model: Option<&str>) -> Result<serde_json::Value, String> {
+        match self {
+            Pair::AnthropicToOpenAi => anthropic_to_openai::response(res, &conv.tool_names, model),
+            Pair::OpenAiToAnthropic => openai_to_anthropic::response(res),
+        }
+    }
+
+    /// A stream converter for this request. OpenAI streams always end with the usage chunk
+    /// (the gateway removes it when the client did not ask for it).
+    pub fn stream(self, conv: &Converted, model: Option<String>) -> Box<dyn StreamConverter> {
+        match self {
+            Pair::AnthropicToOpenAi => Box::new(anthropic_to_openai::Stream::new(conv.tool_names.clone(), model)),
+            Pair::OpenAiToAnthropic => Box::new(openai_to_anthropic::Stream::new(true)),
+        }
+    }
+}
+
 /// One outgoing SSE event: its `event:` name (or `message`) and its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutEvent {

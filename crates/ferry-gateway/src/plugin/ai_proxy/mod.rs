@@ -14,6 +14,7 @@ use crate::ctx::Ctx;
 use crate::error::json_response;
 use bytes::Bytes;
 use conf::{Compiled, Conf};
+use ferry_protocol::convert::{self, Pair};
 use ferry_protocol::{Observed, Protocol, detect};
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -86,6 +87,8 @@ struct AiProxy {
 pub(crate) struct AiState {
     client: Protocol,
     target: Protocol,
+    /// Set when client and provider speak different protocols.
+    pair: Option<Pair>,
     /// When the upstream request was sent.
     sent: Option<Instant>,
     sse: Option<stream::SseState>,
@@ -191,10 +194,12 @@ impl AiProxy {
         let stream = detect::wants_stream(client, json);
         let request_model = model.and_then(Value::as_str).map(String::from);
         let provider = self.conf.provider;
-        let target = if provider.capability(client).is_some() {
-            client
+        let (target, pair) = if provider.capability(client).is_some() {
+            (client, None)
         } else if client == Protocol::Passthrough {
-            Protocol::Passthrough
+            (Protocol::Passthrough, None)
+        } else if let Some((pair, t)) = convert::find(client, |p| provider.capability(p).is_some()) {
+            (t, Some(pair))
         } else {
             return Err(Refusal(
                 client,
@@ -214,6 +219,7 @@ impl AiProxy {
         Ok(AiState {
             client,
             target,
+            pair,
             sent: None,
             sse: None,
         })

@@ -2,12 +2,13 @@
 //! turn the answer (or the failure) into the client's response.
 
 use super::conf::Compiled;
-use super::stream::{SseState, UpstreamBody};
+use super::stream::{Converting, SseState, UpstreamBody};
 use super::{AiState, client_error, ms_since, publish};
 use crate::body::{Response, full};
 use crate::ctx::Ctx;
 use bytes::{Bytes, BytesMut};
 use ferry_protocol::shape::{Shaping, shape};
+use ferry_protocol::convert::Pair;
 use ferry_protocol::{Observed, Protocol, observe};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
@@ -51,6 +52,48 @@ fn encode_query(pairs: &[(String, String)]) -> String {
         .finish()
 }
 
+/// Header rules when converting: toward an OpenAI provider an Anthropic `x-api-key` becomes a
+/// bearer token (unless one is configured) and `anthropic-*` headers go; toward Anthropic the
+/// client's bearer token goes (unless configured) and `anthropic-version` is ensured.
+fn convert_headers(p: Pair, h: &mut HeaderMap, configured: &[(HeaderName, HeaderValue)]) {
+    let set_by_route = |n: &HeaderName| configured.iter().any(|(k, _)| k == n);
+    let drop: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-stainless-"))
+        .cloned()
+        .collect();
+    for k in drop {
+        h.remove(k);
+    }
+    match p {
+        Pair::AnthropicToOpenAi => {
+            if let Some(key) = h.remove("x-api-key") {
+                if !h.contains_key(header::AUTHORIZATION) && !key.is_empty() {
+                    if let Ok(v) = HeaderValue::from_bytes(&[b"Bearer ", key.as_bytes()].concat()) {
+                        h.insert(header::AUTHORIZATION, v);
+                    }
+                }
+            }
+            let anthropic: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("anthropic-")).cloned().collect();
+            for k in anthropic {
+                h.remove(k);
+            }
+        }
+        Pair::OpenAiToAnthropic => {
+            if !set_by_route(&header::AUTHORIZATION) {
+                h.remove(header::AUTHORIZATION);
+            }
+            let openai: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("openai-")).cloned().collect();
+            for k in openai {
+                h.remove(k);
+            }
+            if !h.contains_key("anthropic-version") {
+                h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+            }
+        }
+    }
+}
+
 /// Runs the exchange for a request admitted by the access phase.
 pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     let Some(st) = ctx.ext.get::<AiState>() else {
@@ -60,12 +103,26 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
             "ai-proxy state missing",
         );
     };
-    let (client, target) = (st.client, st.target);
+    let (client, target, pair) = (st.client, st.target, st.pair);
     let fail = |status: StatusCode, msg: &str| client_error(Some(client), status, msg);
 
     // The body: shaped when something must change, else the client's bytes.
-    let raw = ctx.body().cloned().unwrap_or_default();
+    let mut raw = ctx.body().cloned().unwrap_or_default();
     let mut body = ctx.take_json().unwrap_or(Value::Null);
+    let converted = match pair {
+        Some(p) => match p.request(&body) {
+            Ok(c) => {
+                body = c.body.clone();
+                raw = match serde_json::to_vec(&body) {
+                    Ok(v) => Bytes::from(v),
+                    Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the request body: {e}")),
+                };
+                Some(c)
+            }
+            Err(e) => return fail(StatusCode::BAD_REQUEST, &e),
+        },
+        None => None,
+    };
     if let Some(m) = conf
         .options_model
         .clone()
@@ -88,7 +145,11 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
             };
             let shaped = shape(obj, &shaping);
             stream = target.can_stream() && shaped.stream;
-            hide_usage = stream && target == Protocol::OpenAiChat && !shaped.client_wants_usage;
+            hide_usage = match (&converted, pair) {
+                (Some(c), Some(Pair::OpenAiToAnthropic)) => !c.include_usage,
+                (Some(_), _) => false,
+                (None, _) => stream && target == Protocol::OpenAiChat && !shaped.client_wants_usage,
+            };
             if shaped.changed {
                 match serde_json::to_vec(&body) {
                     Ok(v) => Bytes::from(v),
@@ -155,6 +216,9 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if let Some(p) = pair {
+        convert_headers(p, &mut headers, &conf.auth_headers);
+    }
 
     ctx.upstream.scheme = Some(t.scheme);
     ctx.upstream.host = Some(t.host.clone());
@@ -202,6 +266,33 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
             conf.max_stream_duration,
             conf.max_response_bytes,
         );
+        if let (Some(p), Some(c)) = (pair, &converted) {
+            let model = ctx.var("llm_model").map(String::from);
+            let mut conv = Converting::new(up, p.stream(c, model));
+            let first = match conv.first().await {
+                Ok(Some(b)) => b,
+                Ok(None) => {
+                    ctx.set_var("apisix_upstream_response_time", ms_since(sent));
+                    tracing::warn!("streaming response completed without producing any output");
+                    return fail(
+                        StatusCode::BAD_GATEWAY,
+                        "streaming response completed without producing any output; the upstream likely returned a different stream format than the converter expects",
+                    );
+                }
+                Err(e) => {
+                    ctx.set_var("apisix_upstream_response_time", ms_since(sent));
+                    return fail(e.status(), &e.to_string());
+                }
+            };
+            conv.push_front(first);
+            if let Some(st) = ctx.ext.get_mut::<AiState>() {
+                st.sse = Some(SseState::new(client, hide_usage));
+            }
+            ctx.set_var("llm_time_to_first_token", ms_since(sent));
+            return head
+                .body(conv.boxed_unsync())
+                .unwrap_or_else(|_| fail(StatusCode::BAD_GATEWAY, "bad upstream response head"));
+        }
         let first = match up.frame().await {
             Some(Ok(b)) => b,
             Some(Err(e)) => {
@@ -255,12 +346,32 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     ctx.set_var("apisix_upstream_response_time", took);
     ctx.upstream.response_time = Some(sent.elapsed().as_secs_f64());
     ctx.upstream.response_length = body.len() as u64;
+    let parsed = serde_json::from_slice::<Value>(&body).ok();
     if status.is_success()
-        && let Ok(v) = serde_json::from_slice::<Value>(&body)
+        && let Some(v) = &parsed
     {
-        let o = Observed::from_json(target, &v);
+        let o = Observed::from_json(target, v);
         publish(ctx, &o);
     }
+    let body = match (pair, &converted) {
+        (Some(p), Some(c)) => {
+            let Some(v) = parsed else {
+                let st = if status.is_success() { StatusCode::BAD_GATEWAY } else { status };
+                return fail(st, &format!("the provider answered {status} in an unexpected format"));
+            };
+            let model = ctx.var("llm_model").map(String::from);
+            match p.response(&v, c, model.as_deref()) {
+                Ok(out) => {
+                    if let Some(h) = head.headers_mut() {
+                        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    }
+                    Bytes::from(out.to_string())
+                }
+                Err(e) => return fail(StatusCode::BAD_GATEWAY, &e),
+            }
+        }
+        _ => body,
+    };
     if let Some(h) = head.headers_mut() {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }

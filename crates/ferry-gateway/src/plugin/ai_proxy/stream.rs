@@ -7,6 +7,7 @@ use super::{AiState, ms_since, publish};
 use crate::body::BoxError;
 use crate::ctx::Ctx;
 use bytes::{Bytes, BytesMut};
+use ferry_protocol::convert::{OutEvent, StreamConverter};
 use ferry_protocol::sse::{Decoder, Event};
 use ferry_protocol::{Observed, Protocol};
 use futures_util::Stream;
@@ -87,7 +88,7 @@ impl UpstreamBody {
         std::future::poll_fn(|cx| self.poll_chunk(cx)).await
     }
 
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamError>>> {
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamError>>> {
         if let Some(p) = self.pending.take() {
             return Poll::Ready(Some(Ok(p)));
         }
@@ -229,4 +230,112 @@ pub fn body_filter(ctx: &mut Ctx, chunk: &mut Bytes, end: bool) {
         }
     }
     ctx.ext.insert(st);
+}
+
+/// An upstream event stream converted event by event into the client's protocol.
+pub struct Converting {
+    up: UpstreamBody,
+    decoder: Decoder,
+    conv: Box<dyn StreamConverter>,
+    events: Vec<Event>,
+    out: Vec<OutEvent>,
+    pending: Option<Bytes>,
+    ended: bool,
+}
+
+impl Converting {
+    pub fn new(up: UpstreamBody, conv: Box<dyn StreamConverter>) -> Converting {
+        Converting {
+            up,
+            decoder: Decoder::new(),
+            conv,
+            events: Vec::new(),
+            out: Vec::new(),
+            pending: None,
+            ended: false,
+        }
+    }
+
+    /// The first converted bytes; `Ok(None)` when the upstream ended without producing any.
+    pub async fn first(&mut self) -> Result<Option<Bytes>, StreamError> {
+        std::future::poll_fn(|cx| self.poll_converted(cx)).await.transpose()
+    }
+
+    pub fn push_front(&mut self, b: Bytes) {
+        self.pending = Some(b);
+    }
+
+    fn encode(&mut self) -> Option<Bytes> {
+        if self.out.is_empty() {
+            return None;
+        }
+        let mut s = String::new();
+        for e in self.out.drain(..) {
+            e.encode(&mut s);
+        }
+        Some(Bytes::from(s))
+    }
+
+    fn poll_converted(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamError>>> {
+        if let Some(p) = self.pending.take() {
+            return Poll::Ready(Some(Ok(p)));
+        }
+        loop {
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            match self.up.poll_chunk(cx) {
+                Poll::Ready(Some(Ok(b))) => {
+                    self.decoder.feed(&b, &mut self.events);
+                    for e in self.events.drain(..) {
+                        self.conv.event(&e.kind, &e.data, &mut self.out);
+                    }
+                    if let Some(bytes) = self.encode() {
+                        return Poll::Ready(Some(Ok(bytes)));
+                    }
+                }
+                Poll::Ready(other) => {
+                    // End of the upstream (cleanly or not): flush what the converter owes.
+                    self.ended = true;
+                    self.decoder.finish(&mut self.events);
+                    for e in self.events.drain(..) {
+                        self.conv.event(&e.kind, &e.data, &mut self.out);
+                    }
+                    self.conv.finish(&mut self.out);
+                    let flushed = self.encode();
+                    return match (other, flushed) {
+                        (Some(Err(e)), None) => Poll::Ready(Some(Err(e))),
+                        (Some(Err(e)), Some(b)) => {
+                            tracing::warn!("aborting AI stream: {e}");
+                            Poll::Ready(Some(Ok(b)))
+                        }
+                        (_, Some(b)) => Poll::Ready(Some(Ok(b))),
+                        (_, None) => Poll::Ready(None),
+                    };
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Body for Converting {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.poll_converted(cx) {
+            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!("aborting AI stream: {e}");
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.pending.is_none()
+    }
 }
