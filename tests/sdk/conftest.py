@@ -50,6 +50,14 @@ class Gateway:
         with urllib.request.urlopen(req) as r:
             return json.load(r)
 
+    def upstream_requests(self):
+        with urllib.request.urlopen(f"{self.mock_url}/_mock/requests") as r:
+            return json.load(r)
+
+    @property
+    def root_url(self):
+        return f"http://127.0.0.1:{self.port}"
+
     @property
     def base_url(self):
         return f"http://127.0.0.1:{self.port}/v1"
@@ -62,7 +70,7 @@ def gateway():
     procs = []
     try:
         mock = subprocess.Popen(
-            [os.environ["FERRY_MOCK_BIN"], "--listen", f"127.0.0.1:{mock_port}", "--key", "token"],
+            [os.environ["FERRY_MOCK_BIN"], "--listen", f"127.0.0.1:{mock_port}", "--key", "token", "--record"],
             stderr=subprocess.DEVNULL,
         )
         procs.append(mock)
@@ -90,6 +98,37 @@ def gateway():
                     "ai-proxy": {
                         "provider": "openai",
                         "auth": {"header": {"Authorization": "Bearer token"}},
+                        "override": {"endpoint": gw.mock_url},
+                    }
+                },
+            },
+        )
+        gw.admin(
+            "PUT",
+            "/routes",
+            {
+                "id": "sdk-anthropic-client",
+                "uri": "/v1/messages",
+                "plugins": {
+                    "ai-proxy": {
+                        "provider": "openai",
+                        "auth": {"header": {"Authorization": "Bearer token"}},
+                        "override": {"endpoint": gw.mock_url},
+                    }
+                },
+            },
+        )
+        gw.admin(
+            "PUT",
+            "/routes",
+            {
+                "id": "sdk-anthropic-provider",
+                "uri": "/anthropic/*",
+                "plugins": {
+                    "ai-proxy": {
+                        "provider": "anthropic",
+                        "auth": {"header": {"x-api-key": "token"}},
+                        "options": {"model": "claude-sonnet-4-20250514"},
                         "override": {"endpoint": gw.mock_url},
                     }
                 },

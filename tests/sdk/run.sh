@@ -8,6 +8,6 @@ venv=${FERRY_SDK_VENV:-target/sdk-venv}
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check openai pytest
+"$venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest
 export FERRY_BIN="$PWD/target/debug/ferry" FERRY_MOCK_BIN="$PWD/target/debug/ferry-mock"
 exec "$venv/bin/python" -m pytest -q tests/sdk "$@"
