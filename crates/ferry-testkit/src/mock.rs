@@ -329,10 +329,16 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
         ("responses", true) => sse(responses_events(&model, chunk_count(&h)), &h),
         ("anthropic", false) => {
             let (content, stop) = if h.contains_key("x-mock-tool-call") {
-                (json!([{"type": "text", "text": "Let me check."},
-                        {"type": "tool_use", "id": "toolu_mock", "name": "get_weather", "input": {"city": "Paris"}}]), "tool_use")
+                (
+                    json!([{"type": "text", "text": "Let me check."},
+                        {"type": "tool_use", "id": "toolu_mock", "name": "get_weather", "input": {"city": "Paris"}}]),
+                    "tool_use",
+                )
             } else {
-                (json!([{"type": "text", "text": "1+1 equals 2."}]), "end_turn")
+                (
+                    json!([{"type": "text", "text": "1+1 equals 2."}]),
+                    "end_turn",
+                )
             };
             json_resp(
                 StatusCode::OK,
@@ -341,7 +347,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
                         "usage": {"input_tokens": 10, "output_tokens": 8, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}}),
             )
         }
-        _ => sse(anthropic_events(&model, chunk_count(&h), h.contains_key("x-mock-tool-call")), &h),
+        _ => sse(
+            anthropic_events(&model, chunk_count(&h), h.contains_key("x-mock-tool-call")),
+            &h,
+        ),
     }
 }
 
@@ -459,15 +468,24 @@ fn anthropic_events(model: &str, n: usize, tool: bool) -> Vec<String> {
     for i in 0..n {
         v.push(event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": WORDS[i % 3]}})));
     }
-    v.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    v.push(event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
     if tool {
         v.push(event("content_block_start", json!({"type": "content_block_start", "index": 1,
             "content_block": {"type": "tool_use", "id": "toolu_mock", "name": "get_weather", "input": {}}})));
         for part in ["{\"city\":", "\"Paris\"}"] {
-            v.push(event("content_block_delta", json!({"type": "content_block_delta", "index": 1,
-                "delta": {"type": "input_json_delta", "partial_json": part}})));
+            v.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": part}}),
+            ));
         }
-        v.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 1})));
+        v.push(event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        ));
     }
     let stop = if tool { "tool_use" } else { "end_turn" };
     v.push(event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 8}})));

@@ -20,7 +20,10 @@ fn effort(thinking: &Value, body: &Value) -> Option<String> {
                 .to_string(),
         ),
         Some("enabled") => {
-            let budget = thinking.get("budget_tokens").and_then(Value::as_f64).unwrap_or(0.0);
+            let budget = thinking
+                .get("budget_tokens")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
             Some(
                 if budget >= 4096.0 {
                     "high"
@@ -74,7 +77,10 @@ fn image_part(block: &Value, default_type: &str) -> Result<Option<Value>, String
     }
     let url = match s(src, "type") {
         Some("base64") => match s(src, "data").filter(|d| !d.is_empty()) {
-            Some(d) => format!("data:{};base64,{d}", s(src, "media_type").unwrap_or(default_type)),
+            Some(d) => format!(
+                "data:{};base64,{d}",
+                s(src, "media_type").unwrap_or(default_type)
+            ),
             None => return Ok(None),
         },
         Some("url") => match s(src, "url").filter(|u| !u.is_empty()) {
@@ -83,7 +89,9 @@ fn image_part(block: &Value, default_type: &str) -> Result<Option<Value>, String
         },
         _ => return Ok(None),
     };
-    Ok(Some(json!({"type": "image_url", "image_url": {"url": url}})))
+    Ok(Some(
+        json!({"type": "image_url", "image_url": {"url": url}}),
+    ))
 }
 
 /// `tool_result` content → OpenAI tool message content.
@@ -116,13 +124,23 @@ fn tool_result_content(c: Option<&Value>) -> Result<Value, String> {
                     _ => {}
                 }
             }
-            Ok(if has_media { Value::Array(parts) } else { Value::String(text) })
+            Ok(if has_media {
+                Value::Array(parts)
+            } else {
+                Value::String(text)
+            })
         }
         _ => Ok(Value::String(String::new())),
     }
 }
 
-const BUILTIN_TOOL_PREFIXES: [&str; 5] = ["computer_", "bash_", "text_editor_", "web_search", "code_execution_"];
+const BUILTIN_TOOL_PREFIXES: [&str; 5] = [
+    "computer_",
+    "bash_",
+    "text_editor_",
+    "web_search",
+    "code_execution_",
+];
 
 /// Converts an Anthropic Messages request into an OpenAI chat request.
 pub fn request(body: &Value) -> Result<Converted, String> {
@@ -170,7 +188,10 @@ pub fn request(body: &Value) -> Result<Converted, String> {
         .or_else(|| obj.get("output_config").and_then(|o| o.get("format")));
     if let Some(f) = format {
         if s(f, "type") == Some("json_schema") {
-            if let Some(schema) = f.get("schema").filter(|x| x.as_object().is_some_and(|o| !o.is_empty())) {
+            if let Some(schema) = f
+                .get("schema")
+                .filter(|x| x.as_object().is_some_and(|o| !o.is_empty()))
+            {
                 let mut schema = schema.clone();
                 normalise_schema(&mut schema);
                 out.insert(
@@ -182,7 +203,12 @@ pub fn request(body: &Value) -> Result<Converted, String> {
     }
     // Tools (built-in server tools are dropped) and the choice among them.
     let mut tools = Vec::new();
-    for t in obj.get("tools").and_then(Value::as_array).into_iter().flatten() {
+    for t in obj
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if !t.is_object() {
             continue;
         }
@@ -199,7 +225,9 @@ pub fn request(body: &Value) -> Result<Converted, String> {
         }
         f.insert(
             "parameters".into(),
-            t.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            t.get("input_schema")
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
         );
         tools.push(json!({"type": "function", "function": f}));
     }
@@ -210,7 +238,8 @@ pub fn request(body: &Value) -> Result<Converted, String> {
                 Some("auto") => Some(json!("auto")),
                 Some("any") => Some(json!("required")),
                 Some("none") => Some(json!("none")),
-                Some("tool") => s(tc, "name").map(|n| json!({"type": "function", "function": {"name": names.sanitise(n)}})),
+                Some("tool") => s(tc, "name")
+                    .map(|n| json!({"type": "function", "function": {"name": names.sanitise(n)}})),
                 _ => None,
             };
             if let Some(c) = choice {
@@ -271,7 +300,12 @@ fn strip_billing_header(text: &str) -> Option<String> {
     }
 }
 
-fn convert_turn(role: &str, blocks: &[Value], names: &mut ToolNames, msgs: &mut Vec<Value>) -> Result<(), String> {
+fn convert_turn(
+    role: &str,
+    blocks: &[Value],
+    names: &mut ToolNames,
+    msgs: &mut Vec<Value>,
+) -> Result<(), String> {
     let mut parts = Vec::new();
     let mut tool_calls = Vec::new();
     let mut tool_msgs = Vec::new();
@@ -289,7 +323,11 @@ fn convert_turn(role: &str, blocks: &[Value], names: &mut ToolNames, msgs: &mut 
             Some("document") => parts.extend(image_part(b, "application/pdf")?),
             Some("tool_use") => {
                 if let (Some(id), Some(name)) = (s(b, "id"), s(b, "name")) {
-                    let input = b.get("input").filter(|i| !i.is_null()).cloned().unwrap_or_else(|| json!({}));
+                    let input = b
+                        .get("input")
+                        .filter(|i| !i.is_null())
+                        .cloned()
+                        .unwrap_or_else(|| json!({}));
                     tool_calls.push(json!({"id": id, "type": "function",
                         "function": {"name": names.sanitise(name), "arguments": input.to_string()}}));
                 }
@@ -336,18 +374,25 @@ fn stop_reason(finish: &str) -> &'static str {
 
 fn usage(u: &Value) -> Value {
     let prompt = u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
-    let completion = u.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0);
+    let completion = u
+        .get("completion_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     let details = u.get("prompt_tokens_details").filter(|d| d.is_object());
     let cached = details
         .and_then(|d| d.get("cached_tokens"))
         .and_then(Value::as_u64)
         .or_else(|| u.get("prompt_cache_hit_tokens").and_then(Value::as_u64))
         .unwrap_or(0);
-    let mut out = json!({"input_tokens": prompt.saturating_sub(cached), "output_tokens": completion});
+    let mut out =
+        json!({"input_tokens": prompt.saturating_sub(cached), "output_tokens": completion});
     if details.is_some() || cached > 0 {
         out["cache_read_input_tokens"] = json!(cached);
     }
-    if let Some(c) = details.and_then(|d| d.get("cache_creation_input_tokens")).and_then(Value::as_u64) {
+    if let Some(c) = details
+        .and_then(|d| d.get("cache_creation_input_tokens"))
+        .and_then(Value::as_u64)
+    {
         out["cache_creation_input_tokens"] = json!(c);
     }
     out
@@ -356,7 +401,10 @@ fn usage(u: &Value) -> Value {
 /// Parses tool-call arguments; anything but a JSON object becomes `{}`.
 fn arguments(a: Option<&Value>) -> Value {
     match a {
-        Some(Value::String(t)) => serde_json::from_str::<Value>(t).ok().filter(Value::is_object).unwrap_or_else(|| json!({})),
+        Some(Value::String(t)) => serde_json::from_str::<Value>(t)
+            .ok()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({})),
         Some(o @ Value::Object(_)) => o.clone(),
         _ => json!({}),
     }
@@ -368,7 +416,10 @@ pub fn response(res: &Value, names: &ToolNames, model: Option<&str>) -> Result<V
         let (ty, msg) = match e {
             Value::String(m) => ("api_error".to_string(), m.clone()),
             _ => (
-                s(e, "type").or_else(|| s(e, "code")).unwrap_or("api_error").to_string(),
+                s(e, "type")
+                    .or_else(|| s(e, "code"))
+                    .unwrap_or("api_error")
+                    .to_string(),
                 s(e, "message").unwrap_or("").to_string(),
             ),
         };
@@ -381,13 +432,21 @@ pub fn response(res: &Value, names: &ToolNames, model: Option<&str>) -> Result<V
         .ok_or("no choices in response")?;
     let msg = choice.get("message").cloned().unwrap_or(Value::Null);
     let mut content = Vec::new();
-    if let Some(t) = s(&msg, "reasoning_content").or_else(|| s(&msg, "reasoning")).filter(|t| !t.is_empty()) {
+    if let Some(t) = s(&msg, "reasoning_content")
+        .or_else(|| s(&msg, "reasoning"))
+        .filter(|t| !t.is_empty())
+    {
         content.push(json!({"type": "thinking", "thinking": t, "signature": ""}));
     }
     if let Some(t) = s(&msg, "content").filter(|t| !t.is_empty()) {
         content.push(json!({"type": "text", "text": t}));
     }
-    for tc in msg.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+    for tc in msg
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let f = tc.get("function").cloned().unwrap_or(Value::Null);
         content.push(json!({"type": "tool_use", "id": s(tc, "id").unwrap_or(""),
             "name": names.restore(s(&f, "name").unwrap_or("")), "input": arguments(f.get("arguments"))}));
@@ -464,7 +523,11 @@ impl Stream {
 
     fn close(&mut self, out: &mut Vec<OutEvent>) {
         if let Some((_, idx)) = self.open.take() {
-            Self::emit(out, "content_block_stop", json!({"type": "content_block_stop", "index": idx}));
+            Self::emit(
+                out,
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": idx}),
+            );
         }
     }
 
@@ -477,14 +540,22 @@ impl Stream {
         self.close(out);
         let idx = self.next_index;
         self.next_index += 1;
-        Self::emit(out, "content_block_start", json!({"type": "content_block_start", "index": idx, "content_block": start}));
+        Self::emit(
+            out,
+            "content_block_start",
+            json!({"type": "content_block_start", "index": idx, "content_block": start}),
+        );
         self.open = Some((b, idx));
         idx
     }
 
     fn text(&mut self, t: &str, out: &mut Vec<OutEvent>) {
         let idx = self.open_block(Block::Text, json!({"type": "text", "text": ""}), out);
-        Self::emit(out, "content_block_delta", json!({"type": "content_block_delta", "index": idx, "delta": {"type": "text_delta", "text": t}}));
+        Self::emit(
+            out,
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": idx, "delta": {"type": "text_delta", "text": t}}),
+        );
     }
 
     fn tool_delta(&mut self, tc: &Value, out: &mut Vec<OutEvent>) {
@@ -495,7 +566,10 @@ impl Stream {
         let args = f.and_then(|f| s(f, "arguments")).unwrap_or("");
         if self.live_tool.is_none() && !self.held.iter().any(|h| h.upstream == up) {
             self.live_tool = Some(up);
-            let name = self.names.restore(f.and_then(|f| s(f, "name")).unwrap_or("")).to_string();
+            let name = self
+                .names
+                .restore(f.and_then(|f| s(f, "name")).unwrap_or(""))
+                .to_string();
             self.open_block(
                 Block::Tool(up),
                 json!({"type": "tool_use", "id": s(tc, "id").unwrap_or(""), "name": name, "input": {}}),
@@ -504,8 +578,12 @@ impl Stream {
         }
         if self.live_tool == Some(up) {
             if let (Some((Block::Tool(_), idx)), false) = (self.open, args.is_empty()) {
-                Self::emit(out, "content_block_delta", json!({"type": "content_block_delta", "index": idx,
-                    "delta": {"type": "input_json_delta", "partial_json": args}}));
+                Self::emit(
+                    out,
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": idx,
+                    "delta": {"type": "input_json_delta", "partial_json": args}}),
+                );
             }
             return;
         }
@@ -537,13 +615,25 @@ impl Stream {
             let idx = self.next_index;
             self.next_index += 1;
             let name = self.names.restore(&h.name).to_string();
-            Self::emit(out, "content_block_start", json!({"type": "content_block_start", "index": idx,
-                "content_block": {"type": "tool_use", "id": h.id, "name": name, "input": {}}}));
+            Self::emit(
+                out,
+                "content_block_start",
+                json!({"type": "content_block_start", "index": idx,
+                "content_block": {"type": "tool_use", "id": h.id, "name": name, "input": {}}}),
+            );
             if !h.args.is_empty() {
-                Self::emit(out, "content_block_delta", json!({"type": "content_block_delta", "index": idx,
-                    "delta": {"type": "input_json_delta", "partial_json": h.args}}));
+                Self::emit(
+                    out,
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": idx,
+                    "delta": {"type": "input_json_delta", "partial_json": h.args}}),
+                );
             }
-            Self::emit(out, "content_block_stop", json!({"type": "content_block_stop", "index": idx}));
+            Self::emit(
+                out,
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": idx}),
+            );
         }
         if !self.held_text.is_empty() {
             let t = std::mem::take(&mut self.held_text);
@@ -559,7 +649,10 @@ impl Stream {
         }
         self.flush_blocks(out);
         let mut delta = json!({"type": "message_delta", "delta": {"stop_reason": self.stop.unwrap_or("end_turn"), "stop_sequence": null}});
-        delta["usage"] = self.usage.take().unwrap_or_else(|| json!({"input_tokens": 0, "output_tokens": 0}));
+        delta["usage"] = self
+            .usage
+            .take()
+            .unwrap_or_else(|| json!({"input_tokens": 0, "output_tokens": 0}));
         Self::emit(out, "message_delta", delta);
         Self::emit(out, "message_stop", json!({"type": "message_stop"}));
         self.done = true;
@@ -581,22 +674,36 @@ impl StreamConverter for Stream {
         };
         if let Some(e) = chunk.get("error") {
             let ty = s(e, "type").or_else(|| s(e, "code")).unwrap_or("api_error");
-            Self::emit(out, "error", json!({"type": "error", "error": {"type": ty, "message": s(e, "message").unwrap_or("")}}));
+            Self::emit(
+                out,
+                "error",
+                json!({"type": "error", "error": {"type": ty, "message": s(e, "message").unwrap_or("")}}),
+            );
             self.done = true;
             return;
         }
         if !self.started {
             self.started = true;
-            let model = s(&chunk, "model").map(String::from).or_else(|| self.model.clone()).unwrap_or_default();
-            Self::emit(out, "message_start", json!({"type": "message_start", "message": {
+            let model = s(&chunk, "model")
+                .map(String::from)
+                .or_else(|| self.model.clone())
+                .unwrap_or_default();
+            Self::emit(
+                out,
+                "message_start",
+                json!({"type": "message_start", "message": {
                 "id": s(&chunk, "id").unwrap_or(""), "type": "message", "role": "assistant", "model": model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0}}}));
+                "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+            );
         }
         if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(usage(u));
         }
-        let choice = chunk.get("choices").and_then(Value::as_array).and_then(|c| c.first());
+        let choice = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first());
         if self.stop.is_some() {
             // Finished: wait only for the usage that may follow the finish chunk.
             if self.usage.is_some() {
@@ -608,10 +715,21 @@ impl StreamConverter for Stream {
             return;
         };
         let delta = choice.get("delta").cloned().unwrap_or(Value::Null);
-        if let Some(t) = s(&delta, "reasoning_content").or_else(|| s(&delta, "reasoning")).filter(|t| !t.is_empty()) {
-            let idx = self.open_block(Block::Thinking, json!({"type": "thinking", "thinking": ""}), out);
-            Self::emit(out, "content_block_delta", json!({"type": "content_block_delta", "index": idx,
-                "delta": {"type": "thinking_delta", "thinking": t}}));
+        if let Some(t) = s(&delta, "reasoning_content")
+            .or_else(|| s(&delta, "reasoning"))
+            .filter(|t| !t.is_empty())
+        {
+            let idx = self.open_block(
+                Block::Thinking,
+                json!({"type": "thinking", "thinking": ""}),
+                out,
+            );
+            Self::emit(
+                out,
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": idx,
+                "delta": {"type": "thinking_delta", "thinking": t}}),
+            );
         }
         if let Some(t) = s(&delta, "content").filter(|t| !t.is_empty()) {
             if self.live_tool.is_some() {
@@ -620,10 +738,17 @@ impl StreamConverter for Stream {
                 self.text(t, out);
             }
         }
-        for tc in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+        for tc in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             self.tool_delta(tc, out);
         }
-        let finish = s(choice, "finish_reason").map(str::trim).filter(|f| !f.is_empty() && *f != "null");
+        let finish = s(choice, "finish_reason")
+            .map(str::trim)
+            .filter(|f| !f.is_empty() && *f != "null");
         if let Some(f) = finish {
             self.stop = Some(stop_reason(f));
             self.flush_blocks(out);

@@ -23,12 +23,23 @@ pub enum Pair {
 /// Every converter: (client protocol, provider protocol, pair). A new pair is one row here and
 /// one module.
 const PAIRS: &[(Protocol, Protocol, Pair)] = &[
-    (Protocol::AnthropicMessages, Protocol::OpenAiChat, Pair::AnthropicToOpenAi),
-    (Protocol::OpenAiChat, Protocol::AnthropicMessages, Pair::OpenAiToAnthropic),
+    (
+        Protocol::AnthropicMessages,
+        Protocol::OpenAiChat,
+        Pair::AnthropicToOpenAi,
+    ),
+    (
+        Protocol::OpenAiChat,
+        Protocol::AnthropicMessages,
+        Pair::OpenAiToAnthropic,
+    ),
 ];
 
 /// The converter from `client` to one of the provider's protocols, if any.
-pub fn find(client: Protocol, provider_speaks: impl Fn(Protocol) -> bool) -> Option<(Pair, Protocol)> {
+pub fn find(
+    client: Protocol,
+    provider_speaks: impl Fn(Protocol) -> bool,
+) -> Option<(Pair, Protocol)> {
     PAIRS
         .iter()
         .find(|(c, t, _)| *c == client && provider_speaks(*t))
@@ -45,7 +56,12 @@ impl Pair {
     }
 
     /// Converts a complete provider response back; `model` is the configured model, if any.
-    pub fn response(self, res: &serde_json::Value, conv: &Converted, model: Option<&str>) -> Result<serde_json::Value, String> {
+    pub fn response(
+        self,
+        res: &serde_json::Value,
+        conv: &Converted,
+        model: Option<&str>,
+    ) -> Result<serde_json::Value, String> {
         match self {
             Pair::AnthropicToOpenAi => anthropic_to_openai::response(res, &conv.tool_names, model),
             Pair::OpenAiToAnthropic => openai_to_anthropic::response(res),
@@ -56,7 +72,10 @@ impl Pair {
     /// (the gateway removes it when the client did not ask for it).
     pub fn stream(self, conv: &Converted, model: Option<String>) -> Box<dyn StreamConverter> {
         match self {
-            Pair::AnthropicToOpenAi => Box::new(anthropic_to_openai::Stream::new(conv.tool_names.clone(), model)),
+            Pair::AnthropicToOpenAi => Box::new(anthropic_to_openai::Stream::new(
+                conv.tool_names.clone(),
+                model,
+            )),
             Pair::OpenAiToAnthropic => Box::new(openai_to_anthropic::Stream::new(true)),
         }
     }

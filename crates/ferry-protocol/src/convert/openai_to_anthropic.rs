@@ -31,7 +31,11 @@ fn image_block(url: &str) -> Value {
     if let Some(rest) = url.strip_prefix("data:") {
         if let Some((meta, data)) = rest.split_once(',') {
             let media = meta.strip_suffix(";base64").unwrap_or(meta);
-            let kind = if media == "application/pdf" { "document" } else { "image" };
+            let kind = if media == "application/pdf" {
+                "document"
+            } else {
+                "image"
+            };
             return json!({"type": kind, "source": {"type": "base64", "media_type": media, "data": data}});
         }
     }
@@ -67,9 +71,16 @@ fn push_turn(msgs: &mut Vec<Value>, role: &str, mut blocks: Vec<Value>) {
             if let Some(Value::Array(c)) = last.get_mut("content") {
                 // Tool results must lead a user turn.
                 if role == "user" && blocks.iter().any(|b| s(b, "type") == Some("tool_result")) {
-                    let mut results: Vec<Value> = blocks.iter().filter(|b| s(b, "type") == Some("tool_result")).cloned().collect();
+                    let mut results: Vec<Value> = blocks
+                        .iter()
+                        .filter(|b| s(b, "type") == Some("tool_result"))
+                        .cloned()
+                        .collect();
                     blocks.retain(|b| s(b, "type") != Some("tool_result"));
-                    let lead = c.iter().take_while(|b| s(b, "type") == Some("tool_result")).count();
+                    let lead = c
+                        .iter()
+                        .take_while(|b| s(b, "type") == Some("tool_result"))
+                        .count();
                     for (i, r) in results.drain(..).enumerate() {
                         c.insert(lead + i, r);
                     }
@@ -84,7 +95,9 @@ fn push_turn(msgs: &mut Vec<Value>, role: &str, mut blocks: Vec<Value>) {
 
 /// Converts an OpenAI chat request into an Anthropic Messages request.
 pub fn request(body: &Value) -> Result<Converted, String> {
-    let obj = body.as_object().ok_or("request body must be a JSON object")?;
+    let obj = body
+        .as_object()
+        .ok_or("request body must be a JSON object")?;
     let messages = obj
         .get("messages")
         .and_then(Value::as_array)
@@ -133,7 +146,10 @@ pub fn request(body: &Value) -> Result<Converted, String> {
             _ => 0,
         };
         if budget > 0 {
-            out.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
+            out.insert(
+                "thinking".into(),
+                json!({"type": "enabled", "budget_tokens": budget}),
+            );
         }
     }
     let max = max.unwrap_or(DEFAULT_MAX_TOKENS).max(budget + 1);
@@ -141,7 +157,10 @@ pub fn request(body: &Value) -> Result<Converted, String> {
     if let Some(rf) = obj.get("response_format") {
         if s(rf, "type") == Some("json_schema") {
             if let Some(schema) = rf.get("json_schema").and_then(|j| j.get("schema")) {
-                out.insert("output_format".into(), json!({"type": "json_schema", "schema": schema}));
+                out.insert(
+                    "output_format".into(),
+                    json!({"type": "json_schema", "schema": schema}),
+                );
             }
         }
     }
@@ -186,7 +205,8 @@ pub fn request(body: &Value) -> Result<Converted, String> {
     let mut system = Vec::new();
     let mut msgs: Vec<Value> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
-        let role = s(m, "role").ok_or_else(|| format!("invalid message at index {i}: missing role"))?;
+        let role =
+            s(m, "role").ok_or_else(|| format!("invalid message at index {i}: missing role"))?;
         match role {
             "system" | "developer" => {
                 let t = text_of(m.get("content"));
@@ -201,7 +221,12 @@ pub fn request(body: &Value) -> Result<Converted, String> {
                 if !t.is_empty() {
                     blocks.push(json!({"type": "text", "text": t}));
                 }
-                for tc in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                for tc in m
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     let f = tc.get("function").cloned().unwrap_or(Value::Null);
                     let input = s(&f, "arguments")
                         .and_then(|a| serde_json::from_str::<Value>(a).ok())
@@ -217,9 +242,17 @@ pub fn request(body: &Value) -> Result<Converted, String> {
                     Some(Value::Array(_)) => Value::Array(user_content(m.get("content"))),
                     other => Value::String(text_of(other)),
                 };
-                push_turn(&mut msgs, "user", vec![json!({"type": "tool_result", "tool_use_id": id, "content": content})]);
+                push_turn(
+                    &mut msgs,
+                    "user",
+                    vec![json!({"type": "tool_result", "tool_use_id": id, "content": content})],
+                );
             }
-            other => return Err(format!("invalid message at index {i}: unknown role \"{other}\"")),
+            other => {
+                return Err(format!(
+                    "invalid message at index {i}: unknown role \"{other}\""
+                ));
+            }
         }
     }
     if msgs.is_empty() {
@@ -267,9 +300,14 @@ fn now() -> u64 {
 pub fn response(res: &Value) -> Result<Value, String> {
     if s(res, "type") == Some("error") || res.get("error").is_some() {
         let e = res.get("error").cloned().unwrap_or(Value::Null);
-        return Ok(json!({"error": {"message": s(&e, "message").unwrap_or(""), "type": s(&e, "type").unwrap_or("api_error"), "param": null, "code": null}}));
+        return Ok(
+            json!({"error": {"message": s(&e, "message").unwrap_or(""), "type": s(&e, "type").unwrap_or("api_error"), "param": null, "code": null}}),
+        );
     }
-    let content = res.get("content").and_then(Value::as_array).ok_or("no content in response")?;
+    let content = res
+        .get("content")
+        .and_then(Value::as_array)
+        .ok_or("no content in response")?;
     let mut text = String::new();
     let mut thinking = String::new();
     let mut calls = Vec::new();
@@ -397,10 +435,13 @@ impl StreamConverter for Stream {
             "content_block_delta" => {
                 let d = v.get("delta").cloned().unwrap_or(Value::Null);
                 match s(&d, "type") {
-                    Some("text_delta") => out.push(self.chunk(json!({"content": s(&d, "text").unwrap_or("")}), None)),
-                    Some("thinking_delta") => {
-                        out.push(self.chunk(json!({"reasoning_content": s(&d, "thinking").unwrap_or("")}), None))
+                    Some("text_delta") => {
+                        out.push(self.chunk(json!({"content": s(&d, "text").unwrap_or("")}), None))
                     }
+                    Some("thinking_delta") => out.push(self.chunk(
+                        json!({"reasoning_content": s(&d, "thinking").unwrap_or("")}),
+                        None,
+                    )),
                     Some("input_json_delta") => {
                         let idx = v.get("index").and_then(Value::as_u64).unwrap_or(0);
                         if let Some(&(_, n)) = self.tools.iter().find(|(b, _)| *b == idx) {
@@ -421,7 +462,11 @@ impl StreamConverter for Stream {
                     if let Some(o) = u.get("output_tokens").and_then(Value::as_u64) {
                         self.output = o;
                     }
-                    for k in ["input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"] {
+                    for k in [
+                        "input_tokens",
+                        "cache_read_input_tokens",
+                        "cache_creation_input_tokens",
+                    ] {
                         if let Some(x) = u.get(k).filter(|x| x.as_u64().is_some_and(|n| n > 0)) {
                             self.input[k] = x.clone();
                         }

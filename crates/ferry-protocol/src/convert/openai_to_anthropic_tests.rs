@@ -27,26 +27,29 @@ fn request_mapping() {
     }))
     .unwrap();
     assert!(c.stream && c.include_usage);
-    assert_eq!(c.body, json!({
-        "model": "claude-sonnet-4", "max_tokens": 1025, "temperature": 1.0, "top_p": 0.9, "stop_sequences": ["END"],
-        "metadata": {"user_id": "alice"}, "stream": true, "thinking": {"type": "enabled", "budget_tokens": 1024},
-        "output_format": {"type": "json_schema", "schema": {"type": "object"}},
-        "tools": [{"name": "get_weather", "description": "w", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
-        "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
-        "system": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Use tools."}],
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "Weather?"},
-                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "IMG"}},
-                {"type": "image", "source": {"type": "url", "url": "https://x/y.jpg"}}]},
-            {"role": "assistant", "content": [{"type": "text", "text": "Checking."},
-                {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
-                {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {}}]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"},
-                {"type": "tool_result", "tool_use_id": "call_2", "content": "rain"},
-                {"type": "text", "text": "Thanks"}]}
-        ]
-    }));
+    assert_eq!(
+        c.body,
+        json!({
+            "model": "claude-sonnet-4", "max_tokens": 1025, "temperature": 1.0, "top_p": 0.9, "stop_sequences": ["END"],
+            "metadata": {"user_id": "alice"}, "stream": true, "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "output_format": {"type": "json_schema", "schema": {"type": "object"}},
+            "tools": [{"name": "get_weather", "description": "w", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "system": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Use tools."}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "Weather?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "IMG"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://x/y.jpg"}}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
+                    {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"},
+                    {"type": "tool_result", "tool_use_id": "call_2", "content": "rain"},
+                    {"type": "text", "text": "Thanks"}]}
+            ]
+        })
+    );
 }
 
 #[test]
@@ -55,13 +58,25 @@ fn defaults_and_errors() {
     assert_eq!(c.body["max_tokens"], DEFAULT_MAX_TOKENS);
     assert!(!c.stream && !c.include_usage);
     let c = request(&json!({"max_tokens": 100, "reasoning_effort": "high", "messages": [{"role": "user", "content": "x"}]})).unwrap();
-    assert_eq!(c.body["max_tokens"], 4097, "max_tokens must exceed the thinking budget");
+    assert_eq!(
+        c.body["max_tokens"], 4097,
+        "max_tokens must exceed the thinking budget"
+    );
     for (body, want) in [
         (json!("x"), "request body must be a JSON object"),
         (json!({"messages": []}), "missing messages"),
-        (json!({"messages": [{"content": "x"}]}), "invalid message at index 0: missing role"),
-        (json!({"messages": [{"role": "wizard", "content": "x"}]}), "unknown role"),
-        (json!({"messages": [{"role": "system", "content": "x"}]}), "only system messages"),
+        (
+            json!({"messages": [{"content": "x"}]}),
+            "invalid message at index 0: missing role",
+        ),
+        (
+            json!({"messages": [{"role": "wizard", "content": "x"}]}),
+            "unknown role",
+        ),
+        (
+            json!({"messages": [{"role": "system", "content": "x"}]}),
+            "only system messages",
+        ),
     ] {
         assert!(request(&body).unwrap_err().contains(want), "{body}");
     }
@@ -74,18 +89,35 @@ fn json_responses() {
                     {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
         "usage": {"input_tokens": 50, "output_tokens": 30, "cache_read_input_tokens": 200, "cache_creation_input_tokens": 100}}))
     .unwrap();
-    assert_eq!(out["choices"][0]["message"], json!({"role": "assistant", "content": "Let me check.", "refusal": null, "reasoning_content": "hmm",
-        "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}));
+    assert_eq!(
+        out["choices"][0]["message"],
+        json!({"role": "assistant", "content": "Let me check.", "refusal": null, "reasoning_content": "hmm",
+        "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]})
+    );
     assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
-    assert_eq!(out["usage"], json!({"prompt_tokens": 350, "completion_tokens": 30, "total_tokens": 380, "prompt_tokens_details": {"cached_tokens": 200}}));
+    assert_eq!(
+        out["usage"],
+        json!({"prompt_tokens": 350, "completion_tokens": 30, "total_tokens": 380, "prompt_tokens_details": {"cached_tokens": 200}})
+    );
     assert_eq!(out["object"], "chat.completion");
     assert_eq!(out["id"], "msg_1");
-    let out = response(&json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})).unwrap();
+    let out = response(
+        &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    )
+    .unwrap();
     assert_eq!(out["error"]["message"], "Overloaded");
     assert_eq!(out["error"]["type"], "overloaded_error");
     assert!(response(&json!({"id": "x"})).is_err());
-    for (r, want) in [("end_turn", "stop"), ("max_tokens", "length"), ("stop_sequence", "stop"), ("refusal", "content_filter")] {
-        assert_eq!(response(&json!({"content": [], "stop_reason": r})).unwrap()["choices"][0]["finish_reason"], want);
+    for (r, want) in [
+        ("end_turn", "stop"),
+        ("max_tokens", "length"),
+        ("stop_sequence", "stop"),
+        ("refusal", "content_filter"),
+    ] {
+        assert_eq!(
+            response(&json!({"content": [], "stop_reason": r})).unwrap()["choices"][0]["finish_reason"],
+            want
+        );
     }
 }
 
@@ -125,18 +157,39 @@ fn convert(s: &str, split: usize, include_usage: bool) -> Vec<String> {
 #[test]
 fn stream_identical_at_every_split() {
     let want = convert(STREAM, 0, true);
-    let v: Vec<Value> = want.iter().filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect();
+    let v: Vec<Value> = want
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
     assert_eq!(want.last().unwrap(), "[DONE]");
-    assert_eq!(v[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
+    assert_eq!(
+        v[0]["choices"][0]["delta"],
+        json!({"role": "assistant", "content": ""})
+    );
     assert_eq!(v[0]["id"], "msg_1");
     assert_eq!(v[1]["choices"][0]["delta"]["reasoning_content"], "hm");
     assert_eq!(v[2]["choices"][0]["delta"]["content"], "Hi");
-    assert_eq!(v[3]["choices"][0]["delta"]["tool_calls"][0], json!({"index": 0, "id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": ""}}));
-    let args: String = v[4..6].iter().map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().unwrap().to_string()).collect();
+    assert_eq!(
+        v[3]["choices"][0]["delta"]["tool_calls"][0],
+        json!({"index": 0, "id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": ""}})
+    );
+    let args: String = v[4..6]
+        .iter()
+        .map(|c| {
+            c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert_eq!(args, "{\"a\":1}");
     assert_eq!(v[6]["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(v[7]["choices"], json!([]));
-    assert_eq!(v[7]["usage"], json!({"prompt_tokens": 15, "completion_tokens": 7, "total_tokens": 22, "prompt_tokens_details": {"cached_tokens": 5}}));
+    assert_eq!(
+        v[7]["usage"],
+        json!({"prompt_tokens": 15, "completion_tokens": 7, "total_tokens": 22, "prompt_tokens_details": {"cached_tokens": 5}})
+    );
     for i in 0..=STREAM.len() {
         assert_eq!(convert(STREAM, i, true), want, "split at {i}");
     }
@@ -149,7 +202,9 @@ fn stream_identical_at_every_split() {
 #[test]
 fn stream_cut_and_errors() {
     // Cut mid tool call: still a finish chunk and [DONE].
-    let cut = &STREAM[..STREAM.find("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":2}").unwrap()];
+    let cut = &STREAM[..STREAM
+        .find("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":2}")
+        .unwrap()];
     let out = convert(cut, 0, false);
     assert_eq!(out.last().unwrap(), "[DONE]");
     assert!(out[out.len() - 2].contains("\"finish_reason\":\"stop\""));

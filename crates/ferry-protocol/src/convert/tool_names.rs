@@ -13,7 +13,13 @@ impl ToolNames {
     pub fn sanitise(&mut self, name: &str) -> String {
         let clean: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         if clean == name && name.len() <= 64 {
             return name.to_string();
@@ -46,7 +52,10 @@ mod tests {
         let mut t = ToolNames::default();
         assert_eq!(t.sanitise("get_weather"), "get_weather");
         let s = t.sanitise("mcp.server/tool name");
-        assert!(s.starts_with("mcp_server_tool_name_") && s.len() == "mcp_server_tool_name_".len() + 8, "{s}");
+        assert!(
+            s.starts_with("mcp_server_tool_name_") && s.len() == "mcp_server_tool_name_".len() + 8,
+            "{s}"
+        );
         assert_eq!(t.restore(&s), "mcp.server/tool name");
         assert_eq!(t.restore("get_weather"), "get_weather");
         let long = "x".repeat(70);

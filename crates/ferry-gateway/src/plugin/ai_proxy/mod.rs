@@ -198,7 +198,8 @@ impl AiProxy {
             (client, None)
         } else if client == Protocol::Passthrough {
             (Protocol::Passthrough, None)
-        } else if let Some((pair, t)) = convert::find(client, |p| provider.capability(p).is_some()) {
+        } else if let Some((pair, t)) = convert::find(client, |p| provider.capability(p).is_some())
+        {
             (t, Some(pair))
         } else {
             return Err(Refusal(

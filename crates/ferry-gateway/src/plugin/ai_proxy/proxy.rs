@@ -7,8 +7,8 @@ use super::{AiState, client_error, ms_since, publish};
 use crate::body::{Response, full};
 use crate::ctx::Ctx;
 use bytes::{Bytes, BytesMut};
-use ferry_protocol::shape::{Shaping, shape};
 use ferry_protocol::convert::Pair;
+use ferry_protocol::shape::{Shaping, shape};
 use ferry_protocol::{Observed, Protocol, observe};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
@@ -67,14 +67,18 @@ fn convert_headers(p: Pair, h: &mut HeaderMap, configured: &[(HeaderName, Header
     }
     match p {
         Pair::AnthropicToOpenAi => {
-            if let Some(key) = h.remove("x-api-key") {
-                if !h.contains_key(header::AUTHORIZATION) && !key.is_empty() {
-                    if let Ok(v) = HeaderValue::from_bytes(&[b"Bearer ", key.as_bytes()].concat()) {
-                        h.insert(header::AUTHORIZATION, v);
-                    }
-                }
+            if let Some(key) = h.remove("x-api-key")
+                && !h.contains_key(header::AUTHORIZATION)
+                && !key.is_empty()
+                && let Ok(v) = HeaderValue::from_bytes(&[b"Bearer ", key.as_bytes()].concat())
+            {
+                h.insert(header::AUTHORIZATION, v);
             }
-            let anthropic: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("anthropic-")).cloned().collect();
+            let anthropic: Vec<HeaderName> = h
+                .keys()
+                .filter(|k| k.as_str().starts_with("anthropic-"))
+                .cloned()
+                .collect();
             for k in anthropic {
                 h.remove(k);
             }
@@ -83,7 +87,11 @@ fn convert_headers(p: Pair, h: &mut HeaderMap, configured: &[(HeaderName, Header
             if !set_by_route(&header::AUTHORIZATION) {
                 h.remove(header::AUTHORIZATION);
             }
-            let openai: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("openai-")).cloned().collect();
+            let openai: Vec<HeaderName> = h
+                .keys()
+                .filter(|k| k.as_str().starts_with("openai-"))
+                .cloned()
+                .collect();
             for k in openai {
                 h.remove(k);
             }
@@ -115,7 +123,12 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
                 body = c.body.clone();
                 raw = match serde_json::to_vec(&body) {
                     Ok(v) => Bytes::from(v),
-                    Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the request body: {e}")),
+                    Err(e) => {
+                        return fail(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &format!("cannot encode the request body: {e}"),
+                        );
+                    }
                 };
                 Some(c)
             }
@@ -356,14 +369,24 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     let body = match (pair, &converted) {
         (Some(p), Some(c)) => {
             let Some(v) = parsed else {
-                let st = if status.is_success() { StatusCode::BAD_GATEWAY } else { status };
-                return fail(st, &format!("the provider answered {status} in an unexpected format"));
+                let st = if status.is_success() {
+                    StatusCode::BAD_GATEWAY
+                } else {
+                    status
+                };
+                return fail(
+                    st,
+                    &format!("the provider answered {status} in an unexpected format"),
+                );
             };
             let model = ctx.var("llm_model").map(String::from);
             match p.response(&v, c, model.as_deref()) {
                 Ok(out) => {
                     if let Some(h) = head.headers_mut() {
-                        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                        h.insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
                     }
                     Bytes::from(out.to_string())
                 }

@@ -258,7 +258,9 @@ impl Converting {
 
     /// The first converted bytes; `Ok(None)` when the upstream ended without producing any.
     pub async fn first(&mut self) -> Result<Option<Bytes>, StreamError> {
-        std::future::poll_fn(|cx| self.poll_converted(cx)).await.transpose()
+        std::future::poll_fn(|cx| self.poll_converted(cx))
+            .await
+            .transpose()
     }
 
     pub fn push_front(&mut self, b: Bytes) {
@@ -323,7 +325,10 @@ impl Body for Converting {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.poll_converted(cx) {
             Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
             Poll::Ready(Some(Err(e))) => {
