@@ -219,3 +219,89 @@ fn stream_cut_and_errors() {
     // Nothing upstream: nothing out.
     assert!(convert("data: [DONE]\n\n", 0, true).is_empty());
 }
+
+/// A deterministic generator for the property test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn property_any_anthropic_sequence_gives_a_valid_openai_stream() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let ev = |k: &str, v: Value| format!("event: {k}\ndata: {v}\n\n");
+    for _ in 0..500 {
+        let mut s = ev(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "m", "model": "c", "usage": {"input_tokens": 3}}}),
+        );
+        let blocks = rng.next(5);
+        let mut tools = 0;
+        for i in 0..blocks {
+            let kind = rng.next(3);
+            let start = match kind {
+                0 => json!({"type": "text", "text": ""}),
+                1 => json!({"type": "thinking", "thinking": ""}),
+                _ => {
+                    tools += 1;
+                    json!({"type": "tool_use", "id": format!("t{i}"), "name": "f", "input": {}})
+                }
+            };
+            s.push_str(&ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": i, "content_block": start}),
+            ));
+            for _ in 0..rng.next(4) {
+                let delta = match kind {
+                    0 => json!({"type": "text_delta", "text": "x"}),
+                    1 => json!({"type": "thinking_delta", "thinking": "y"}),
+                    _ => json!({"type": "input_json_delta", "partial_json": "{}"}),
+                };
+                s.push_str(&ev(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": i, "delta": delta}),
+                ));
+            }
+            s.push_str(&ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": i}),
+            ));
+        }
+        if rng.next(3) > 0 {
+            s.push_str(&ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": if tools > 0 { "tool_use" } else { "end_turn" }}, "usage": {"output_tokens": 5}})));
+            if rng.next(2) == 0 {
+                s.push_str(&ev("message_stop", json!({"type": "message_stop"})));
+            }
+        }
+        let include_usage = rng.next(2) == 0;
+        let out = convert(&s, rng.next(s.len() as u64 + 1) as usize, include_usage);
+        // role chunk first, [DONE] last, exactly one finish reason, usage only when asked, last.
+        assert_eq!(out.last().map(String::as_str), Some("[DONE]"), "{out:?}");
+        let chunks: Vec<Value> = out[..out.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let finishes = chunks
+            .iter()
+            .filter(|c| c["choices"][0]["finish_reason"].is_string())
+            .count();
+        assert_eq!(finishes, 1, "{out:?}");
+        let usage = chunks.iter().filter(|c| c.get("usage").is_some()).count();
+        assert_eq!(usage, usize::from(include_usage));
+        if include_usage {
+            assert_eq!(chunks.last().unwrap()["choices"], json!([]));
+        }
+        let tool_ids = chunks
+            .iter()
+            .filter(|c| c["choices"][0]["delta"]["tool_calls"][0]["id"].is_string())
+            .count();
+        assert_eq!(tool_ids, tools, "each tool call announced once");
+    }
+}
