@@ -1,16 +1,11 @@
 //! The access log: `access_log_format` compiled once into literal and variable segments,
-//! rendered at the end of each request, and written by a background thread through a bounded
-//! queue (full queue: the line is dropped and counted, never blocking a request). SIGUSR1
-//! reopens the file for logrotate.
+//! rendered at the end of each request, and written through a [`LineFile`] (bounded queue,
+//! background writer, reopened on SIGUSR1).
 
+use crate::line_file::LineFile;
 use ferry_config::app::{AccessLogConf, LogEscape};
 use ferry_config::{Var, VarSource};
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 use time::OffsetDateTime;
 
@@ -131,132 +126,29 @@ pub fn time_iso8601(t: SystemTime) -> String {
     )
 }
 
-/// Requests a reopen of every access-log file (SIGUSR1).
-static REOPEN: AtomicBool = AtomicBool::new(false);
-
-pub fn request_reopen() {
-    REOPEN.store(true, Ordering::SeqCst);
-}
-
-/// The access-log sink: a bounded queue in front of a writer thread.
+/// The access-log sink: the compiled template and its file.
 pub struct AccessLog {
     pub template: Template,
-    tx: SyncSender<Msg>,
-    dropped: Arc<AtomicU64>,
-    last_warn: AtomicU64,
-}
-
-const QUEUE: usize = 16 * 1024;
-
-enum Msg {
-    Line(String),
-    /// Flush everything queued before it, then acknowledge.
-    Flush(SyncSender<()>),
+    pub file: Arc<LineFile>,
 }
 
 impl AccessLog {
-    /// Opens the file (creating its directory) and starts the writer thread.
+    /// Opens the file (creating its directory) and starts its writer.
     pub fn start(conf: &AccessLogConf) -> Result<Arc<AccessLog>, String> {
         let template = Template::compile(&conf.format, conf.escape)
             .map_err(|e| format!("nginx_config.http.access_log_format: {e}"))?;
-        let file = open(&conf.path)?;
-        let (tx, rx) = sync_channel(QUEUE);
-        let path = conf.path.clone();
-        std::thread::Builder::new()
-            .name("ferry-access-log".into())
-            .spawn(move || writer(rx, file, path))
-            .map_err(|e| format!("cannot start access-log thread: {e}"))?;
-        Ok(Arc::new(AccessLog {
-            template,
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
-            last_warn: AtomicU64::new(0),
-        }))
+        let file = LineFile::open(&conf.path, "access log")?;
+        Ok(Arc::new(AccessLog { template, file }))
     }
 
-    /// Queues a finished line; drops it (and counts) when the writer is behind.
+    /// Queues a finished line (never blocks).
     pub fn submit(&self, line: String) {
-        match self.tx.try_send(Msg::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                let now = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                if self.last_warn.swap(now, Ordering::Relaxed) != now {
-                    tracing::warn!(dropped_total = n, "access log queue full: lines dropped");
-                }
-            }
-        }
+        self.file.submit(line);
     }
 
     /// Waits (up to `timeout`) until every queued line is on disk.
     pub fn flush(&self, timeout: Duration) {
-        let (ack_tx, ack_rx) = sync_channel(1);
-        if self.tx.send(Msg::Flush(ack_tx)).is_ok() {
-            let _ = ack_rx.recv_timeout(timeout);
-        }
-    }
-
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-}
-
-fn open(path: &Path) -> Result<BufWriter<File>, String> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map(|f| BufWriter::with_capacity(64 * 1024, f))
-        .map_err(|e| format!("cannot open access log {}: {e}", path.display()))
-}
-
-fn writer(rx: Receiver<Msg>, mut file: BufWriter<File>, path: PathBuf) {
-    let mut failing = false;
-    let mut write = |file: &mut BufWriter<File>, msg: Msg| match msg {
-        Msg::Line(l) => {
-            let r = file.write_all(l.as_bytes());
-            if let Err(e) = &r
-                && !failing
-            {
-                tracing::error!("access log write to {} failed: {e}", path.display());
-            }
-            failing = r.is_err();
-        }
-        Msg::Flush(ack) => {
-            let _ = file.flush();
-            let _ = ack.send(());
-        }
-    };
-    loop {
-        let msg = rx.recv_timeout(Duration::from_millis(200));
-        if REOPEN.swap(false, Ordering::SeqCst) {
-            let _ = file.flush();
-            match open(&path) {
-                Ok(f) => file = f,
-                Err(e) => tracing::error!("access log reopen failed: {e}"),
-            }
-        }
-        match msg {
-            Ok(m) => {
-                write(&mut file, m);
-                // Flush once the queue is drained, so lines appear promptly.
-                while let Ok(more) = rx.try_recv() {
-                    write(&mut file, more);
-                }
-                let _ = file.flush();
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                let _ = file.flush();
-                return;
-            }
-        }
+        self.file.flush(timeout);
     }
 }
 

@@ -5,6 +5,8 @@ pub mod access_log;
 pub mod body;
 pub mod ctx;
 pub mod error;
+pub mod line_file;
+pub mod log;
 pub mod plugin;
 pub mod reload;
 pub mod router;

@@ -66,6 +66,12 @@ impl Shared {
         let (mut parts, body) = resp.into_parts();
         if let Some(route) = ctx.route.clone() {
             route.chain.header_filter(&mut ctx, &mut parts);
+            if route.chain.wants_response_record() {
+                ctx.ext.insert(crate::log::entry::ResponseRecord {
+                    headers: parts.headers.clone(),
+                    body: None,
+                });
+            }
         }
         ctx.status = parts.status.as_u16();
         http::Response::from_parts(parts, LoggedBody::new(body, ctx, self.clone()))

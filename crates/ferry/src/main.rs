@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand};
 use ferry_admin::AdminState;
 use ferry_config::app::{AppConfig, ConfigProvider};
 use ferry_config::store::{SqliteStore, Store};
-use ferry_gateway::access_log::{self, AccessLog, Template};
+use ferry_gateway::access_log::{AccessLog, Template};
+use ferry_gateway::line_file;
 use ferry_gateway::plugin::ai_proxy::transport::Transport;
 use ferry_gateway::{Registry, ServerConf, Shared, reload, server};
 use std::path::{Path, PathBuf};
@@ -187,7 +188,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     let mut usr1 = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         while usr1.recv().await.is_some() {
-            access_log::request_reopen();
+            line_file::request_reopen();
         }
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -235,6 +236,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         let _ = stop_tx.send(true);
     };
     let drained = server::serve(listeners, shared, conf, shutdown).await;
+    ferry_gateway::log::batch::flush_all(std::time::Duration::from_secs(5)).await;
     if let Some(t) = admin_task {
         let _ = t.await;
     }

@@ -3,6 +3,7 @@
 //! chain compiled at config load and ordered by priority.
 
 pub mod ai_proxy;
+pub mod loggers;
 pub mod request_id;
 
 use crate::body::Response;
@@ -43,6 +44,10 @@ pub trait Plugin: Send + Sync {
         None
     }
     fn header_filter(&self, _ctx: &mut Ctx, _head: &mut http::response::Parts) {}
+    /// True when the log phase needs the response headers (logger plugins).
+    fn wants_response_record(&self) -> bool {
+        false
+    }
     /// True when `body_filter` should be called for every response chunk.
     fn has_body_filter(&self) -> bool {
         false
@@ -90,6 +95,8 @@ impl Registry {
         let mut r = Registry::default();
         r.add(Arc::new(request_id::Factory));
         r.add(Arc::new(ai_proxy::Factory { transport }));
+        r.add(Arc::new(loggers::HttpFactory::default()));
+        r.add(Arc::new(loggers::FileFactory::default()));
         r
     }
 
@@ -204,6 +211,7 @@ pub struct Chain {
     entries: Vec<Entry>,
     needs_body: bool,
     body_filters: bool,
+    response_record: bool,
 }
 
 impl Chain {
@@ -212,10 +220,12 @@ impl Chain {
             .iter()
             .any(|e| e.plugin.needs_body() || e.filter.as_ref().is_some_and(Expr::needs_body));
         let body_filters = entries.iter().any(|e| e.plugin.has_body_filter());
+        let response_record = entries.iter().any(|e| e.plugin.wants_response_record());
         Chain {
             entries,
             needs_body,
             body_filters,
+            response_record,
         }
     }
 
@@ -233,6 +243,11 @@ impl Chain {
 
     pub fn has_body_filters(&self) -> bool {
         self.body_filters
+    }
+
+    /// A logger needs the response headers kept for the log phase.
+    pub fn wants_response_record(&self) -> bool {
+        self.response_record
     }
 
     /// Which entries run for this request (a `_meta.filter` can switch one off), as a bit

@@ -229,6 +229,8 @@ pub struct Compiled {
     pub max_req_body_size: u64,
     pub max_stream_duration: Option<Duration>,
     pub max_response_bytes: Option<u64>,
+    /// Set when `logging.summaries` or `logging.payloads` is on.
+    pub logging: Option<crate::log::entry::LlmLogging>,
     pub client: reqwest::Client,
     /// Per protocol the provider speaks, plus passthrough.
     pub targets: HashMap<Protocol, Target>,
@@ -308,6 +310,26 @@ impl Compiled {
             max_req_body_size: conf.max_req_body_size,
             max_stream_duration: conf.max_stream_duration_ms.map(Duration::from_millis),
             max_response_bytes: conf.max_response_bytes,
+            logging: conf.logging.filter(|l| l.summaries || l.payloads).map(|l| {
+                crate::log::entry::LlmLogging {
+                    summaries: l.summaries,
+                    payloads: l.payloads,
+                    secret_headers: conf
+                        .auth
+                        .header
+                        .iter()
+                        .flatten()
+                        .map(|(k, _)| k.to_ascii_lowercase())
+                        .collect(),
+                    secret_args: conf
+                        .auth
+                        .query
+                        .iter()
+                        .flatten()
+                        .map(|(k, _)| k.clone())
+                        .collect(),
+                }
+            }),
             client,
             targets,
         })

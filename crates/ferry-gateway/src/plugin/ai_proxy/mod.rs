@@ -236,6 +236,9 @@ impl Plugin for AiProxy {
         match self.admit(ctx) {
             Ok(st) => {
                 ctx.ext.insert(st);
+                if let Some(l) = &self.conf.logging {
+                    ctx.ext.insert(l.clone());
+                }
                 Flow::Continue
             }
             Err(Refusal(proto, status, msg)) => {

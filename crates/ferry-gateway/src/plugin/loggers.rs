@@ -1,0 +1,335 @@
+//! APISIX's `http-logger` (priority 410) and `file-logger` (priority 399): each request's log
+//! entry (see `log::entry`) sent in batches to an HTTP receiver, or appended as a JSON line to
+//! a file. Processors are shared by identical configurations across config reloads.
+
+use super::{Plugin, PluginFactory, parse_conf};
+use crate::ctx::Ctx;
+use crate::line_file::LineFile;
+use crate::log::batch::{BatchConf, Batcher, Sink};
+use crate::log::entry::{self, MAX_CAPTURED_BODY, ResponseRecord};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn no() -> bool {
+    false
+}
+
+/// Keeps response headers (and, when asked, the body) for the log entry.
+fn capture(ctx: &mut Ctx, chunk: &Bytes) {
+    if let Some(r) = ctx.ext.get_mut::<ResponseRecord>() {
+        let body = r.body.get_or_insert_with(Vec::new);
+        let room = MAX_CAPTURED_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+}
+
+// ---- http-logger ----------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct HttpConf {
+    uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth_header: Option<String>,
+    #[serde(default = "d_timeout")]
+    timeout: u64,
+    #[serde(default = "no")]
+    include_req_body: bool,
+    #[serde(default = "no")]
+    include_resp_body: bool,
+    #[serde(default = "d_concat")]
+    concat_method: String,
+    #[serde(default = "no")]
+    ssl_verify: bool,
+    #[serde(default = "d_http_name")]
+    name: String,
+    #[serde(default = "d_batch")]
+    batch_max_size: u64,
+    #[serde(default = "d_inactive")]
+    inactive_timeout: u64,
+    #[serde(default = "d_buffer")]
+    buffer_duration: u64,
+    #[serde(default)]
+    max_retry_count: u64,
+    #[serde(default = "d_retry")]
+    retry_delay: u64,
+}
+
+fn d_timeout() -> u64 {
+    3
+}
+fn d_concat() -> String {
+    "json".into()
+}
+fn d_http_name() -> String {
+    "http logger".into()
+}
+fn d_batch() -> u64 {
+    1000
+}
+fn d_inactive() -> u64 {
+    5
+}
+fn d_buffer() -> u64 {
+    60
+}
+fn d_retry() -> u64 {
+    1
+}
+
+impl HttpConf {
+    fn batch(&self) -> BatchConf {
+        BatchConf {
+            name: self.name.clone(),
+            batch_max_size: self.batch_max_size,
+            inactive_timeout: self.inactive_timeout,
+            buffer_duration: self.buffer_duration,
+            max_retry_count: self.max_retry_count,
+            retry_delay: self.retry_delay,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let u = url::Url::parse(&self.uri)
+            .map_err(|e| format!("property \"uri\" validation failed: {e}"))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err("property \"uri\" validation failed: expected an http or https URL".into());
+        }
+        if !matches!(self.concat_method.as_str(), "json" | "new_line") {
+            return Err("property \"concat_method\" validation failed: matches none of the enum values (json, new_line)".into());
+        }
+        if self.timeout < 1 {
+            return Err("property \"timeout\" validation failed: expected 1 or more".into());
+        }
+        self.batch().validate()
+    }
+}
+
+struct HttpSink {
+    client: reqwest::Client,
+    conf: HttpConf,
+}
+
+impl Sink for HttpSink {
+    fn send<'a>(
+        &'a self,
+        batch: &'a [Value],
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let (body, ct) = if self.conf.concat_method == "new_line" {
+                let lines: Vec<String> = batch.iter().map(Value::to_string).collect();
+                (lines.join("\n"), "text/plain")
+            } else if batch.len() == 1 {
+                (batch[0].to_string(), "application/json")
+            } else {
+                (Value::Array(batch.to_vec()).to_string(), "application/json")
+            };
+            let mut req = self
+                .client
+                .post(&self.conf.uri)
+                .header("content-type", ct)
+                .body(body);
+            if let Some(a) = &self.conf.auth_header {
+                req = req.header("authorization", a);
+            }
+            let resp = req.send().await.map_err(|e| format!("http-logger: {e}"))?;
+            if resp.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "http-logger: {} answered {}",
+                    self.conf.uri,
+                    resp.status()
+                ))
+            }
+        })
+    }
+}
+
+/// Builds `http-logger` instances.
+#[derive(Default)]
+pub struct HttpFactory {
+    shared: Mutex<HashMap<String, Arc<Batcher>>>,
+}
+
+impl PluginFactory for HttpFactory {
+    fn name(&self) -> &'static str {
+        "http-logger"
+    }
+
+    fn priority(&self) -> i32 {
+        410
+    }
+
+    fn schema(&self) -> Value {
+        json!({"type": "object", "required": ["uri"], "properties": {
+            "uri": {"type": "string"}, "auth_header": {"type": "string"}, "timeout": {"type": "integer", "minimum": 1, "default": 3},
+            "include_req_body": {"type": "boolean", "default": false}, "include_resp_body": {"type": "boolean", "default": false},
+            "concat_method": {"type": "string", "enum": ["json", "new_line"], "default": "json"},
+            "ssl_verify": {"type": "boolean", "default": false}, "name": {"type": "string", "default": "http logger"},
+            "batch_max_size": {"type": "integer", "minimum": 1, "default": 1000}, "inactive_timeout": {"type": "integer", "minimum": 1, "default": 5},
+            "buffer_duration": {"type": "integer", "minimum": 1, "default": 60}, "max_retry_count": {"type": "integer", "minimum": 0, "default": 0},
+            "retry_delay": {"type": "integer", "minimum": 0, "default": 1}}})
+    }
+
+    fn check(&self, conf: &Value) -> Result<Value, String> {
+        let c: HttpConf = parse_conf(conf)?;
+        c.validate()?;
+        serde_json::to_value(&c).map_err(|e| e.to_string())
+    }
+
+    fn build(&self, conf: &Value) -> Result<Arc<dyn Plugin>, String> {
+        let c: HttpConf = parse_conf(conf)?;
+        c.validate()?;
+        let key = serde_json::to_string(&c).map_err(|e| e.to_string())?;
+        let mut shared = self
+            .shared
+            .lock()
+            .map_err(|_| "logger registry poisoned".to_string())?;
+        let batcher = match shared.get(&key) {
+            Some(b) => b.clone(),
+            None => {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(c.timeout))
+                    .tls_danger_accept_invalid_certs(!c.ssl_verify)
+                    .no_proxy()
+                    .build()
+                    .map_err(|e| format!("http-logger client: {e}"))?;
+                let b = Batcher::start(
+                    &c.batch(),
+                    Arc::new(HttpSink {
+                        client,
+                        conf: c.clone(),
+                    }),
+                );
+                shared.insert(key, b.clone());
+                b
+            }
+        };
+        Ok(Arc::new(HttpLogger {
+            batcher,
+            req_body: c.include_req_body,
+            resp_body: c.include_resp_body,
+        }))
+    }
+}
+
+struct HttpLogger {
+    batcher: Arc<Batcher>,
+    req_body: bool,
+    resp_body: bool,
+}
+
+impl Plugin for HttpLogger {
+    fn wants_response_record(&self) -> bool {
+        true
+    }
+
+    fn has_body_filter(&self) -> bool {
+        self.resp_body
+    }
+
+    fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, _end: bool) {
+        capture(ctx, chunk);
+    }
+
+    fn log(&self, ctx: &Ctx) {
+        self.batcher
+            .push(entry::build(ctx, self.req_body, self.resp_body));
+    }
+}
+
+// ---- file-logger ----------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct FileConf {
+    path: PathBuf,
+    #[serde(default = "no")]
+    include_req_body: bool,
+    #[serde(default = "no")]
+    include_resp_body: bool,
+}
+
+/// Builds `file-logger` instances; one writer per file.
+#[derive(Default)]
+pub struct FileFactory {
+    files: Mutex<HashMap<PathBuf, Arc<LineFile>>>,
+}
+
+impl PluginFactory for FileFactory {
+    fn name(&self) -> &'static str {
+        "file-logger"
+    }
+
+    fn priority(&self) -> i32 {
+        399
+    }
+
+    fn schema(&self) -> Value {
+        json!({"type": "object", "required": ["path"], "properties": {"path": {"type": "string"},
+            "include_req_body": {"type": "boolean", "default": false}, "include_resp_body": {"type": "boolean", "default": false}}})
+    }
+
+    fn check(&self, conf: &Value) -> Result<Value, String> {
+        let c: FileConf = parse_conf(conf)?;
+        if c.path.as_os_str().is_empty() {
+            return Err("property \"path\" validation failed: string too short".into());
+        }
+        serde_json::to_value(&c).map_err(|e| e.to_string())
+    }
+
+    fn build(&self, conf: &Value) -> Result<Arc<dyn Plugin>, String> {
+        let c: FileConf = parse_conf(conf)?;
+        let mut files = self
+            .files
+            .lock()
+            .map_err(|_| "logger registry poisoned".to_string())?;
+        let file = match files.get(&c.path) {
+            Some(f) => f.clone(),
+            None => {
+                let f = LineFile::open(&c.path, "file-logger")?;
+                files.insert(c.path.clone(), f.clone());
+                f
+            }
+        };
+        Ok(Arc::new(FileLogger {
+            file,
+            req_body: c.include_req_body,
+            resp_body: c.include_resp_body,
+        }))
+    }
+}
+
+struct FileLogger {
+    file: Arc<LineFile>,
+    req_body: bool,
+    resp_body: bool,
+}
+
+impl Plugin for FileLogger {
+    fn wants_response_record(&self) -> bool {
+        true
+    }
+
+    fn has_body_filter(&self) -> bool {
+        self.resp_body
+    }
+
+    fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, _end: bool) {
+        capture(ctx, chunk);
+    }
+
+    fn log(&self, ctx: &Ctx) {
+        let mut line = entry::build(ctx, self.req_body, self.resp_body).to_string();
+        line.push('\n');
+        self.file.submit(line);
+    }
+}
