@@ -95,10 +95,8 @@ pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Valu
         "querystring": qs,
         "size": ctx.body().map_or(0, Bytes::len),
     });
-    if include_req_body {
-        if let Some(b) = ctx.body().filter(|b| !b.is_empty()) {
-            request["body"] = body_value(b);
-        }
+    if include_req_body && let Some(b) = ctx.body().filter(|b| !b.is_empty()) {
+        request["body"] = body_value(b);
     }
     let rec = ctx.ext.get::<ResponseRecord>();
     let mut response = json!({
@@ -106,10 +104,10 @@ pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Valu
         "headers": rec.map_or_else(|| json!({}), |r| headers_json(&r.headers, &[])),
         "size": ctx.body_bytes_sent,
     });
-    if include_resp_body {
-        if let Some(b) = rec.and_then(|r| r.body.as_ref()).filter(|b| !b.is_empty()) {
-            response["body"] = body_value(b);
-        }
+    if include_resp_body
+        && let Some(b) = rec.and_then(|r| r.body.as_ref()).filter(|b| !b.is_empty())
+    {
+        response["body"] = body_value(b);
     }
     let total = ctx.elapsed_secs();
     let upstream = ctx.upstream.response_time.unwrap_or(0.0);
