@@ -4,6 +4,7 @@
 //! plane and the Admin API. Everything it starts is stopped by PID when dropped.
 
 pub mod mock;
+pub mod tansu;
 pub mod tls;
 
 use bytes::Bytes;

@@ -21,8 +21,8 @@ fn no() -> bool {
     false
 }
 
-/// Keeps response headers (and, when asked, the body) for the log entry.
-fn capture(ctx: &mut Ctx, chunk: &Bytes) {
+/// Keeps the response body (capped) for the log entry, when a logger asked for it.
+pub(crate) fn capture(ctx: &mut Ctx, chunk: &Bytes) {
     if let Some(r) = ctx.ext.get_mut::<ResponseRecord>() {
         let body = r.body.get_or_insert_with(Vec::new);
         let room = MAX_CAPTURED_BODY.saturating_sub(body.len());

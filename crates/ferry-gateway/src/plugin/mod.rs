@@ -3,6 +3,7 @@
 //! chain compiled at config load and ordered by priority.
 
 pub mod ai_proxy;
+pub mod kafka_logger;
 pub mod loggers;
 pub mod request_id;
 
@@ -97,6 +98,7 @@ impl Registry {
         r.add(Arc::new(ai_proxy::Factory { transport }));
         r.add(Arc::new(loggers::HttpFactory::default()));
         r.add(Arc::new(loggers::FileFactory::default()));
+        r.add(Arc::new(kafka_logger::Factory::default()));
         r
     }
 

@@ -1,0 +1,384 @@
+//! APISIX's `kafka-logger` (priority 403): each request's log entry produced to a Kafka topic
+//! with librdkafka, one record per entry, through the shared batch processor (bounded queue,
+//! retries, drops counted). `meta_format: origin` sends the raw HTTP request instead.
+
+use super::{Plugin, PluginFactory, parse_conf};
+use crate::ctx::Ctx;
+use crate::log::batch::{BatchConf, Batcher, Sink};
+use crate::log::entry;
+use bytes::Bytes;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Sasl {
+    #[serde(default = "d_mechanism")]
+    mechanism: String,
+    user: String,
+    password: String,
+}
+
+fn d_mechanism() -> String {
+    "PLAIN".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Broker {
+    host: String,
+    port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sasl_config: Option<Sasl>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Conf {
+    brokers: Vec<Broker>,
+    kafka_topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(default = "d_producer_type")]
+    producer_type: String,
+    #[serde(default = "d_acks")]
+    required_acks: i64,
+    #[serde(default = "d_timeout")]
+    timeout: u64,
+    #[serde(default = "d_meta")]
+    meta_format: String,
+    #[serde(default)]
+    include_req_body: bool,
+    #[serde(default)]
+    include_resp_body: bool,
+    #[serde(default = "d_cluster")]
+    cluster_name: u64,
+    #[serde(default = "d_batch_num")]
+    producer_batch_num: u64,
+    #[serde(default = "d_batch_size")]
+    producer_batch_size: u64,
+    #[serde(default = "d_max_buffering")]
+    producer_max_buffering: u64,
+    #[serde(default = "d_linger")]
+    producer_time_linger: u64,
+    #[serde(default = "d_refresh")]
+    meta_refresh_interval: u64,
+    #[serde(default = "d_name")]
+    name: String,
+    #[serde(default = "d_batch")]
+    batch_max_size: u64,
+    #[serde(default = "d_inactive")]
+    inactive_timeout: u64,
+    #[serde(default = "d_buffer")]
+    buffer_duration: u64,
+    #[serde(default)]
+    max_retry_count: u64,
+    #[serde(default = "d_retry")]
+    retry_delay: u64,
+}
+
+fn d_producer_type() -> String {
+    "async".into()
+}
+fn d_acks() -> i64 {
+    1
+}
+fn d_timeout() -> u64 {
+    3
+}
+fn d_meta() -> String {
+    "default".into()
+}
+fn d_cluster() -> u64 {
+    1
+}
+fn d_batch_num() -> u64 {
+    200
+}
+fn d_batch_size() -> u64 {
+    1_048_576
+}
+fn d_max_buffering() -> u64 {
+    50_000
+}
+fn d_linger() -> u64 {
+    1
+}
+fn d_refresh() -> u64 {
+    30
+}
+fn d_name() -> String {
+    "kafka logger".into()
+}
+fn d_batch() -> u64 {
+    1000
+}
+fn d_inactive() -> u64 {
+    5
+}
+fn d_buffer() -> u64 {
+    60
+}
+fn d_retry() -> u64 {
+    1
+}
+
+impl Conf {
+    fn validate(&self) -> Result<(), String> {
+        if self.brokers.is_empty() {
+            return Err(
+                "property \"brokers\" validation failed: expect array to have at least 1 items"
+                    .into(),
+            );
+        }
+        for (i, b) in self.brokers.iter().enumerate() {
+            if b.host.is_empty() || b.port == 0 {
+                return Err(format!(
+                    "property \"brokers[{i}]\" validation failed: host and port (1-65535) are required"
+                ));
+            }
+            if let Some(s) = &b.sasl_config {
+                if !matches!(
+                    s.mechanism.as_str(),
+                    "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512"
+                ) {
+                    return Err(format!(
+                        "property \"brokers[{i}].sasl_config.mechanism\" validation failed: matches none of the enum values"
+                    ));
+                }
+            }
+        }
+        if self.kafka_topic.is_empty() {
+            return Err("property \"kafka_topic\" validation failed: string too short".into());
+        }
+        if !matches!(self.producer_type.as_str(), "async" | "sync") {
+            return Err("property \"producer_type\" validation failed: matches none of the enum values (async, sync)".into());
+        }
+        if !matches!(self.required_acks, 1 | -1 | 0) {
+            return Err("property \"required_acks\" validation failed: matches none of the enum values (1, -1, 0)".into());
+        }
+        if !matches!(self.meta_format.as_str(), "default" | "origin") {
+            return Err("property \"meta_format\" validation failed: matches none of the enum values (default, origin)".into());
+        }
+        if self.timeout < 1 || self.cluster_name < 1 {
+            return Err("property \"timeout\" and \"cluster_name\" must be 1 or more".into());
+        }
+        self.batch().validate()
+    }
+
+    fn batch(&self) -> BatchConf {
+        BatchConf {
+            name: self.name.clone(),
+            batch_max_size: self.batch_max_size,
+            inactive_timeout: self.inactive_timeout,
+            buffer_duration: self.buffer_duration,
+            max_retry_count: self.max_retry_count,
+            retry_delay: self.retry_delay,
+        }
+    }
+
+    fn producer(&self) -> Result<FutureProducer, String> {
+        let servers: Vec<String> = self
+            .brokers
+            .iter()
+            .map(|b| format!("{}:{}", b.host, b.port))
+            .collect();
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", servers.join(","))
+            .set("acks", self.required_acks.to_string())
+            .set("message.timeout.ms", (self.timeout * 1000).to_string())
+            // librdkafka wants the linger below the delivery timeout.
+            .set(
+                "linger.ms",
+                (self.producer_time_linger * 1000)
+                    .min(self.timeout * 500)
+                    .min(900_000)
+                    .to_string(),
+            )
+            .set("batch.num.messages", self.producer_batch_num.to_string())
+            .set("batch.size", self.producer_batch_size.to_string())
+            .set(
+                "queue.buffering.max.messages",
+                self.producer_max_buffering.to_string(),
+            )
+            .set(
+                "topic.metadata.refresh.interval.ms",
+                (self.meta_refresh_interval * 1000).to_string(),
+            );
+        if let Some(s) = self.brokers.iter().find_map(|b| b.sasl_config.as_ref()) {
+            c.set("security.protocol", "SASL_PLAINTEXT")
+                .set("sasl.mechanisms", &s.mechanism)
+                .set("sasl.username", &s.user)
+                .set("sasl.password", &s.password);
+        }
+        c.create().map_err(|e| format!("kafka producer: {e}"))
+    }
+}
+
+struct KafkaSink {
+    producer: FutureProducer,
+    topic: String,
+    key: Option<String>,
+    timeout: Duration,
+}
+
+impl Sink for KafkaSink {
+    fn send<'a>(
+        &'a self,
+        batch: &'a [Value],
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let payloads: Vec<String> = batch
+                .iter()
+                .map(|v| match v {
+                    Value::String(raw) => raw.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            let sends = payloads.iter().map(|p| {
+                let mut rec: FutureRecord<'_, str, str> =
+                    FutureRecord::to(&self.topic).payload(p.as_str());
+                if let Some(k) = &self.key {
+                    rec = rec.key(k.as_str());
+                }
+                self.producer.send(rec, self.timeout)
+            });
+            let results = futures_util::future::join_all(sends).await;
+            let failed = results.iter().filter(|r| r.is_err()).count();
+            match results.into_iter().find_map(Result::err) {
+                None => Ok(()),
+                Some((e, _)) => Err(format!(
+                    "kafka-logger: {failed} of {} records failed: {e}",
+                    batch.len()
+                )),
+            }
+        })
+    }
+}
+
+/// Builds `kafka-logger` instances; producers are shared by identical configurations.
+#[derive(Default)]
+pub struct Factory {
+    shared: Mutex<HashMap<String, Arc<Batcher>>>,
+}
+
+impl PluginFactory for Factory {
+    fn name(&self) -> &'static str {
+        "kafka-logger"
+    }
+
+    fn priority(&self) -> i32 {
+        403
+    }
+
+    fn schema(&self) -> Value {
+        json!({"type": "object", "required": ["brokers", "kafka_topic"], "properties": {
+            "brokers": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["host", "port"], "properties": {
+                "host": {"type": "string"}, "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "sasl_config": {"type": "object", "properties": {"mechanism": {"type": "string", "enum": ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], "default": "PLAIN"},
+                    "user": {"type": "string"}, "password": {"type": "string"}}}}}},
+            "kafka_topic": {"type": "string"}, "key": {"type": "string"},
+            "producer_type": {"type": "string", "enum": ["async", "sync"], "default": "async"},
+            "required_acks": {"type": "integer", "enum": [1, -1, 0], "default": 1},
+            "timeout": {"type": "integer", "minimum": 1, "default": 3},
+            "meta_format": {"type": "string", "enum": ["default", "origin"], "default": "default"},
+            "include_req_body": {"type": "boolean", "default": false}, "include_resp_body": {"type": "boolean", "default": false},
+            "cluster_name": {"type": "integer", "minimum": 1, "default": 1},
+            "batch_max_size": {"type": "integer", "minimum": 1, "default": 1000}, "inactive_timeout": {"type": "integer", "minimum": 1, "default": 5},
+            "buffer_duration": {"type": "integer", "minimum": 1, "default": 60}, "max_retry_count": {"type": "integer", "minimum": 0, "default": 0},
+            "retry_delay": {"type": "integer", "minimum": 0, "default": 1}}})
+    }
+
+    fn check(&self, conf: &Value) -> Result<Value, String> {
+        let c: Conf = parse_conf(conf)?;
+        c.validate()?;
+        serde_json::to_value(&c).map_err(|e| e.to_string())
+    }
+
+    fn build(&self, conf: &Value) -> Result<Arc<dyn Plugin>, String> {
+        let c: Conf = parse_conf(conf)?;
+        c.validate()?;
+        let key = serde_json::to_string(&c).map_err(|e| e.to_string())?;
+        let mut shared = self
+            .shared
+            .lock()
+            .map_err(|_| "logger registry poisoned".to_string())?;
+        let batcher = match shared.get(&key) {
+            Some(b) => b.clone(),
+            None => {
+                let sink = KafkaSink {
+                    producer: c.producer()?,
+                    topic: c.kafka_topic.clone(),
+                    key: c.key.clone(),
+                    timeout: Duration::from_secs(c.timeout),
+                };
+                let b = Batcher::start(&c.batch(), Arc::new(sink));
+                shared.insert(key, b.clone());
+                b
+            }
+        };
+        Ok(Arc::new(KafkaLogger {
+            batcher,
+            origin: c.meta_format == "origin",
+            req_body: c.include_req_body,
+            resp_body: c.include_resp_body,
+        }))
+    }
+}
+
+struct KafkaLogger {
+    batcher: Arc<Batcher>,
+    origin: bool,
+    req_body: bool,
+    resp_body: bool,
+}
+
+/// `meta_format: origin`: the request as it arrived (request line, headers, body).
+fn origin(ctx: &Ctx) -> String {
+    let mut s = format!(
+        "{} {} HTTP/1.1\r\n",
+        ctx.method,
+        ctx.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    for (k, v) in &ctx.headers {
+        s.push_str(k.as_str());
+        s.push_str(": ");
+        s.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        s.push_str("\r\n");
+    }
+    s.push_str("\r\n");
+    if let Some(b) = ctx.body() {
+        s.push_str(&String::from_utf8_lossy(b));
+    }
+    s
+}
+
+impl Plugin for KafkaLogger {
+    fn wants_response_record(&self) -> bool {
+        true
+    }
+
+    fn has_body_filter(&self) -> bool {
+        self.resp_body
+    }
+
+    fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, _end: bool) {
+        super::loggers::capture(ctx, chunk);
+    }
+
+    fn log(&self, ctx: &Ctx) {
+        let v = if self.origin {
+            Value::String(origin(ctx))
+        } else {
+            entry::build(ctx, self.req_body, self.resp_body)
+        };
+        self.batcher.push(v);
+    }
+}

@@ -1,0 +1,152 @@
+//! `kafka-logger` against a real Kafka-protocol broker (Tansu on 127.0.0.1): the docs'
+//! "Send Request Log to Logger" example, records read back from the topic, and a broker that
+//! goes away under load.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Env, JSON, chat_body};
+use ferry_testkit::send;
+use ferry_testkit::tansu::Tansu;
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn broker() -> Option<Tansu> {
+    match Tansu::start() {
+        Some(t) => Some(t),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("CI needs a Kafka broker: set FERRY_TANSU to the tansu binary")
+        }
+        None => {
+            eprintln!("skipping: no tansu binary (set FERRY_TANSU; .ci/run installs it)");
+            None
+        }
+    }
+}
+
+/// Reads `n` records from partition 0 of `topic`, from the beginning.
+fn read(addr: &str, topic: &str, n: usize, wait: Duration) -> Vec<Vec<u8>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "ferry-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + wait;
+    while out.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn docs_example_records_reach_the_topic() {
+    let Some(kafka) = broker() else { return };
+    kafka.create_topic("test2");
+    let env = Env::start("kafka-docs").await;
+    let mut ai = env.ai("openai", "");
+    ai["logging"] = json!({"summaries": true, "payloads": true});
+    env.route_with(json!({"id": "kafka-logger-route", "uri": "/anything", "plugins": {
+        "ai-proxy": ai,
+        "kafka-logger": {"brokers": [{"host": "127.0.0.1", "port": kafka.port}], "kafka_topic": "test2", "key": "key1",
+                         "batch_max_size": 1, "name": "kafka logger"}}}))
+        .await;
+    let r = send("POST", &env.url("/anything"), &JSON, chat_body()).await;
+    assert_eq!(r.status, 200);
+    let recs = tokio::task::spawn_blocking(move || {
+        read(&kafka.addr(), "test2", 1, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    assert_eq!(recs.len(), 1, "no record in the topic");
+    let e: Value = serde_json::from_slice(&recs[0]).unwrap();
+    assert_eq!(e["route_id"], "kafka-logger-route");
+    assert_eq!(e["llm_summary"]["model"], "gpt-4");
+    assert_eq!(e["llm_summary"]["total_tokens"], 31);
+    assert_eq!(
+        e["llm_request"]["messages"][0]["content"],
+        "You are a mathematician"
+    );
+    assert_eq!(e["llm_response_text"]["content"], "1+1 equals 2.");
+}
+
+#[tokio::test]
+async fn broker_down_never_slows_requests_and_losses_are_bounded() {
+    let Some(mut kafka) = broker() else { return };
+    kafka.create_topic("down");
+    let env = Env::start("kafka-down").await;
+    env.route_with(json!({"id": "k", "uri": "/k", "plugins": {"ai-proxy": env.ai("openai", ""),
+        "kafka-logger": {"brokers": [{"host": "127.0.0.1", "port": kafka.port}], "kafka_topic": "down",
+                         "batch_max_size": 10, "inactive_timeout": 1, "timeout": 1}}}))
+        .await;
+    kafka.kill();
+    let t = Instant::now();
+    for _ in 0..200 {
+        assert_eq!(
+            send("POST", &env.url("/k"), &JSON, chat_body())
+                .await
+                .status,
+            200
+        );
+    }
+    let took = t.elapsed();
+    eprintln!("200 requests with the broker down: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "requests slowed down: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_broker_at_start_and_schema() {
+    let env = Env::start("kafka-schema").await;
+    let dead = ferry_testkit::free_port();
+    env.route_with(
+        json!({"id": "u", "uri": "/u", "plugins": {"ai-proxy": env.ai("openai", ""),
+        "kafka-logger": {"brokers": [{"host": "127.0.0.1", "port": dead}], "kafka_topic": "t"}}}),
+    )
+    .await;
+    assert_eq!(
+        send("POST", &env.url("/u"), &JSON, chat_body())
+            .await
+            .status,
+        200
+    );
+    for (conf, want) in [
+        (json!({"kafka_topic": "t"}), "missing field `brokers`"),
+        (
+            json!({"brokers": [], "kafka_topic": "t"}),
+            "at least 1 items",
+        ),
+        (
+            json!({"brokers": [{"host": "h", "port": 1}], "kafka_topic": "t", "meta_format": "xml"}),
+            "meta_format",
+        ),
+        (
+            json!({"brokers": [{"host": "h", "port": 1}], "kafka_topic": "t", "required_acks": 2}),
+            "required_acks",
+        ),
+    ] {
+        let (s, v) = env
+            .ferry
+            .admin(
+                "PUT",
+                "/routes/x",
+                Some(json!({"uri": "/x", "plugins": {"kafka-logger": conf}})),
+            )
+            .await;
+        assert_eq!(s, 400);
+        assert!(v["error_msg"].as_str().unwrap().contains(want), "{v}");
+    }
+}
