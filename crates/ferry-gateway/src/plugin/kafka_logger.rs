@@ -144,15 +144,15 @@ impl Conf {
                     "property \"brokers[{i}]\" validation failed: host and port (1-65535) are required"
                 ));
             }
-            if let Some(s) = &b.sasl_config {
-                if !matches!(
+            if let Some(s) = &b.sasl_config
+                && !matches!(
                     s.mechanism.as_str(),
                     "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512"
-                ) {
-                    return Err(format!(
-                        "property \"brokers[{i}].sasl_config.mechanism\" validation failed: matches none of the enum values"
-                    ));
-                }
+                )
+            {
+                return Err(format!(
+                    "property \"brokers[{i}].sasl_config.mechanism\" validation failed: matches none of the enum values"
+                ));
             }
         }
         if self.kafka_topic.is_empty() {
@@ -161,7 +161,7 @@ impl Conf {
         if !matches!(self.producer_type.as_str(), "async" | "sync") {
             return Err("property \"producer_type\" validation failed: matches none of the enum values (async, sync)".into());
         }
-        if !matches!(self.required_acks, 1 | -1 | 0) {
+        if !matches!(self.required_acks, -1..=1) {
             return Err("property \"required_acks\" validation failed: matches none of the enum values (1, -1, 0)".into());
         }
         if !matches!(self.meta_format.as_str(), "default" | "origin") {
