@@ -22,6 +22,9 @@ mock_port=$(free_port); port=$(free_port); admin_port=$(free_port)
 FERRY_MOCK_THREADS=1 taskset -c 1 target/release/ferry-mock --listen "127.0.0.1:$mock_port" --key token 2>/dev/null &
 pids+=($!)
 cat > "$work/config.yaml" <<YAML
+plugin_attr:
+  prometheus:
+    enable_export_server: false
 apisix:
   node_listen: [{ip: 127.0.0.1, port: $port}]
 deployment:

@@ -77,6 +77,7 @@ def gateway():
         wait_port(mock_port, mock)
         with open(os.path.join(work, "config.yaml"), "w") as f:
             f.write(
+                "plugin_attr:\n  prometheus:\n    enable_export_server: false\n"
                 f"apisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\n"
                 f"deployment:\n  admin:\n    admin_key: [{{name: admin, key: {ADMIN_KEY}, role: admin}}]\n"
                 f"    admin_listen: {{ip: 127.0.0.1, port: {admin_port}}}\n"

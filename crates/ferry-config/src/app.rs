@@ -68,6 +68,10 @@ pub struct AppConfig {
     pub drain_timeout: Duration,
     /// `apisix.ssl.ssl_trusted_certificate`: extra CA certificates (PEM) for upstream TLS.
     pub trusted_ca: Option<PathBuf>,
+    /// `plugin_attr.prometheus.export_addr` (None: `enable_export_server: false`).
+    pub prometheus_export: Option<SocketAddr>,
+    /// `plugin_attr.prometheus.export_uri`.
+    pub prometheus_uri: String,
     /// `ferry.worker_threads`: data-plane threads (default: one per CPU).
     pub worker_threads: Option<usize>,
     /// `ferry.resolve`: upstream host → address overrides, like curl's `--resolve`.
@@ -96,6 +100,8 @@ impl Default for AppConfig {
             data_dir: PathBuf::from("data"),
             drain_timeout: Duration::from_secs(10),
             trusted_ca: None,
+            prometheus_export: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9091)),
+            prometheus_uri: "/apisix/prometheus/metrics".into(),
             worker_threads: None,
             resolve: Vec::new(),
             ignored_keys: Vec::new(),
@@ -110,6 +116,8 @@ struct Raw {
     #[serde(default)]
     apisix: RawApisix,
     #[serde(default)]
+    plugin_attr: RawPluginAttr,
+    #[serde(default)]
     deployment: RawDeployment,
     #[serde(default)]
     nginx_config: RawNginx,
@@ -122,6 +130,18 @@ struct RawApisix {
     node_listen: Option<NodeListen>,
     enable_admin: Option<bool>,
     ssl: Option<RawSsl>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawPluginAttr {
+    prometheus: Option<RawPrometheus>,
+}
+
+#[derive(Deserialize)]
+struct RawPrometheus {
+    export_uri: Option<String>,
+    enable_export_server: Option<bool>,
+    export_addr: Option<ListenAddr>,
 }
 
 #[derive(Deserialize)]
@@ -270,6 +290,20 @@ impl AppConfig {
         }
         if let Some(ssl) = raw.apisix.ssl {
             self.trusted_ca = ssl.ssl_trusted_certificate;
+        }
+        if let Some(p) = raw.plugin_attr.prometheus {
+            if let Some(u) = p.export_uri {
+                self.prometheus_uri = u;
+            }
+            if let Some(a) = p.export_addr {
+                self.prometheus_export = Some(SocketAddr::new(
+                    a.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                    a.port,
+                ));
+            }
+            if p.enable_export_server == Some(false) {
+                self.prometheus_export = None;
+            }
         }
         if let Some(e) = raw.apisix.enable_admin {
             self.admin_enabled = e;

@@ -7,6 +7,7 @@ pub mod ctx;
 pub mod error;
 pub mod line_file;
 pub mod log;
+pub mod metrics;
 pub mod plugin;
 pub mod reload;
 pub mod router;

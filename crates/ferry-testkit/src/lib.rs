@@ -54,6 +54,8 @@ pub struct Ferry {
     pub child: Child,
     pub port: u16,
     pub admin_port: u16,
+    /// The Prometheus export port, when the config set one.
+    pub metrics_port: Option<u16>,
     pub dir: PathBuf,
     pub key: String,
     /// Everything the process wrote to stderr so far.
@@ -69,8 +71,10 @@ impl Ferry {
     pub fn start(bin: &str, dir: &Path, extra: &str) -> Ferry {
         let port = free_port();
         let admin_port = free_port();
+        let metrics_port = free_port();
         let cfg = format!(
             "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n\
+             plugin_attr:\n  prometheus:\n    export_addr:\n      ip: 127.0.0.1\n      port: {metrics_port}\n\
              deployment:\n  admin:\n    admin_key:\n      - name: admin\n        key: {TEST_KEY}\n        role: admin\n\
              \x20     - name: viewer\n        key: viewer-key\n        role: viewer\n\
              \x20   admin_listen:\n      ip: 127.0.0.1\n      port: {admin_port}\n\
@@ -78,7 +82,9 @@ impl Ferry {
             dir.join("data").display()
         );
         std::fs::write(dir.join("config.yaml"), cfg).expect("write config");
-        Self::spawn(bin, dir, port, admin_port, TEST_KEY.to_string())
+        let mut f = Self::spawn(bin, dir, port, admin_port, TEST_KEY.to_string());
+        f.metrics_port = Some(metrics_port);
+        f
     }
 
     /// Starts `ferry serve --config dir/config.yaml` with a config already written.
@@ -108,6 +114,7 @@ impl Ferry {
             child,
             port,
             admin_port,
+            metrics_port: None,
             dir: dir.to_path_buf(),
             key,
             stderr,

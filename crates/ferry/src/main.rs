@@ -167,7 +167,16 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     shared.publish(snap);
 
+    let metrics = ferry_gateway::metrics::install()?;
     let listeners = server::bind(&cfg.node_listen).await?;
+    let export_listener = match cfg.prometheus_export {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| format!("cannot listen on {a} (prometheus export): {e}"))?,
+        ),
+        None => None,
+    };
     let admin_listener = if cfg.admin_enabled {
         Some(
             tokio::net::TcpListener::bind(cfg.admin_listen)
@@ -210,6 +219,19 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
             }
         })
     });
+    if let Some(l) = export_listener {
+        let mut rx = stop_rx.clone();
+        let stop = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        tokio::spawn(ferry_gateway::metrics::serve_export(
+            l,
+            cfg.prometheus_uri.clone(),
+            metrics,
+            shared.clone(),
+            stop,
+        ));
+    }
     let addrs: Vec<String> = cfg.node_listen.iter().map(|a| a.to_string()).collect();
     eprintln!(
         "ferry {} listening on {} (admin {}), data dir {}, started in {} ms",

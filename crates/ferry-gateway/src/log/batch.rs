@@ -154,13 +154,17 @@ impl Batcher {
     }
 }
 
-/// Flushes every live processor (graceful shutdown).
-pub async fn flush_all(timeout: Duration) {
-    let live: Vec<Arc<Batcher>> = registry()
+/// Every processor still in use.
+pub fn live() -> Vec<Arc<Batcher>> {
+    registry()
         .lock()
         .map(|r| r.iter().filter_map(Weak::upgrade).collect())
-        .unwrap_or_default();
-    for b in live {
+        .unwrap_or_default()
+}
+
+/// Flushes every live processor (graceful shutdown).
+pub async fn flush_all(timeout: Duration) {
+    for b in live() {
         b.flush(timeout).await;
     }
 }

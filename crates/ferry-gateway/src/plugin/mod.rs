@@ -5,6 +5,7 @@
 pub mod ai_proxy;
 pub mod kafka_logger;
 pub mod loggers;
+pub mod prometheus;
 pub mod request_id;
 
 use crate::body::Response;
@@ -99,6 +100,7 @@ impl Registry {
         r.add(Arc::new(loggers::HttpFactory::default()));
         r.add(Arc::new(loggers::FileFactory::default()));
         r.add(Arc::new(kafka_logger::Factory::default()));
+        r.add(Arc::new(prometheus::Factory));
         r
     }
 

@@ -214,6 +214,7 @@ impl AiProxy {
             ));
         };
         ctx.set_var("request_type", if stream { "ai_stream" } else { "ai_chat" });
+        ctx.set_var("llm_provider", provider.name);
         if let Some(m) = request_model {
             ctx.set_var("request_llm_model", m);
         }

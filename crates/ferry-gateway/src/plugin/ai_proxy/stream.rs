@@ -163,6 +163,7 @@ pub struct SseState {
 
 impl SseState {
     pub fn new(proto: Protocol, hide_usage: bool) -> SseState {
+        metrics::gauge!("apisix_llm_active_connections").increment(1.0);
         SseState {
             proto,
             hide_usage,
@@ -219,6 +220,7 @@ pub fn body_filter(ctx: &mut Ctx, chunk: &mut Bytes, end: bool) {
         }
         if end {
             sse.finished = true;
+            metrics::gauge!("apisix_llm_active_connections").decrement(1.0);
             let observed = std::mem::take(&mut sse.observed);
             let bytes = sse.bytes;
             publish(ctx, &observed);

@@ -1,0 +1,107 @@
+//! Prometheus metrics on the export listener, scraped and parsed as Prometheus text.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Env, JSON, chat_body};
+use ferry_testkit::send;
+use serde_json::json;
+use std::collections::HashMap;
+
+/// Parses the text format into `name{labels}` → value.
+fn parse(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn find(m: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(&format!("{name}{{")) || k.as_str() == name)
+        .filter(|(k, _)| labels.iter().all(|l| k.contains(l)))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+#[tokio::test]
+async fn route_and_llm_metrics() {
+    let env = Env::start("metrics").await;
+    let dead = ferry_testkit::free_port();
+    env.route_with(json!({"id": "m", "uri": "/m", "plugins": {"ai-proxy": env.ai("openai", ""), "prometheus": {},
+        "http-logger": {"uri": format!("http://127.0.0.1:{dead}/x"), "batch_max_size": 1, "name": "dead receiver"}}}))
+        .await;
+    assert_eq!(
+        send("POST", &env.url("/m"), &JSON, chat_body())
+            .await
+            .status,
+        200
+    );
+    let stream =
+        json!({"messages": [{"role": "user", "content": "hi"}], "stream": true}).to_string();
+    send("POST", &env.url("/m"), &JSON, stream).await.text();
+    send(
+        "POST",
+        &env.url("/m"),
+        &[
+            ("content-type", "application/json"),
+            ("x-mock-status", "429"),
+        ],
+        chat_body(),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let port = env.ferry.metrics_port.unwrap();
+    let r = send(
+        "GET",
+        &format!("http://127.0.0.1:{port}/apisix/prometheus/metrics"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let m = parse(&r.text());
+    let llm = ["route=\"m\"", "provider=\"openai\"", "model=\"gpt-4\""];
+    assert_eq!(
+        find(&m, "apisix_http_status", &["code=\"200\"", "route=\"m\""]),
+        2.0
+    );
+    assert_eq!(
+        find(&m, "apisix_http_status", &["code=\"429\"", "route=\"m\""]),
+        1.0
+    );
+    assert_eq!(find(&m, "apisix_llm_requests_total", &llm), 3.0);
+    assert_eq!(find(&m, "apisix_llm_prompt_tokens", &llm), 38.0);
+    assert_eq!(find(&m, "apisix_llm_completion_tokens", &llm), 14.0);
+    assert_eq!(find(&m, "apisix_llm_time_to_first_token_count", &llm), 3.0);
+    assert_eq!(
+        find(&m, "ferry_gateway_overhead_ms_count", &["route=\"m\""]),
+        3.0
+    );
+    assert_eq!(
+        find(
+            &m,
+            "apisix_http_latency_count",
+            &["type=\"upstream\"", "route=\"m\""]
+        ),
+        3.0
+    );
+    assert_eq!(find(&m, "apisix_llm_active_connections", &[]), 0.0);
+    assert!(find(&m, "ferry_config_revision", &[]) >= 1.0);
+    assert_eq!(find(&m, "ferry_routes", &[]), 1.0);
+    assert_eq!(
+        find(
+            &m,
+            "ferry_logger_dropped_total",
+            &["logger=\"dead receiver\""]
+        ),
+        3.0,
+        "losses are visible"
+    );
+    let r = send("GET", &format!("http://127.0.0.1:{port}/other"), &[], "").await;
+    assert_eq!(r.status, 404);
+}
