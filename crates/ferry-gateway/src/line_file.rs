@@ -10,6 +10,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
+fn registry() -> &'static std::sync::Mutex<Vec<std::sync::Weak<LineFile>>> {
+    static R: std::sync::OnceLock<std::sync::Mutex<Vec<std::sync::Weak<LineFile>>>> =
+        std::sync::OnceLock::new();
+    R.get_or_init(|| std::sync::Mutex::new(Vec::new()))
+}
+
+/// Every line file in use (for metrics).
+pub fn live() -> Vec<Arc<LineFile>> {
+    registry()
+        .lock()
+        .map(|r| r.iter().filter_map(std::sync::Weak::upgrade).collect())
+        .unwrap_or_default()
+}
+
 /// Bumped on SIGUSR1; each writer reopens when it sees a new value.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
@@ -31,6 +45,7 @@ enum Msg {
 pub struct LineFile {
     tx: SyncSender<Msg>,
     what: &'static str,
+    pub path: PathBuf,
     dropped: AtomicU64,
     failed: Arc<AtomicU64>,
     last_warn: AtomicU64,
@@ -38,24 +53,51 @@ pub struct LineFile {
 
 impl LineFile {
     /// Opens `path` for appending (creating its directory) and starts the writer; `what` names
-    /// the file in messages.
+    /// the file in messages. Fails when the file cannot be opened.
     pub fn open(path: &Path, what: &'static str) -> Result<Arc<LineFile>, String> {
         let file = open(path, what)?;
+        Self::start(path, what, Some(file))
+    }
+
+    /// Like [`LineFile::open`], but a file that cannot be opened yet is not an error: lines are
+    /// counted as failed until it can be (retried every few seconds and on SIGUSR1).
+    pub fn open_lenient(path: &Path, what: &'static str) -> Result<Arc<LineFile>, String> {
+        let file = match open(path, what) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!("{e}; lines are counted as lost until it opens");
+                None
+            }
+        };
+        Self::start(path, what, file)
+    }
+
+    fn start(
+        path: &Path,
+        what: &'static str,
+        file: Option<BufWriter<File>>,
+    ) -> Result<Arc<LineFile>, String> {
         let (tx, rx) = sync_channel(QUEUE);
         let failed = Arc::new(AtomicU64::new(0));
-        let path = path.to_path_buf();
+        let p = path.to_path_buf();
         let f = failed.clone();
         std::thread::Builder::new()
             .name("ferry-log-writer".into())
-            .spawn(move || writer(rx, file, path, what, f))
+            .spawn(move || writer(rx, file, p, what, f))
             .map_err(|e| format!("cannot start the {what} writer: {e}"))?;
-        Ok(Arc::new(LineFile {
+        let lf = Arc::new(LineFile {
             tx,
             what,
+            path: path.to_path_buf(),
             dropped: AtomicU64::new(0),
             failed,
             last_warn: AtomicU64::new(0),
-        }))
+        });
+        if let Ok(mut r) = registry().lock() {
+            r.retain(|w| w.strong_count() > 0);
+            r.push(Arc::downgrade(&lf));
+        }
+        Ok(lf)
     }
 
     /// Queues a line (it should end with `\\n`); drops and counts it when the writer is behind.
@@ -107,16 +149,20 @@ fn open(path: &Path, what: &str) -> Result<BufWriter<File>, String> {
 
 fn writer(
     rx: Receiver<Msg>,
-    mut file: BufWriter<File>,
+    mut file: Option<BufWriter<File>>,
     path: PathBuf,
     what: &str,
     failed: Arc<AtomicU64>,
 ) {
     let mut seen = GENERATION.load(Ordering::SeqCst);
     let mut failing = false;
-    let mut write = |file: &mut BufWriter<File>, msg: Msg| match msg {
+    let mut last_try = std::time::Instant::now();
+    let mut write = |file: &mut Option<BufWriter<File>>, msg: Msg| match msg {
         Msg::Line(l) => {
-            let r = file.write_all(l.as_bytes());
+            let r = match file.as_mut() {
+                Some(f) => f.write_all(l.as_bytes()).map_err(|e| e.to_string()),
+                None => Err("not open".to_string()),
+            };
             if let Err(e) = &r {
                 failed.fetch_add(1, Ordering::Relaxed);
                 if !failing {
@@ -126,18 +172,24 @@ fn writer(
             failing = r.is_err();
         }
         Msg::Flush(ack) => {
-            let _ = file.flush();
+            if let Some(f) = file.as_mut() {
+                let _ = f.flush();
+            }
             let _ = ack.send(());
         }
     };
     loop {
         let msg = rx.recv_timeout(Duration::from_millis(200));
         let g = GENERATION.load(Ordering::SeqCst);
-        if g != seen {
+        let retry = file.is_none() && last_try.elapsed() > Duration::from_secs(5);
+        if g != seen || retry {
             seen = g;
-            let _ = file.flush();
+            last_try = std::time::Instant::now();
+            if let Some(f) = file.as_mut() {
+                let _ = f.flush();
+            }
             match open(&path, what) {
-                Ok(f) => file = f,
+                Ok(f) => file = Some(f),
                 Err(e) => tracing::error!("{what} reopen failed: {e}"),
             }
         }
@@ -148,11 +200,15 @@ fn writer(
                 while let Ok(more) = rx.try_recv() {
                     write(&mut file, more);
                 }
-                let _ = file.flush();
+                if let Some(f) = file.as_mut() {
+                    let _ = f.flush();
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                let _ = file.flush();
+                if let Some(f) = file.as_mut() {
+                    let _ = f.flush();
+                }
                 return;
             }
         }

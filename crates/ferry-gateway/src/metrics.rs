@@ -43,9 +43,10 @@ pub fn render(handle: &PrometheusHandle, shared: &Shared) -> String {
         metrics::gauge!("ferry_logger_sent_total", "logger" => name)
             .set(b.stats.sent.load(Ordering::Relaxed) as f64);
     }
-    if let Some(log) = &shared.access_log {
-        metrics::gauge!("ferry_access_log_dropped_total")
-            .set((log.file.dropped() + log.file.failed()) as f64);
+    for f in crate::line_file::live() {
+        let lost = (f.dropped() + f.failed()) as f64;
+        metrics::gauge!("ferry_log_file_lost_total", "path" => f.path.display().to_string())
+            .set(lost);
     }
     handle.render()
 }

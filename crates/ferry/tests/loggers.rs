@@ -258,3 +258,36 @@ async fn logger_schemas() {
         (Some(1000), Some(5), Some("json"))
     );
 }
+
+#[tokio::test]
+async fn an_unwritable_log_file_never_stops_requests() {
+    let env = Env::start("log-unwritable").await;
+    env.route_with(json!({"id": "u", "uri": "/u", "plugins": {"ai-proxy": env.ai("openai", ""), "prometheus": {},
+        "file-logger": {"path": "/proc/ferry-cannot-write-here/x.log"}}}))
+        .await;
+    for _ in 0..5 {
+        assert_eq!(
+            send("POST", &env.url("/u"), &JSON, chat_body())
+                .await
+                .status,
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let port = env.ferry.metrics_port.unwrap();
+    let text = send(
+        "GET",
+        &format!("http://127.0.0.1:{port}/apisix/prometheus/metrics"),
+        &[],
+        "",
+    )
+    .await
+    .text();
+    let lost = text
+        .lines()
+        .find(|l| {
+            l.starts_with("ferry_log_file_lost_total{path=\"/proc/ferry-cannot-write-here/x.log\"}")
+        })
+        .unwrap_or_else(|| panic!("no loss metric in {text}"));
+    assert!(lost.ends_with(" 5"), "{lost}");
+}

@@ -295,7 +295,7 @@ impl PluginFactory for FileFactory {
         let file = match files.get(&c.path) {
             Some(f) => f.clone(),
             None => {
-                let f = LineFile::open(&c.path, "file-logger")?;
+                let f = LineFile::open_lenient(&c.path, "file-logger")?;
                 files.insert(c.path.clone(), f.clone());
                 f
             }
