@@ -29,8 +29,24 @@ pub struct Tansu {
 impl Tansu {
     /// Starts a broker on a free port; `None` when no binary is available.
     pub fn start() -> Option<Tansu> {
+        Tansu::on(crate::free_port())
+    }
+
+    /// Starts again on the same port after [`Tansu::kill`] (storage starts empty).
+    pub fn restart(&mut self) -> bool {
+        self.kill();
+        match Tansu::on(self.port) {
+            Some(mut t) => {
+                // `t` ends up with the old, already reaped child; dropping it is harmless.
+                std::mem::swap(self, &mut t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn on(port: u16) -> Option<Tansu> {
         let bin = binary()?;
-        let port = crate::free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(&bin)
             .args([

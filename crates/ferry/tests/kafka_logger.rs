@@ -150,3 +150,36 @@ async fn unreachable_broker_at_start_and_schema() {
         assert!(v["error_msg"].as_str().unwrap().contains(want), "{v}");
     }
 }
+
+#[tokio::test]
+async fn entries_queued_while_the_broker_is_down_arrive_after_it_returns() {
+    let Some(mut kafka) = broker() else { return };
+    kafka.create_topic("again");
+    let env = Env::start("kafka-restart").await;
+    env.route_with(json!({"id": "r", "uri": "/r", "plugins": {"ai-proxy": env.ai("openai", ""),
+        "kafka-logger": {"brokers": [{"host": "127.0.0.1", "port": kafka.port}], "kafka_topic": "again",
+                         "batch_max_size": 5, "inactive_timeout": 1, "timeout": 2, "max_retry_count": 20, "retry_delay": 1}}}))
+        .await;
+    kafka.kill();
+    for _ in 0..10 {
+        assert_eq!(
+            send("POST", &env.url("/r"), &JSON, chat_body())
+                .await
+                .status,
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(kafka.restart(), "broker did not restart");
+    kafka.create_topic("again");
+    let addr = kafka.addr();
+    let recs =
+        tokio::task::spawn_blocking(move || read(&addr, "again", 10, Duration::from_secs(40)))
+            .await
+            .unwrap();
+    assert_eq!(
+        recs.len(),
+        10,
+        "entries queued during the outage were delivered"
+    );
+}
