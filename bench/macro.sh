@@ -3,6 +3,7 @@
 # project's mock provider, next to the same load sent straight to the mock. The gateway runs
 # on CPU 0; the mock and the load generator (oha) on CPU 1. Prints a Markdown table.
 # Usage: bench/macro.sh [seconds per run, default 10] [connections, default 32]
+# BENCH_KAFKA=1 adds kafka-logger (to a local Tansu broker) and ai-proxy logging.summaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -42,10 +43,24 @@ YAML
 ferry_pid=$!
 pids+=($ferry_pid)
 wait_port "$mock_port"; wait_port "$port"; wait_port "$admin_port"
+logger=""
+logging=""
+mode="kafka-logger off"
+if [ "${BENCH_KAFKA:-0}" = 1 ]; then
+  tansu=${FERRY_TANSU:-$(tests/kafka/install-tansu.sh)}
+  kport=$(free_port)
+  taskset -c 1 "$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine memory://tansu/ >/dev/null 2>&1 &
+  pids+=($!)
+  wait_port "$kport"
+  "$tansu" topic create bench --partitions 1 --broker "tcp://127.0.0.1:$kport" >/dev/null 2>&1
+  logger=", \"kafka-logger\": {\"brokers\": [{\"host\": \"127.0.0.1\", \"port\": $kport}], \"kafka_topic\": \"bench\", \"batch_max_size\": 500, \"inactive_timeout\": 1}"
+  logging=", \"logging\": {\"summaries\": true}"
+  mode="kafka-logger on (summaries, broker on CPU 1)"
+fi
 curl -s -o /dev/null "http://127.0.0.1:$admin_port/apisix/admin/routes/chat" -X PUT -H "X-API-KEY: bench-key" -d "{
   \"uri\": \"/v1/chat/completions\",
   \"plugins\": {\"ai-proxy\": {\"provider\": \"openai\", \"auth\": {\"header\": {\"Authorization\": \"Bearer token\"}},
-    \"override\": {\"endpoint\": \"http://127.0.0.1:$mock_port\"}}}}"
+    \"override\": {\"endpoint\": \"http://127.0.0.1:$mock_port\"}$logging}$logger}}"
 
 rss() { awk -v k="$2" '$1 == k":" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 idle_rss=$(rss "$ferry_pid" VmRSS)
@@ -83,7 +98,7 @@ read -r d1_rps d1_p50 d1_p99 _ < <(run direct_c1 "$direct" "$body")
 read -r g1_rps g1_p50 g1_p99 _ < <(run ferry_c1 "$gw" "$body")
 conns=$conns_saved
 
-echo "Ferry macro benchmark, $(date -u +%Y-%m-%d), $(nproc) CPUs, ${secs}s per run, c=$conns (oha; Ferry on CPU 0, mock and oha on CPU 1)"
+echo "Ferry macro benchmark, $(date -u +%Y-%m-%d), $(nproc) CPUs, ${secs}s per run, c=$conns (oha; Ferry on CPU 0, mock and oha on CPU 1), $mode"
 echo
 echo "| target | chat req/s | chat p50 ms | chat p99 ms | stream req/s | stream p99 ms | non-200 |"
 echo "|---|---|---|---|---|---|---|"

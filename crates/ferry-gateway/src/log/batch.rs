@@ -77,6 +77,8 @@ pub trait Sink: Send + Sync {
         &'a self,
         batch: &'a [Value],
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+    /// Waits until what `send` accepted is really out (a flush; shutdown).
+    fn drain(&self) {}
 }
 
 enum Msg {
@@ -236,6 +238,7 @@ async fn run(conf: BatchConf, sink: Arc<dyn Sink>, mut rx: mpsc::Receiver<Msg>, 
             }
             Some(Msg::Flush(ack)) => {
                 deliver(&conf, sink.as_ref(), &mut batch, &stats).await;
+                sink.drain();
                 let _ = ack.send(());
             }
             None => {

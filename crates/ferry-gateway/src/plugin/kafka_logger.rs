@@ -8,7 +8,7 @@ use crate::log::batch::{BatchConf, Batcher, Sink};
 use crate::log::entry;
 use bytes::Bytes;
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -260,6 +260,10 @@ impl Sink for KafkaSink {
                 )),
             }
         })
+    }
+
+    fn drain(&self) {
+        let _ = self.producer.flush(Duration::from_secs(3));
     }
 }
 
