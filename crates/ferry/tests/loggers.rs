@@ -291,3 +291,40 @@ async fn an_unwritable_log_file_never_stops_requests() {
         .unwrap_or_else(|| panic!("no loss metric in {text}"));
     assert!(lost.ends_with(" 5"), "{lost}");
 }
+
+#[tokio::test]
+async fn pending_entries_are_flushed_on_graceful_shutdown() {
+    let mut env = Env::start("log-shutdown").await;
+    let receiver = Mock::start(MockConfig {
+        key: None,
+        record: true,
+    })
+    .await;
+    env.route_with(json!({"id": "s", "uri": "/s", "plugins": {"ai-proxy": env.ai("openai", ""),
+        "http-logger": {"uri": format!("{}/log", receiver.url()), "batch_max_size": 1000, "inactive_timeout": 60}}}))
+        .await;
+    for _ in 0..3 {
+        assert_eq!(
+            send("POST", &env.url("/s"), &JSON, chat_body())
+                .await
+                .status,
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(receiver.requests().is_empty(), "batched, not sent yet");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = env.ferry.terminate();
+        (s, env)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert_eq!(status.code(), Some(0));
+    let got = wait_for(&receiver, 1).await;
+    assert_eq!(
+        got[0].json().as_array().map(Vec::len),
+        Some(3),
+        "one batch of 3 sent at shutdown"
+    );
+}
