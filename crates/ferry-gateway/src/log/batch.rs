@@ -156,6 +156,32 @@ impl Batcher {
     }
 }
 
+/// Processors shared by identical logger configurations, so a config reload reuses the one
+/// already running (and its queue) instead of starting another.
+#[derive(Default)]
+pub struct SharedBatchers(Mutex<std::collections::HashMap<String, Arc<Batcher>>>);
+
+impl SharedBatchers {
+    /// The processor for `key` (the serialised configuration), started with `sink()` if new.
+    pub fn get_or_start(
+        &self,
+        key: String,
+        conf: &BatchConf,
+        sink: impl FnOnce() -> Result<Arc<dyn Sink>, String>,
+    ) -> Result<Arc<Batcher>, String> {
+        let mut map = self
+            .0
+            .lock()
+            .map_err(|_| "logger registry poisoned".to_string())?;
+        if let Some(b) = map.get(&key) {
+            return Ok(b.clone());
+        }
+        let b = Batcher::start(conf, sink()?);
+        map.insert(key, b.clone());
+        Ok(b)
+    }
+}
+
 /// Every processor still in use.
 pub fn live() -> Vec<Arc<Batcher>> {
     registry()

@@ -4,17 +4,16 @@
 
 use super::{Plugin, PluginFactory, parse_conf};
 use crate::ctx::Ctx;
-use crate::log::batch::{BatchConf, Batcher, Sink};
+use crate::log::batch::{BatchConf, Batcher, SharedBatchers, Sink};
 use crate::log::entry;
 use bytes::Bytes;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -270,7 +269,7 @@ impl Sink for KafkaSink {
 /// Builds `kafka-logger` instances; producers are shared by identical configurations.
 #[derive(Default)]
 pub struct Factory {
-    shared: Mutex<HashMap<String, Arc<Batcher>>>,
+    shared: SharedBatchers,
 }
 
 impl PluginFactory for Factory {
@@ -310,24 +309,15 @@ impl PluginFactory for Factory {
         let c: Conf = parse_conf(conf)?;
         c.validate()?;
         let key = serde_json::to_string(&c).map_err(|e| e.to_string())?;
-        let mut shared = self
-            .shared
-            .lock()
-            .map_err(|_| "logger registry poisoned".to_string())?;
-        let batcher = match shared.get(&key) {
-            Some(b) => b.clone(),
-            None => {
-                let sink = KafkaSink {
-                    producer: c.producer()?,
-                    topic: c.kafka_topic.clone(),
-                    key: c.key.clone(),
-                    timeout: Duration::from_secs(c.timeout),
-                };
-                let b = Batcher::start(&c.batch(), Arc::new(sink));
-                shared.insert(key, b.clone());
-                b
-            }
-        };
+        let batcher = self.shared.get_or_start(key, &c.batch(), || {
+            let sink = KafkaSink {
+                producer: c.producer()?,
+                topic: c.kafka_topic.clone(),
+                key: c.key.clone(),
+                timeout: Duration::from_secs(c.timeout),
+            };
+            Ok(Arc::new(sink) as Arc<dyn Sink>)
+        })?;
         Ok(Arc::new(KafkaLogger {
             batcher,
             origin: c.meta_format == "origin",

@@ -5,7 +5,7 @@
 use super::{Plugin, PluginFactory, parse_conf};
 use crate::ctx::Ctx;
 use crate::line_file::LineFile;
-use crate::log::batch::{BatchConf, Batcher, Sink};
+use crate::log::batch::{BatchConf, Batcher, SharedBatchers, Sink};
 use crate::log::entry::{self, MAX_CAPTURED_BODY, ResponseRecord};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -156,7 +156,7 @@ impl Sink for HttpSink {
 /// Builds `http-logger` instances.
 #[derive(Default)]
 pub struct HttpFactory {
-    shared: Mutex<HashMap<String, Arc<Batcher>>>,
+    shared: SharedBatchers,
 }
 
 impl PluginFactory for HttpFactory {
@@ -189,30 +189,18 @@ impl PluginFactory for HttpFactory {
         let c: HttpConf = parse_conf(conf)?;
         c.validate()?;
         let key = serde_json::to_string(&c).map_err(|e| e.to_string())?;
-        let mut shared = self
-            .shared
-            .lock()
-            .map_err(|_| "logger registry poisoned".to_string())?;
-        let batcher = match shared.get(&key) {
-            Some(b) => b.clone(),
-            None => {
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(c.timeout))
-                    .tls_danger_accept_invalid_certs(!c.ssl_verify)
-                    .no_proxy()
-                    .build()
-                    .map_err(|e| format!("http-logger client: {e}"))?;
-                let b = Batcher::start(
-                    &c.batch(),
-                    Arc::new(HttpSink {
-                        client,
-                        conf: c.clone(),
-                    }),
-                );
-                shared.insert(key, b.clone());
-                b
-            }
-        };
+        let batcher = self.shared.get_or_start(key, &c.batch(), || {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(c.timeout))
+                .tls_danger_accept_invalid_certs(!c.ssl_verify)
+                .no_proxy()
+                .build()
+                .map_err(|e| format!("http-logger client: {e}"))?;
+            Ok(Arc::new(HttpSink {
+                client,
+                conf: c.clone(),
+            }) as Arc<dyn Sink>)
+        })?;
         Ok(Arc::new(HttpLogger {
             batcher,
             req_body: c.include_req_body,
