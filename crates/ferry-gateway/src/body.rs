@@ -97,9 +97,6 @@ impl Body for LoggedBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                if let Some(ctx) = this.ctx.as_mut() {
-                    ctx.body_error = true;
-                }
                 this.finish();
                 Poll::Ready(Some(Err(e)))
             }
@@ -140,12 +137,7 @@ impl Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
-        if let Some(ctx) = self.ctx.as_mut() {
-            // The client went away (or hyper dropped the body) before the end.
-            if !self.inner.is_end_stream() {
-                ctx.client_aborted = true;
-            }
-        }
+        // The end of the body, or the client went away first: the log phase runs either way.
         self.finish();
     }
 }

@@ -82,10 +82,6 @@ pub struct Ctx {
     pub upstream: UpstreamInfo,
     pub status: u16,
     pub body_bytes_sent: u64,
-    /// The response body failed mid-way.
-    pub body_error: bool,
-    /// The client went away before the response ended.
-    pub client_aborted: bool,
     /// Which of the route's plugins run for this request (see `Chain::run`).
     pub plugin_mask: u64,
     /// Per-request state of plugins, by type.
@@ -130,8 +126,6 @@ impl Ctx {
             upstream: UpstreamInfo::default(),
             status: 0,
             body_bytes_sent: 0,
-            body_error: false,
-            client_aborted: false,
             plugin_mask: u64::MAX,
             ext: Extensions::default(),
             end: None,
