@@ -7,7 +7,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
 fn registry() -> &'static std::sync::Mutex<Vec<std::sync::Weak<LineFile>>> {
@@ -31,6 +31,9 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 pub fn request_reopen() {
     GENERATION.fetch_add(1, Ordering::SeqCst);
 }
+
+/// How often the writer looks for new lines.
+const POLL: Duration = Duration::from_millis(10);
 
 /// Lines waiting for the writer, at most.
 pub const QUEUE: usize = 16 * 1024;
@@ -178,8 +181,9 @@ fn writer(
             let _ = ack.send(());
         }
     };
+    // The writer polls instead of blocking on the queue: a request that queues a line then
+    // never has to wake this thread (no futex, no context switch on the request path).
     loop {
-        let msg = rx.recv_timeout(Duration::from_millis(200));
         let g = GENERATION.load(Ordering::SeqCst);
         let retry = file.is_none() && last_try.elapsed() > Duration::from_secs(5);
         if g != seen || retry {
@@ -193,25 +197,28 @@ fn writer(
                 Err(e) => tracing::error!("{what} reopen failed: {e}"),
             }
         }
-        match msg {
-            Ok(m) => {
-                write(&mut file, m);
-                // Flush once the queue is drained, so lines appear promptly.
-                while let Ok(more) = rx.try_recv() {
-                    write(&mut file, more);
+        let mut wrote = false;
+        loop {
+            match rx.try_recv() {
+                Ok(m) => {
+                    write(&mut file, m);
+                    wrote = true;
                 }
-                if let Some(f) = file.as_mut() {
-                    let _ = f.flush();
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    if let Some(f) = file.as_mut() {
+                        let _ = f.flush();
+                    }
+                    return;
                 }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                if let Some(f) = file.as_mut() {
-                    let _ = f.flush();
-                }
-                return;
             }
         }
+        if wrote {
+            if let Some(f) = file.as_mut() {
+                let _ = f.flush();
+            }
+        }
+        std::thread::sleep(POLL);
     }
 }
 

@@ -234,32 +234,32 @@ async fn run(conf: BatchConf, sink: Arc<dyn Sink>, mut rx: mpsc::Receiver<Msg>, 
     let age = Duration::from_secs(conf.buffer_duration);
     let mut batch: Vec<Value> = Vec::new();
     let mut first_at = Instant::now();
-    let mut last_at = Instant::now();
+    // One timer, moved rather than re-created for each entry.
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
     loop {
-        let deadline = if batch.is_empty() {
-            None
+        let msg = if batch.is_empty() {
+            rx.recv().await
         } else {
-            Some((last_at + inactive).min(first_at + age))
-        };
-        let msg = match deadline {
-            Some(d) => tokio::select! {
+            tokio::select! {
                 m = rx.recv() => m,
-                _ = tokio::time::sleep_until(d) => {
+                _ = &mut timer => {
                     deliver(&conf, sink.as_ref(), &mut batch, &stats).await;
                     continue;
                 }
-            },
-            None => rx.recv().await,
+            }
         };
         match msg {
             Some(Msg::Entry(v)) => {
+                let now = Instant::now();
                 if batch.is_empty() {
-                    first_at = Instant::now();
+                    first_at = now;
                 }
-                last_at = Instant::now();
                 batch.push(v);
                 if batch.len() >= max {
                     deliver(&conf, sink.as_ref(), &mut batch, &stats).await;
+                } else {
+                    timer.as_mut().reset((now + inactive).min(first_at + age));
                 }
             }
             Some(Msg::Flush(ack)) => {
@@ -269,6 +269,7 @@ async fn run(conf: BatchConf, sink: Arc<dyn Sink>, mut rx: mpsc::Receiver<Msg>, 
             }
             None => {
                 deliver(&conf, sink.as_ref(), &mut batch, &stats).await;
+                sink.drain();
                 return;
             }
         }

@@ -129,7 +129,10 @@ impl Sink for HttpSink {
             } else if batch.len() == 1 {
                 (batch[0].to_string(), "application/json")
             } else {
-                (Value::Array(batch.to_vec()).to_string(), "application/json")
+                (
+                    serde_json::to_string(batch).map_err(|e| e.to_string())?,
+                    "application/json",
+                )
             };
             let mut req = self
                 .client
