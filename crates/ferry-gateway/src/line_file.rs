@@ -213,10 +213,8 @@ fn writer(
                 }
             }
         }
-        if wrote {
-            if let Some(f) = file.as_mut() {
-                let _ = f.flush();
-            }
+        if wrote && let Some(f) = file.as_mut() {
+            let _ = f.flush();
         }
         std::thread::sleep(POLL);
     }

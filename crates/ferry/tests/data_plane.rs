@@ -249,7 +249,7 @@ async fn limits_http2_and_access_log() {
     let mut text = String::new();
     while Instant::now() < deadline {
         text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains(&rid) {
+        if text.contains(&rid) && text.contains("HTTP/2.0") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
