@@ -34,16 +34,17 @@ pub struct BatchConf {
 fn d_name() -> String {
     "batch-processor".into()
 }
-fn d_batch() -> u64 {
+/// APISIX's defaults for the batch-processor fields, shared by every logger's schema.
+pub(crate) fn d_batch() -> u64 {
     1000
 }
-fn d_inactive() -> u64 {
+pub(crate) fn d_inactive() -> u64 {
     5
 }
-fn d_buffer() -> u64 {
+pub(crate) fn d_buffer() -> u64 {
     60
 }
-fn d_retry_delay() -> u64 {
+pub(crate) fn d_retry_delay() -> u64 {
     1
 }
 

@@ -4,7 +4,7 @@
 
 use super::{Plugin, PluginFactory, parse_conf};
 use crate::ctx::Ctx;
-use crate::log::batch::{BatchConf, Batcher, SharedBatchers, Sink};
+use crate::log::batch::{self, BatchConf, Batcher, SharedBatchers, Sink};
 use crate::log::entry;
 use bytes::Bytes;
 use rdkafka::ClientConfig;
@@ -71,15 +71,15 @@ struct Conf {
     meta_refresh_interval: u64,
     #[serde(default = "d_name")]
     name: String,
-    #[serde(default = "d_batch")]
+    #[serde(default = "batch::d_batch")]
     batch_max_size: u64,
-    #[serde(default = "d_inactive")]
+    #[serde(default = "batch::d_inactive")]
     inactive_timeout: u64,
-    #[serde(default = "d_buffer")]
+    #[serde(default = "batch::d_buffer")]
     buffer_duration: u64,
     #[serde(default)]
     max_retry_count: u64,
-    #[serde(default = "d_retry")]
+    #[serde(default = "batch::d_retry_delay")]
     retry_delay: u64,
 }
 
@@ -115,18 +115,6 @@ fn d_refresh() -> u64 {
 }
 fn d_name() -> String {
     "kafka logger".into()
-}
-fn d_batch() -> u64 {
-    1000
-}
-fn d_inactive() -> u64 {
-    5
-}
-fn d_buffer() -> u64 {
-    60
-}
-fn d_retry() -> u64 {
-    1
 }
 
 impl Conf {

@@ -5,7 +5,7 @@
 use super::{Plugin, PluginFactory, parse_conf};
 use crate::ctx::Ctx;
 use crate::line_file::LineFile;
-use crate::log::batch::{BatchConf, Batcher, SharedBatchers, Sink};
+use crate::log::batch::{self, BatchConf, Batcher, SharedBatchers, Sink};
 use crate::log::entry::{self, MAX_CAPTURED_BODY, ResponseRecord};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -50,15 +50,15 @@ struct HttpConf {
     ssl_verify: bool,
     #[serde(default = "d_http_name")]
     name: String,
-    #[serde(default = "d_batch")]
+    #[serde(default = "batch::d_batch")]
     batch_max_size: u64,
-    #[serde(default = "d_inactive")]
+    #[serde(default = "batch::d_inactive")]
     inactive_timeout: u64,
-    #[serde(default = "d_buffer")]
+    #[serde(default = "batch::d_buffer")]
     buffer_duration: u64,
     #[serde(default)]
     max_retry_count: u64,
-    #[serde(default = "d_retry")]
+    #[serde(default = "batch::d_retry_delay")]
     retry_delay: u64,
 }
 
@@ -70,18 +70,6 @@ fn d_concat() -> String {
 }
 fn d_http_name() -> String {
     "http logger".into()
-}
-fn d_batch() -> u64 {
-    1000
-}
-fn d_inactive() -> u64 {
-    5
-}
-fn d_buffer() -> u64 {
-    60
-}
-fn d_retry() -> u64 {
-    1
 }
 
 impl HttpConf {
