@@ -80,7 +80,17 @@ impl Tansu {
 
     /// Creates a topic with one partition.
     pub fn create_topic(&self, name: &str) {
-        let status = Command::new(&self.bin)
+        assert!(
+            self.try_create_topic(name),
+            "tansu topic create {name} failed"
+        );
+    }
+
+    /// Creates a topic with one partition; false if that failed (e.g. a client's metadata
+    /// request created it first).
+    pub fn try_create_topic(&self, name: &str) -> bool {
+        let broker = format!("tcp://{}", self.addr());
+        Command::new(&self.bin)
             .args([
                 "topic",
                 "create",
@@ -88,15 +98,12 @@ impl Tansu {
                 "--partitions",
                 "1",
                 "--broker",
-                &format!("tcp://{}", self.addr()),
+                &broker,
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "tansu topic create {name} failed"
-        );
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Stops the broker (kill -9), as a crash would.

@@ -171,7 +171,14 @@ async fn entries_queued_while_the_broker_is_down_arrive_after_it_returns() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(kafka.restart(), "broker did not restart");
-    kafka.create_topic("again");
+    // The producer's metadata requests may create the topic first (then this keeps failing);
+    // a broker still starting up gets a few more tries.
+    for _ in 0..5 {
+        if kafka.try_create_topic("again") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let addr = kafka.addr();
     let recs =
         tokio::task::spawn_blocking(move || read(&addr, "again", 10, Duration::from_secs(40)))
