@@ -2,11 +2,10 @@
 //! with librdkafka, one record per entry, through the shared batch processor (bounded queue,
 //! retries, drops counted). `meta_format: origin` sends the raw HTTP request instead.
 
+use super::loggers::{Deliver, Logger};
 use super::{Plugin, PluginFactory, parse_conf};
 use crate::ctx::Ctx;
 use crate::log::batch::{self, BatchConf, Batcher, SharedBatchers, Sink};
-use crate::log::entry;
-use bytes::Bytes;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
@@ -306,20 +305,31 @@ impl PluginFactory for Factory {
             };
             Ok(Arc::new(sink) as Arc<dyn Sink>)
         })?;
-        Ok(Arc::new(KafkaLogger {
-            batcher,
-            origin: c.meta_format == "origin",
+        Ok(Arc::new(Logger {
+            output: KafkaOutput {
+                batcher,
+                origin: c.meta_format == "origin",
+            },
             req_body: c.include_req_body,
             resp_body: c.include_resp_body,
         }))
     }
 }
 
-struct KafkaLogger {
+/// Kafka's output: the entry, or the raw request with `meta_format: origin`.
+struct KafkaOutput {
     batcher: Arc<Batcher>,
     origin: bool,
-    req_body: bool,
-    resp_body: bool,
+}
+
+impl Deliver for KafkaOutput {
+    fn deliver(&self, ctx: &Ctx, req_body: bool, resp_body: bool) {
+        if self.origin {
+            self.batcher.push(Value::String(origin(ctx)));
+        } else {
+            self.batcher.deliver(ctx, req_body, resp_body);
+        }
+    }
 }
 
 /// `meta_format: origin`: the request as it arrived (request line, headers, body).
@@ -340,27 +350,4 @@ fn origin(ctx: &Ctx) -> String {
         s.push_str(&String::from_utf8_lossy(b));
     }
     s
-}
-
-impl Plugin for KafkaLogger {
-    fn wants_response_record(&self) -> bool {
-        true
-    }
-
-    fn has_body_filter(&self) -> bool {
-        self.resp_body
-    }
-
-    fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, _end: bool) {
-        super::loggers::capture(ctx, chunk);
-    }
-
-    fn log(&self, ctx: &Ctx) {
-        let v = if self.origin {
-            Value::String(origin(ctx))
-        } else {
-            entry::build(ctx, self.req_body, self.resp_body)
-        };
-        self.batcher.push(v);
-    }
 }

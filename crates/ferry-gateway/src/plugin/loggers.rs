@@ -192,21 +192,27 @@ impl PluginFactory for HttpFactory {
                 conf: c.clone(),
             }) as Arc<dyn Sink>)
         })?;
-        Ok(Arc::new(HttpLogger {
-            batcher,
+        Ok(Arc::new(Logger {
+            output: batcher,
             req_body: c.include_req_body,
             resp_body: c.include_resp_body,
         }))
     }
 }
 
-struct HttpLogger {
-    batcher: Arc<Batcher>,
-    req_body: bool,
-    resp_body: bool,
+/// Where a logger's entries go.
+pub(crate) trait Deliver: Send + Sync + 'static {
+    fn deliver(&self, ctx: &Ctx, req_body: bool, resp_body: bool);
 }
 
-impl Plugin for HttpLogger {
+/// The logger plugins: keep what the entry needs, then hand the request to the output.
+pub(crate) struct Logger<D: Deliver> {
+    pub output: D,
+    pub req_body: bool,
+    pub resp_body: bool,
+}
+
+impl<D: Deliver> Plugin for Logger<D> {
     fn wants_response_record(&self) -> bool {
         true
     }
@@ -220,8 +226,21 @@ impl Plugin for HttpLogger {
     }
 
     fn log(&self, ctx: &Ctx) {
-        self.batcher
-            .push(entry::build(ctx, self.req_body, self.resp_body));
+        self.output.deliver(ctx, self.req_body, self.resp_body);
+    }
+}
+
+impl Deliver for Arc<Batcher> {
+    fn deliver(&self, ctx: &Ctx, req_body: bool, resp_body: bool) {
+        self.push(entry::build(ctx, req_body, resp_body));
+    }
+}
+
+impl Deliver for Arc<LineFile> {
+    fn deliver(&self, ctx: &Ctx, req_body: bool, resp_body: bool) {
+        let mut line = entry::build(ctx, req_body, resp_body).to_string();
+        line.push('\n');
+        self.submit(line);
     }
 }
 
@@ -279,36 +298,10 @@ impl PluginFactory for FileFactory {
                 f
             }
         };
-        Ok(Arc::new(FileLogger {
-            file,
+        Ok(Arc::new(Logger {
+            output: file,
             req_body: c.include_req_body,
             resp_body: c.include_resp_body,
         }))
-    }
-}
-
-struct FileLogger {
-    file: Arc<LineFile>,
-    req_body: bool,
-    resp_body: bool,
-}
-
-impl Plugin for FileLogger {
-    fn wants_response_record(&self) -> bool {
-        true
-    }
-
-    fn has_body_filter(&self) -> bool {
-        self.resp_body
-    }
-
-    fn body_filter(&self, ctx: &mut Ctx, chunk: &mut Bytes, _end: bool) {
-        capture(ctx, chunk);
-    }
-
-    fn log(&self, ctx: &Ctx) {
-        let mut line = entry::build(ctx, self.req_body, self.resp_body).to_string();
-        line.push('\n');
-        self.file.submit(line);
     }
 }
