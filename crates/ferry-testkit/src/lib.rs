@@ -140,6 +140,18 @@ impl Ferry {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Stderr once it contains `needle` (the reader thread may lag the listening sockets).
+    pub fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.stderr_text();
+            if text.contains(needle) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

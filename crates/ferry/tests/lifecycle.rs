@@ -98,7 +98,7 @@ fn no_config_generates_an_admin_key_once() {
         .trim()
         .to_string();
     assert_eq!(key.len(), 32);
-    let err = f.stderr_text();
+    let err = f.wait_stderr("started in ");
     assert!(
         err.contains(&key) && err.contains("data/admin_key"),
         "{err}"
