@@ -6,6 +6,7 @@ pub mod detect;
 pub mod observe;
 pub mod shape;
 pub mod sse;
+pub mod wire;
 
 pub use detect::Protocol;
 pub use observe::{Observed, Usage};

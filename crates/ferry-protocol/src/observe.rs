@@ -3,6 +3,7 @@
 //! from request bodies: the end user and the number of tools.
 
 use crate::detect::Protocol;
+use crate::wire;
 use serde_json::Value;
 
 /// Token counts. `prompt` is always the full prompt count; cached tokens are also reported
@@ -32,7 +33,7 @@ impl Usage {
         upd(&mut self.cache_read, o.cache_read);
         upd(&mut self.cache_creation, o.cache_creation);
         upd(&mut self.reasoning, o.reasoning);
-        self.total = self.total.max(self.prompt + self.completion);
+        self.total = self.total.max(self.prompt.saturating_add(self.completion));
     }
 }
 
@@ -66,7 +67,9 @@ pub fn openai_usage(u: &Value) -> Option<Usage> {
         cache_creation: n(u, &["prompt_tokens_details", "cache_creation_input_tokens"]),
         reasoning: n(u, &["completion_tokens_details", "reasoning_tokens"]),
     };
-    usage.total = usage.total.max(usage.prompt + usage.completion);
+    usage.total = usage
+        .total
+        .max(usage.prompt.saturating_add(usage.completion));
     Some(usage)
 }
 
@@ -83,7 +86,9 @@ pub fn responses_usage(u: &Value) -> Option<Usage> {
         cache_creation: 0,
         reasoning: n(u, &["output_tokens_details", "reasoning_tokens"]),
     };
-    usage.total = usage.total.max(usage.prompt + usage.completion);
+    usage.total = usage
+        .total
+        .max(usage.prompt.saturating_add(usage.completion));
     Some(usage)
 }
 
@@ -94,12 +99,14 @@ pub fn anthropic_usage(u: &Value) -> Option<Usage> {
     }
     let cache_read = n(u, &["cache_read_input_tokens"]);
     let cache_creation = n(u, &["cache_creation_input_tokens"]);
-    let prompt = n(u, &["input_tokens"]) + cache_read + cache_creation;
+    let prompt = n(u, &["input_tokens"])
+        .saturating_add(cache_read)
+        .saturating_add(cache_creation);
     let completion = n(u, &["output_tokens"]);
     Some(Usage {
         prompt,
         completion,
-        total: prompt + completion,
+        total: prompt.saturating_add(completion),
         cache_read,
         cache_creation,
         reasoning: 0,
@@ -130,6 +137,34 @@ impl Observed {
             self.text.push_str(sep);
         }
         self.text.push_str(t);
+    }
+
+    /// Reads a complete (non-stream) response body; `None` when it is not JSON. OpenAI chat
+    /// bodies are read through the typed view (no `Value` tree).
+    pub fn from_slice(proto: Protocol, body: &[u8]) -> Option<Observed> {
+        if proto == Protocol::OpenAiChat
+            && let Ok(b) = serde_json::from_slice::<wire::ChatBody>(body)
+        {
+            let mut o = Observed {
+                done: true,
+                ..Observed::default()
+            };
+            o.add_usage(b.usage.0.as_ref().map(wire::OpenAiUsage::usage));
+            for c in b.choices.items.iter().filter_map(|c| c.0.as_ref()) {
+                let Some(m) = c.message.0.as_ref() else {
+                    continue;
+                };
+                if let Some(t) = m.content.as_str() {
+                    o.add_text(" ", t);
+                }
+                if !m.tool_calls.items.is_empty() {
+                    o.tool_calls = true;
+                }
+            }
+            return Some(o);
+        }
+        let v = serde_json::from_slice::<Value>(body).ok()?;
+        Some(Observed::from_json(proto, &v))
     }
 
     /// Reads a complete (non-stream) JSON response.
@@ -216,6 +251,23 @@ impl Observed {
                     self.done = true;
                     return false;
                 }
+                if let Ok(b) = serde_json::from_str::<wire::ChatBody>(data) {
+                    for c in b.choices.items.iter().filter_map(|c| c.0.as_ref()) {
+                        let Some(d) = c.delta.0.as_ref() else {
+                            continue;
+                        };
+                        if let Some(t) = d.content.as_str() {
+                            self.add_text("", t);
+                        }
+                        if !d.tool_calls.items.is_empty() {
+                            self.tool_calls = true;
+                        }
+                    }
+                    let usage = b.usage.0.as_ref().map(wire::OpenAiUsage::usage);
+                    let usage_only = usage.is_some() && b.choices.items.is_empty();
+                    self.add_usage(usage);
+                    return usage_only;
+                }
                 let Ok(v) = serde_json::from_str::<Value>(data) else {
                     return false;
                 };
@@ -286,7 +338,7 @@ impl Observed {
                                     }
                                 }
                             }
-                            cur.total = cur.prompt + cur.completion;
+                            cur.total = cur.prompt.saturating_add(cur.completion);
                             self.usage = Some(cur);
                         }
                     }

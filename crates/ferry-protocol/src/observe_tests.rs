@@ -194,3 +194,62 @@ fn merge_rules() {
     });
     assert_eq!((u.prompt, u.completion, u.total), (10, 8, 18));
 }
+
+/// The typed view (wire.rs) reads OpenAI chat bodies exactly as the `Value` reader does,
+/// including fields of unexpected types, escapes and duplicate keys.
+#[test]
+fn typed_chat_view_agrees_with_value_reader() {
+    let docs = [
+        r#"{"choices":[{"message":{"content":"hi","tool_calls":[]}}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
+        r#"{"choices":[{"message":{"content":"a\"b\u00e9","tool_calls":[{"id":"x"}]}},{"message":{"content":"second"}}]}"#,
+        r#"{"choices":"nope","usage":"nope"}"#,
+        r#"{"choices":[1,null,{"message":null},{"message":{"content":5}}],"usage":null}"#,
+        r#"{"usage":{"prompt_tokens":-4,"completion_tokens":2.9,"total_tokens":"7","prompt_tokens_details":{"cached_tokens":1}}}"#,
+        r#"{"usage":{"prompt_tokens":4,"prompt_cache_hit_tokens":3,"prompt_tokens_details":[],"completion_tokens_details":{"reasoning_tokens":9}}}"#,
+        r#"{"usage":{"prompt_tokens":4,"prompt_tokens":6}}"#,
+        r#"{"choices":[{"message":{"content":"x","content":"y"}}]}"#,
+        r#"{"usage":{"prompt_tokens":1e3,"completion_tokens":18446744073709551615}}"#,
+        r#"[]"#,
+        r#"{}"#,
+    ];
+    for d in docs {
+        let v: Value = serde_json::from_str(d).unwrap();
+        assert_eq!(
+            Observed::from_slice(Protocol::OpenAiChat, d.as_bytes()),
+            Some(Observed::from_json(Protocol::OpenAiChat, &v)),
+            "{d}"
+        );
+        // Stream chunks: the same body as a `delta`.
+        let chunk = d.replace("\"message\"", "\"delta\"");
+        let v: Value = serde_json::from_str(&chunk).unwrap();
+        let mut typed = Observed::default();
+        let typed_only = typed.event(Protocol::OpenAiChat, "message", &chunk);
+        let mut reference = Observed::default();
+        let usage = v.get("usage").and_then(openai_usage);
+        let choices = v.get("choices").and_then(Value::as_array);
+        for c in choices.into_iter().flatten() {
+            let delta = c.get("delta");
+            if let Some(t) = delta.and_then(|d| d.get("content")).and_then(Value::as_str) {
+                reference.text.push_str(t);
+            }
+            if delta
+                .and_then(|d| d.get("tool_calls"))
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
+            {
+                reference.tool_calls = true;
+            }
+        }
+        reference.usage = usage;
+        assert_eq!(typed, reference, "{chunk}");
+        assert_eq!(
+            typed_only,
+            usage.is_some() && choices.is_none_or(|c| c.is_empty()),
+            "{chunk}"
+        );
+    }
+    assert_eq!(
+        Observed::from_slice(Protocol::OpenAiChat, b"not json"),
+        None
+    );
+}

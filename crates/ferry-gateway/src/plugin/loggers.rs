@@ -2,12 +2,15 @@
 //! entry (see `log::entry`) sent in batches to an HTTP receiver, or appended as a JSON line to
 //! a file. Processors are shared by identical configurations across config reloads.
 
+use super::ai_proxy::transport::{ClientKey, Transport, UpError, Upstream};
 use super::{Plugin, PluginFactory, parse_conf};
 use crate::ctx::Ctx;
 use crate::line_file::LineFile;
 use crate::log::batch::{self, BatchConf, Batcher, SharedBatchers, Sink};
 use crate::log::entry::{self, MAX_CAPTURED_BODY, ResponseRecord};
 use bytes::Bytes;
+use http::HeaderValue;
+use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -101,7 +104,8 @@ impl HttpConf {
 }
 
 struct HttpSink {
-    client: reqwest::Client,
+    client: Upstream,
+    uri: http::Uri,
     conf: HttpConf,
 }
 
@@ -122,22 +126,36 @@ impl Sink for HttpSink {
                     "application/json",
                 )
             };
-            let mut req = self
-                .client
-                .post(&self.conf.uri)
-                .header("content-type", ct)
-                .body(body);
+            let mut req = http::Request::new(Full::new(Bytes::from(body)));
+            *req.method_mut() = http::Method::POST;
+            *req.uri_mut() = self.uri.clone();
+            let h = req.headers_mut();
+            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
             if let Some(a) = &self.conf.auth_header {
-                req = req.header("authorization", a);
+                let v = HeaderValue::from_str(a)
+                    .map_err(|e| format!("http-logger: auth_header: {e}"))?;
+                h.insert(http::header::AUTHORIZATION, v);
             }
-            let resp = req.send().await.map_err(|e| format!("http-logger: {e}"))?;
-            if resp.status().is_success() {
+            let exchange = async {
+                let resp = self.client.send(req).await?;
+                let status = resp.status();
+                // Read the answer so the connection can be reused.
+                let _ = resp.into_body().collect().await;
+                Ok::<_, UpError>(status)
+            };
+            let resp = match tokio::time::timeout(Duration::from_secs(self.conf.timeout), exchange)
+                .await
+            {
+                Ok(Ok(status)) => HttpStatus(status),
+                Ok(Err(e)) => return Err(format!("http-logger: {e}")),
+                Err(_) => return Err("http-logger: timed out".into()),
+            };
+            if resp.0.is_success() {
                 Ok(())
             } else {
                 Err(format!(
                     "http-logger: {} answered {}",
-                    self.conf.uri,
-                    resp.status()
+                    self.conf.uri, resp.0
                 ))
             }
         })
@@ -145,10 +163,22 @@ impl Sink for HttpSink {
 }
 
 /// Builds `http-logger` instances.
-#[derive(Default)]
 pub struct HttpFactory {
     shared: SharedBatchers,
+    transport: Arc<Transport>,
 }
+
+impl HttpFactory {
+    pub fn new(transport: Arc<Transport>) -> HttpFactory {
+        HttpFactory {
+            shared: SharedBatchers::default(),
+            transport,
+        }
+    }
+}
+
+/// The receiver's answer.
+struct HttpStatus(http::StatusCode);
 
 impl PluginFactory for HttpFactory {
     fn name(&self) -> &'static str {
@@ -181,14 +211,18 @@ impl PluginFactory for HttpFactory {
         c.validate()?;
         let key = serde_json::to_string(&c).map_err(|e| e.to_string())?;
         let batcher = self.shared.get_or_start(key, &c.batch(), || {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(c.timeout))
-                .tls_danger_accept_invalid_certs(!c.ssl_verify)
-                .no_proxy()
-                .build()
-                .map_err(|e| format!("http-logger client: {e}"))?;
+            let client = self.transport.client(ClientKey {
+                ssl_verify: c.ssl_verify,
+                keepalive: true,
+                keepalive_timeout_ms: 60_000,
+                keepalive_pool: 4,
+                timeout_ms: c.timeout * 1000,
+            })?;
+            let uri = http::Uri::try_from(c.uri.as_str())
+                .map_err(|e| format!("property \"uri\" validation failed: {e}"))?;
             Ok(Arc::new(HttpSink {
                 client,
+                uri,
                 conf: c.clone(),
             }) as Arc<dyn Sink>)
         })?;

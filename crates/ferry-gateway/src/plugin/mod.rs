@@ -91,13 +91,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The registry with every built-in plugin; `transport` makes `ai-proxy`'s upstream
-    /// clients.
+    /// The registry with every built-in plugin; `transport` makes the upstream clients of
+    /// `ai-proxy` and `http-logger`.
     pub fn builtin(transport: Arc<ai_proxy::transport::Transport>) -> Registry {
         let mut r = Registry::default();
         r.add(Arc::new(request_id::Factory));
+        r.add(Arc::new(loggers::HttpFactory::new(transport.clone())));
         r.add(Arc::new(ai_proxy::Factory { transport }));
-        r.add(Arc::new(loggers::HttpFactory::default()));
         r.add(Arc::new(loggers::FileFactory::default()));
         r.add(Arc::new(kafka_logger::Factory::default()));
         r.add(Arc::new(prometheus::Factory));

@@ -284,9 +284,11 @@ fn usage(u: &Value) -> Value {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
     let cache_read = n("cache_read_input_tokens");
     let cache_write = n("cache_creation_input_tokens");
-    let prompt = n("input_tokens") + cache_read + cache_write;
+    let prompt = n("input_tokens")
+        .saturating_add(cache_read)
+        .saturating_add(cache_write);
     let completion = n("output_tokens");
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt.saturating_add(completion),
            "prompt_tokens_details": {"cached_tokens": cache_read}})
 }
 

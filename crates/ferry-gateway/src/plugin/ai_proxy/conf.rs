@@ -2,7 +2,7 @@
 //! checks (unknown keys, endpoint format, providers that need an endpoint), compiled once into
 //! what the request path uses: header values, resolved targets, an upstream client.
 
-use super::transport::{ClientKey, Transport};
+use super::transport::{ClientKey, Transport, Upstream};
 use ferry_protocol::Protocol;
 use ferry_provider::{Endpoint, Provider, ProviderConf, Target};
 use http::{HeaderName, HeaderValue};
@@ -231,7 +231,9 @@ pub struct Compiled {
     pub max_response_bytes: Option<u64>,
     /// Set when `logging.summaries` or `logging.payloads` is on.
     pub logging: Option<crate::log::entry::LlmLogging>,
-    pub client: reqwest::Client,
+    pub client: Upstream,
+    /// The upstream URI of each target with a fixed path (all but passthrough), made once.
+    pub uris: HashMap<Protocol, http::Uri>,
     /// Per protocol the provider speaks, plus passthrough.
     pub targets: HashMap<Protocol, Target>,
 }
@@ -331,6 +333,14 @@ impl Compiled {
                 }
             }),
             client,
+            uris: targets
+                .iter()
+                .filter(|(p, _)| **p != Protocol::Passthrough)
+                .filter_map(|(p, t)| {
+                    let path = t.path.as_deref()?;
+                    Some(super::proxy::target_uri(t, path, &t.query).map(|u| (*p, u)))
+                })
+                .collect::<Result<_, String>>()?,
             targets,
         })
     }

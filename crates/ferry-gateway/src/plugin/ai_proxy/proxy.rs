@@ -2,16 +2,19 @@
 //! turn the answer (or the failure) into the client's response.
 
 use super::conf::Compiled;
-use super::stream::{Converting, SseState, UpstreamBody};
+use super::stream::{Converting, SseState, StreamError, UpstreamBody};
+use super::transport::UpError;
 use super::{AiState, client_error, ms_since, publish};
 use crate::body::{Response, full};
 use crate::ctx::Ctx;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ferry_protocol::convert::Pair;
 use ferry_protocol::shape::{Shaping, shape};
 use ferry_protocol::{Observed, Protocol, observe};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpInfo;
 use serde_json::Value;
 use std::time::Instant;
 
@@ -190,26 +193,30 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     let Some(t) = conf.targets.get(&target) else {
         return fail(StatusCode::BAD_REQUEST, "could not resolve upstream path");
     };
-    let path = t.path.clone().unwrap_or_else(|| ctx.uri.path().to_string());
-    let mut query = t.query.clone();
     let passthrough = target == Protocol::Passthrough;
-    if passthrough {
-        for (k, v) in url::form_urlencoded::parse(ctx.query().as_bytes()) {
-            let k = k.into_owned();
-            if conf.auth_query_keys.contains(&k) {
-                continue;
+    let (uri, path) = match (&t.path, conf.uris.get(&target)) {
+        (Some(p), Some(u)) if !passthrough => (u.clone(), p.clone()),
+        _ => {
+            let path = t.path.clone().unwrap_or_else(|| ctx.uri.path().to_string());
+            let mut query = t.query.clone();
+            if passthrough {
+                for (k, v) in url::form_urlencoded::parse(ctx.query().as_bytes()) {
+                    let k = k.into_owned();
+                    if conf.auth_query_keys.contains(&k) {
+                        continue;
+                    }
+                    match query.iter_mut().find(|(qk, _)| *qk == k) {
+                        Some(slot) => slot.1 = v.into_owned(),
+                        None => query.push((k, v.into_owned())),
+                    }
+                }
             }
-            match query.iter_mut().find(|(qk, _)| *qk == k) {
-                Some(slot) => slot.1 = v.into_owned(),
-                None => query.push((k, v.into_owned())),
+            match target_uri(t, &path, &query) {
+                Ok(u) => (u, path),
+                Err(e) => return fail(StatusCode::BAD_REQUEST, &e),
             }
         }
-    }
-    let mut url = format!("{}{}", t.origin(), path);
-    if !query.is_empty() {
-        url.push('?');
-        url.push_str(&encode_query(&query));
-    }
+    };
     let method = if passthrough {
         ctx.method.clone()
     } else {
@@ -240,24 +247,21 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     if let Some(st) = ctx.ext.get_mut::<AiState>() {
         st.sent = Some(sent);
     }
-    let result = conf
-        .client
-        .request(method, &url)
-        .headers(headers)
-        .body(out)
-        .send()
-        .await;
-    let resp = match result {
+    let mut req = http::Request::new(Full::new(out));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    let resp = match conf.client.send(req).await {
         Ok(r) => r,
         Err(e) => return transport_failure(ctx, client, sent, &e),
     };
     let status = resp.status();
     ctx.upstream.header_time = Some(sent.elapsed().as_secs_f64());
     ctx.upstream.status = Some(status.as_u16());
-    ctx.upstream.addr = resp
-        .remote_addr()
-        .map(|a| a.to_string())
-        .or_else(|| Some(format!("{}:{}", t.host, t.port)));
+    ctx.upstream.addr = Some(resp.extensions().get::<HttpInfo>().map_or_else(
+        || format!("{}:{}", t.host, t.port),
+        |i| i.remote_addr().to_string(),
+    ));
     let mut head = http::Response::builder().status(status);
     let is_sse = resp
         .headers()
@@ -274,8 +278,9 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
 
     if is_sse {
         let mut up = UpstreamBody::new(
-            resp,
+            resp.into_body(),
             sent,
+            conf.client.timeout,
             conf.max_stream_duration,
             conf.max_response_bytes,
         );
@@ -325,7 +330,12 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     }
 
     // A whole JSON (or other) body.
-    if let (Some(max), Some(len)) = (conf.max_response_bytes, resp.content_length())
+    let content_length = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let (Some(max), Some(len)) = (conf.max_response_bytes, content_length)
         && len > max
     {
         tracing::warn!(
@@ -334,40 +344,36 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
         ctx.set_var("apisix_upstream_response_time", ms_since(sent));
         return fail(StatusCode::BAD_GATEWAY, "max_response_bytes exceeded");
     }
-    let mut buf = BytesMut::new();
-    let mut resp = resp;
-    loop {
-        match resp.chunk().await {
-            Ok(Some(c)) => {
-                buf.extend_from_slice(&c);
-                if conf
-                    .max_response_bytes
-                    .is_some_and(|m| buf.len() as u64 > m)
-                {
-                    tracing::warn!("aborting AI response: body size exceeds max_response_bytes");
-                    ctx.set_var("apisix_upstream_response_time", ms_since(sent));
-                    return fail(StatusCode::BAD_GATEWAY, "max_response_bytes exceeded");
-                }
-            }
-            Ok(None) => break,
-            Err(e) => return transport_failure(ctx, client, sent, &e),
+    let mut up = UpstreamBody::new(
+        resp.into_body(),
+        sent,
+        conf.client.timeout,
+        None,
+        conf.max_response_bytes,
+    );
+    let body = match up.read_all().await {
+        Ok(b) => b,
+        Err(StreamError::Bytes) => {
+            tracing::warn!("aborting AI response: body size exceeds max_response_bytes");
+            ctx.set_var("apisix_upstream_response_time", ms_since(sent));
+            return fail(StatusCode::BAD_GATEWAY, "max_response_bytes exceeded");
         }
-    }
-    let body = buf.freeze();
+        Err(StreamError::Upstream(e)) => return transport_failure(ctx, client, sent, &e),
+        Err(e) => return fail(e.status(), &e.to_string()),
+    };
     let took = ms_since(sent);
     ctx.set_var("llm_time_to_first_token", took.clone());
     ctx.set_var("apisix_upstream_response_time", took);
     ctx.upstream.response_time = Some(sent.elapsed().as_secs_f64());
     ctx.upstream.response_length = body.len() as u64;
-    let parsed = serde_json::from_slice::<Value>(&body).ok();
-    if status.is_success()
-        && let Some(v) = &parsed
-    {
-        let o = Observed::from_json(target, v);
-        publish(ctx, &o);
-    }
     let body = match (pair, &converted) {
         (Some(p), Some(c)) => {
+            let parsed = serde_json::from_slice::<Value>(&body).ok();
+            if status.is_success()
+                && let Some(v) = &parsed
+            {
+                publish(ctx, &Observed::from_json(target, v));
+            }
             let Some(v) = parsed else {
                 let st = if status.is_success() {
                     StatusCode::BAD_GATEWAY
@@ -393,7 +399,14 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
                 Err(e) => return fail(StatusCode::BAD_GATEWAY, &e),
             }
         }
-        _ => body,
+        _ => {
+            if status.is_success()
+                && let Some(o) = Observed::from_slice(target, &body)
+            {
+                publish(ctx, &o);
+            }
+            body
+        }
     };
     if let Some(h) = head.headers_mut() {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -403,33 +416,28 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
 }
 
 /// A failure before or while reading the response: 504 on timeouts, 502 otherwise.
-fn transport_failure(
-    ctx: &mut Ctx,
-    client: Protocol,
-    sent: Instant,
-    e: &reqwest::Error,
-) -> Response {
-    let elapsed = ms_since(sent);
-    ctx.set_var("apisix_upstream_response_time", elapsed);
+fn transport_failure(ctx: &mut Ctx, client: Protocol, sent: Instant, e: &UpError) -> Response {
+    ctx.set_var("apisix_upstream_response_time", ms_since(sent));
     ctx.upstream.response_time = Some(sent.elapsed().as_secs_f64());
-    let (status, what) = if e.is_timeout() {
-        (StatusCode::GATEWAY_TIMEOUT, "timed out")
-    } else if e.is_connect() {
-        (StatusCode::BAD_GATEWAY, "could not connect")
+    let status = if e.is_timeout() {
+        StatusCode::GATEWAY_TIMEOUT
     } else {
-        (StatusCode::BAD_GATEWAY, "failed")
+        StatusCode::BAD_GATEWAY
     };
-    let mut cause = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        cause.push_str(": ");
-        cause.push_str(&s.to_string());
-        src = s.source();
+    tracing::warn!("AI upstream request {e}");
+    client_error(Some(client), status, &format!("upstream request {e}"))
+}
+
+/// The upstream URI for a target, path and query.
+pub(super) fn target_uri(
+    t: &ferry_provider::Target,
+    path: &str,
+    query: &[(String, String)],
+) -> Result<http::Uri, String> {
+    let mut url = format!("{}{}", t.origin(), path);
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(&encode_query(query));
     }
-    tracing::warn!("AI upstream request {what}: {cause}");
-    client_error(
-        Some(client),
-        status,
-        &format!("upstream request {what}: {cause}"),
-    )
+    http::Uri::try_from(url.as_str()).map_err(|e| format!("invalid upstream URL {url}: {e}"))
 }

@@ -3,6 +3,7 @@
 //! passing through to record usage, text and tool calls, optionally removing the usage-only
 //! chunk Ferry asked for on the client's behalf.
 
+use super::transport::UpError;
 use super::{AiState, ms_since, publish};
 use crate::body::BoxError;
 use crate::ctx::Ctx;
@@ -10,9 +11,9 @@ use bytes::{Bytes, BytesMut};
 use ferry_protocol::convert::{OutEvent, StreamConverter};
 use ferry_protocol::sse::{Decoder, Event};
 use ferry_protocol::{Observed, Protocol};
-use futures_util::Stream;
 use http::StatusCode;
 use http_body::{Body, Frame};
+use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use tokio::time::Sleep;
 pub enum StreamError {
     Duration,
     Bytes,
-    Upstream(reqwest::Error),
+    Upstream(UpError),
 }
 
 impl StreamError {
@@ -41,19 +42,20 @@ impl std::fmt::Display for StreamError {
         match self {
             StreamError::Duration => f.write_str("max_stream_duration_ms exceeded"),
             StreamError::Bytes => f.write_str("max_response_bytes exceeded"),
-            StreamError::Upstream(e) if e.is_timeout() => write!(f, "upstream read timed out: {e}"),
-            StreamError::Upstream(e) => write!(f, "upstream stream failed: {e}"),
+            StreamError::Upstream(e) if e.is_timeout() => f.write_str("upstream read timed out"),
+            StreamError::Upstream(e) => write!(f, "upstream stream {e}"),
         }
     }
 }
 
-type ChunkStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
-/// The upstream response body, bounded in time and size.
+/// The upstream response body, bounded in time (whole stream and each read) and size.
 pub struct UpstreamBody {
-    stream: ChunkStream,
+    body: Incoming,
     pending: Option<Bytes>,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The per-read timeout, re-armed after each chunk.
+    idle: Pin<Box<Sleep>>,
+    read_timeout: Duration,
     max_bytes: Option<u64>,
     read: u64,
     done: bool,
@@ -61,15 +63,18 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     pub fn new(
-        resp: reqwest::Response,
+        body: Incoming,
         sent: Instant,
+        read_timeout: Duration,
         max_duration: Option<Duration>,
         max_bytes: Option<u64>,
     ) -> Self {
         UpstreamBody {
-            stream: Box::pin(resp.bytes_stream()),
+            body,
             pending: None,
             deadline: max_duration.map(|d| Box::pin(tokio::time::sleep_until((sent + d).into()))),
+            idle: Box::pin(tokio::time::sleep(read_timeout)),
+            read_timeout,
             max_bytes,
             read: 0,
             done: false,
@@ -88,37 +93,68 @@ impl UpstreamBody {
         std::future::poll_fn(|cx| self.poll_chunk(cx)).await
     }
 
+    /// The whole rest of the body.
+    pub async fn read_all(&mut self) -> Result<Bytes, StreamError> {
+        let first = match self.frame().await {
+            None => return Ok(Bytes::new()),
+            Some(r) => r?,
+        };
+        let Some(second) = self.frame().await.transpose()? else {
+            return Ok(first);
+        };
+        let mut buf = BytesMut::with_capacity(first.len() + second.len());
+        buf.extend_from_slice(&first);
+        buf.extend_from_slice(&second);
+        while let Some(c) = self.frame().await {
+            buf.extend_from_slice(&c?);
+        }
+        Ok(buf.freeze())
+    }
+
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamError>>> {
         if let Some(p) = self.pending.take() {
             return Poll::Ready(Some(Ok(p)));
         }
-        if self.done {
-            return Poll::Ready(None);
-        }
-        if let Some(d) = self.deadline.as_mut()
-            && d.as_mut().poll(cx).is_ready()
-        {
-            self.done = true;
-            return Poll::Ready(Some(Err(StreamError::Duration)));
-        }
-        match self.stream.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(b))) => {
-                self.read += b.len() as u64;
-                if self.max_bytes.is_some_and(|m| self.read > m) {
-                    self.done = true;
-                    return Poll::Ready(Some(Err(StreamError::Bytes)));
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            if let Some(d) = self.deadline.as_mut()
+                && d.as_mut().poll(cx).is_ready()
+            {
+                self.done = true;
+                return Poll::Ready(Some(Err(StreamError::Duration)));
+            }
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => {
+                    let Ok(b) = f.into_data() else {
+                        continue; // trailers
+                    };
+                    self.read += b.len() as u64;
+                    if self.max_bytes.is_some_and(|m| self.read > m) {
+                        self.done = true;
+                        return Poll::Ready(Some(Err(StreamError::Bytes)));
+                    }
+                    let next = tokio::time::Instant::now() + self.read_timeout;
+                    self.idle.as_mut().reset(next);
+                    return Poll::Ready(Some(Ok(b)));
                 }
-                Poll::Ready(Some(Ok(b)))
+                Poll::Ready(Some(Err(e))) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(StreamError::Upstream(UpError::body(&e)))));
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    if self.idle.as_mut().poll(cx).is_ready() {
+                        self.done = true;
+                        return Poll::Ready(Some(Err(StreamError::Upstream(UpError::Timeout))));
+                    }
+                    return Poll::Pending;
+                }
             }
-            Poll::Ready(Some(Err(e))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(StreamError::Upstream(e))))
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
         }
     }
 }

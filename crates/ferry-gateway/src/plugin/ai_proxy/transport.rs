@@ -1,11 +1,26 @@
-//! Upstream HTTP clients: one pooled client per distinct (TLS verification, keep-alive,
-//! timeout) setting, shared by every route that uses it and made at config load. Extra trusted
-//! CAs (`apisix.ssl.ssl_trusted_certificate`) and host overrides (`ferry.resolve`) apply to all.
+//! Upstream HTTP clients (hyper-util's pooled client over rustls): one per distinct (TLS
+//! verification, keep-alive, timeout) setting, shared by every route that uses it and made at
+//! config load. Extra trusted CAs (`apisix.ssl.ssl_trusted_certificate`) and host overrides
+//! (`ferry.resolve`) apply to all. HTTP/2 is used when a TLS upstream offers it (ALPN).
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// The settings that make two routes need different clients.
@@ -18,43 +33,157 @@ pub struct ClientKey {
     pub timeout_ms: u64,
 }
 
+type Connector = HttpsConnector<HttpConnector<Resolver>>;
+
+/// A pooled upstream client with its timeout (connect, response head, and each body read).
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<Connector, Full<Bytes>>,
+    pub timeout: Duration,
+}
+
+/// Why an upstream exchange failed.
+#[derive(Debug)]
+pub enum UpError {
+    /// No answer (or no next body chunk) within the timeout.
+    Timeout,
+    /// The connection could not be made (refused, DNS, TLS handshake).
+    Connect(String),
+    /// The connection broke while sending or reading.
+    Broken(String),
+}
+
+impl UpError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, UpError::Timeout)
+    }
+
+    fn from_chain(connect: bool, e: &dyn std::error::Error) -> UpError {
+        let mut cause = e.to_string();
+        let mut src = e.source();
+        while let Some(s) = src {
+            cause.push_str(": ");
+            cause.push_str(&s.to_string());
+            src = s.source();
+        }
+        if connect {
+            UpError::Connect(cause)
+        } else {
+            UpError::Broken(cause)
+        }
+    }
+
+    pub fn body(e: &hyper::Error) -> UpError {
+        UpError::from_chain(false, e)
+    }
+}
+
+impl std::fmt::Display for UpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpError::Timeout => f.write_str("timed out"),
+            UpError::Connect(c) => write!(f, "could not connect: {c}"),
+            UpError::Broken(c) => write!(f, "failed: {c}"),
+        }
+    }
+}
+
+impl Upstream {
+    /// Sends a request; resolves with the response head (the body streams afterwards).
+    pub async fn send(
+        &self,
+        req: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<Incoming>, UpError> {
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(UpError::Timeout),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(UpError::from_chain(e.is_connect(), &e)),
+        }
+    }
+}
+
+/// Name resolution with `ferry.resolve` overrides in front of the system resolver.
+#[derive(Clone)]
+struct Resolver {
+    overrides: Arc<HashMap<String, SocketAddr>>,
+    gai: GaiResolver,
+}
+
+type Addrs = Box<dyn Iterator<Item = SocketAddr> + Send>;
+
+impl tower_service::Service<Name> for Resolver {
+    type Response = Addrs;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Addrs, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+        self.gai.poll_ready(cx)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        if let Some(a) = self.overrides.get(name.as_str()) {
+            let a = *a;
+            return Box::pin(async move { Ok(Box::new(std::iter::once(a)) as Addrs) });
+        }
+        let fut = self.gai.call(name);
+        Box::pin(async move { Ok(Box::new(fut.await?) as Addrs) })
+    }
+}
+
 /// Builds and caches upstream clients.
-#[derive(Default)]
 pub struct Transport {
-    trusted: Vec<reqwest::Certificate>,
-    resolve: Vec<(String, SocketAddr)>,
-    clients: Mutex<HashMap<ClientKey, reqwest::Client>>,
+    roots: Arc<RootCertStore>,
+    resolver: Resolver,
+    clients: Mutex<HashMap<ClientKey, Upstream>>,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport::new(None, Vec::new()).unwrap_or_else(|_| Transport {
+            roots: Arc::new(RootCertStore::empty()),
+            resolver: Resolver {
+                overrides: Arc::default(),
+                gai: GaiResolver::new(),
+            },
+            clients: Mutex::default(),
+        })
+    }
 }
 
 impl Transport {
-    /// `trusted_ca`: a PEM bundle of extra CAs; `resolve`: host → address overrides.
+    /// `trusted_ca`: a PEM bundle of extra CAs (added to the Mozilla roots Ferry carries);
+    /// `resolve`: host → address overrides.
     pub fn new(
         trusted_ca: Option<&Path>,
         resolve: Vec<(String, SocketAddr)>,
     ) -> Result<Transport, String> {
-        let trusted = match trusted_ca {
-            Some(p) => {
-                let pem = std::fs::read(p).map_err(|e| {
-                    format!(
-                        "apisix.ssl.ssl_trusted_certificate: cannot read {}: {e}",
-                        p.display()
-                    )
-                })?;
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    format!("apisix.ssl.ssl_trusted_certificate: {}: {e}", p.display())
-                })?
-            }
-            None => Vec::new(),
+        let mut roots = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
+        if let Some(p) = trusted_ca {
+            let what = || format!("apisix.ssl.ssl_trusted_certificate: {}", p.display());
+            let pem = std::fs::read(p).map_err(|e| format!("{}: cannot read: {e}", what()))?;
+            let mut n = 0;
+            for cert in rustls_pemfile_certs(&pem).map_err(|e| format!("{}: {e}", what()))? {
+                roots.add(cert).map_err(|e| format!("{}: {e}", what()))?;
+                n += 1;
+            }
+            if n == 0 {
+                return Err(format!("{}: no certificate found", what()));
+            }
+        }
         Ok(Transport {
-            trusted,
-            resolve,
+            roots: Arc::new(roots),
+            resolver: Resolver {
+                overrides: Arc::new(resolve.into_iter().collect()),
+                gai: GaiResolver::new(),
+            },
             clients: Mutex::new(HashMap::new()),
         })
     }
 
     /// The client for these settings (built once).
-    pub fn client(&self, key: ClientKey) -> Result<reqwest::Client, String> {
+    pub fn client(&self, key: ClientKey) -> Result<Upstream, String> {
         let mut map = self
             .clients
             .lock()
@@ -63,29 +192,100 @@ impl Transport {
             return Ok(c.clone());
         }
         let timeout = Duration::from_millis(key.timeout_ms);
-        let mut b = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeout)
-            .read_timeout(timeout)
-            .tcp_nodelay(true)
+        let mut http = HttpConnector::new_with_resolver(self.resolver.clone());
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?;
+        let tls = if key.ssl_verify {
+            builder
+                .with_root_certificates(self.roots.clone())
+                .with_no_client_auth()
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+                .with_no_client_auth()
+        };
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_millis(key.keepalive_timeout_ms))
             .pool_max_idle_per_host(if key.keepalive {
                 key.keepalive_pool as usize
             } else {
                 0
             })
-            .tls_danger_accept_invalid_certs(!key.ssl_verify);
-        if !self.trusted.is_empty() {
-            b = b.tls_certs_merge(self.trusted.iter().cloned());
-        }
-        for (host, addr) in &self.resolve {
-            b = b.resolve(host, *addr);
-        }
-        let c = b
-            .build()
-            .map_err(|e| format!("cannot build the upstream client: {e}"))?;
+            .build(https);
+        let c = Upstream { client, timeout };
         map.insert(key, c.clone());
         Ok(c)
+    }
+}
+
+/// The certificates in a PEM bundle.
+fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad PEM: {e}"))
+}
+
+/// `ssl_verify: false`: any certificate is accepted (signatures are still checked, so the
+/// handshake itself is sound).
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

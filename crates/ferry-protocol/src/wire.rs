@@ -1,0 +1,296 @@
+//! Lenient typed views of the few response fields Ferry reads (usage, text, tool calls), so
+//! that observing a response or a stream event skips everything else without building a
+//! `serde_json::Value` tree. A field of an unexpected type reads as absent, never as an error,
+//! which matches what the `Value`-based readers did.
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, de};
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+/// A token count: a non-negative integer, a float (truncated, negatives as 0), else 0.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Num(pub u64);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Num, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Num, E> {
+                Ok(Num(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Num, E> {
+                Ok(Num(v.max(0) as u64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Num, E> {
+                Ok(Num(v.max(0.0) as u64))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Num, E> {
+                Ok(Num(0))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Num, E> {
+                Ok(Num(0))
+            }
+            fn visit_unit<E>(self) -> Result<Num, E> {
+                Ok(Num(0))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Num, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Num(0))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Num, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Num(0))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string (borrowed from the input when it has no escapes), else absent.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Text<'a>(pub Option<Cow<'a, str>>);
+
+impl<'a> Text<'a> {
+    pub fn as_str(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text<'a>, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(Some(Cow::Owned(v))))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E>(self) -> Result<Text<'a>, E> {
+                Ok(Text(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Text<'a>, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Text<'a>, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// An object read as `T`, else absent (`null`, other types).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Obj<T>(pub Option<T>);
+
+impl<T> Default for Obj<T> {
+    fn default() -> Self {
+        Obj(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Obj<T>, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Obj<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(m)).map(|t| Obj(Some(t)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Obj<T>, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Obj(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Obj<T>, E> {
+                Ok(Obj(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Obj<T>, E> {
+                Ok(Obj(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Obj<T>, E> {
+                Ok(Obj(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Obj<T>, E> {
+                Ok(Obj(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Obj<T>, E> {
+                Ok(Obj(None))
+            }
+            fn visit_unit<E>(self) -> Result<Obj<T>, E> {
+                Ok(Obj(None))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// An array read element by element as `T` (absent when not an array; `present` tells).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct List<T> {
+    pub items: Vec<T>,
+    pub present: bool,
+}
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List {
+            items: Vec::new(),
+            present: false,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<List<T>, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = List<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<List<T>, A::Error> {
+                let mut items = Vec::new();
+                while let Some(t) = s.next_element::<T>()? {
+                    items.push(t);
+                }
+                Ok(List {
+                    items,
+                    present: true,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<List<T>, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(List::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<List<T>, E> {
+                Ok(List::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<List<T>, E> {
+                Ok(List::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<List<T>, E> {
+                Ok(List::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<List<T>, E> {
+                Ok(List::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<List<T>, E> {
+                Ok(List::default())
+            }
+            fn visit_unit<E>(self) -> Result<List<T>, E> {
+                Ok(List::default())
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// The element count of an array (0 when not an array), without reading the elements.
+pub type Count = List<IgnoredAny>;
+
+/// OpenAI chat / embeddings `usage`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct OpenAiUsage {
+    pub prompt_tokens: Num,
+    pub completion_tokens: Num,
+    pub total_tokens: Num,
+    pub prompt_tokens_details: Obj<PromptDetails>,
+    pub prompt_cache_hit_tokens: Num,
+    pub completion_tokens_details: Obj<CompletionDetails>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PromptDetails {
+    pub cached_tokens: Num,
+    pub cache_creation_input_tokens: Num,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CompletionDetails {
+    pub reasoning_tokens: Num,
+}
+
+impl OpenAiUsage {
+    pub fn usage(&self) -> crate::Usage {
+        let details = self.prompt_tokens_details.0.as_ref();
+        let cache_read = match details.map_or(0, |d| d.cached_tokens.0) {
+            0 => self.prompt_cache_hit_tokens.0,
+            x => x,
+        };
+        let prompt = self.prompt_tokens.0;
+        let completion = self.completion_tokens.0;
+        crate::Usage {
+            prompt,
+            completion,
+            total: self.total_tokens.0.max(prompt.saturating_add(completion)),
+            cache_read,
+            cache_creation: details.map_or(0, |d| d.cache_creation_input_tokens.0),
+            reasoning: self
+                .completion_tokens_details
+                .0
+                .as_ref()
+                .map_or(0, |d| d.reasoning_tokens.0),
+        }
+    }
+}
+
+/// The part of a chat message or stream delta Ferry reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ChatMessage<'a> {
+    #[serde(borrow)]
+    pub content: Text<'a>,
+    pub tool_calls: Count,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ChatChoice<'a> {
+    #[serde(borrow)]
+    pub message: Obj<ChatMessage<'a>>,
+    #[serde(borrow)]
+    pub delta: Obj<ChatMessage<'a>>,
+}
+
+/// A chat completion or a chat completion chunk.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ChatBody<'a> {
+    #[serde(borrow)]
+    pub choices: List<Obj<ChatChoice<'a>>>,
+    pub usage: Obj<OpenAiUsage>,
+}
