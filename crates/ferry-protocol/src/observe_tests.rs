@@ -253,3 +253,4 @@ fn typed_chat_view_agrees_with_value_reader() {
         None
     );
 }
+

@@ -26,6 +26,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,9 @@ pub struct MockConfig {
     pub key: Option<String>,
     /// Keep received requests for `/_mock/requests` (off for benchmarks).
     pub record: bool,
+    /// Answer plain chat requests (no `x-mock-*` knob but `x-mock-chunks`) with pre-rendered
+    /// bytes in one frame, as a static file server would: the benchmarks' cheap upstream.
+    pub fast: bool,
 }
 
 /// One received request.
@@ -68,6 +72,60 @@ impl Recorded {
 struct State {
     cfg: MockConfig,
     seen: Mutex<Vec<Recorded>>,
+    rendered: Mutex<HashMap<FastKey, Bytes>>,
+}
+
+/// What a pre-rendered answer depends on: model, stream, include_usage, chunks.
+type FastKey = (String, bool, bool, usize);
+
+/// The fields of a chat request the fast path reads.
+#[derive(serde::Deserialize)]
+struct ChatPeek {
+    model: Option<String>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptionsPeek>,
+}
+
+#[derive(serde::Deserialize)]
+struct StreamOptionsPeek {
+    include_usage: Option<bool>,
+}
+
+/// The pre-rendered answer to a plain chat request, when `fast` is on and it is one.
+fn fast_answer(state: &State, path: &str, h: &HeaderMap, body: &[u8]) -> Option<Response<Body>> {
+    if !path.ends_with("/chat/completions")
+        || h.keys()
+            .any(|k| k.as_str().starts_with("x-mock-") && k != "x-mock-chunks")
+        || !authorized(&state.cfg, h, "")
+    {
+        return None;
+    }
+    let peek: ChatPeek = serde_json::from_slice(body).ok()?;
+    let stream = peek.stream == Some(true);
+    let usage = peek
+        .stream_options
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let model = peek.model.unwrap_or_else(|| "mock-model".into());
+    let key = (model, stream, usage, chunk_count(h));
+    let mut cache = state.rendered.lock().ok()?;
+    let bytes = cache
+        .entry(key)
+        .or_insert_with_key(|(model, stream, usage, n)| {
+            if *stream {
+                Bytes::from(chat_events(model, *n, *usage, false).concat())
+            } else {
+                Bytes::from(chat_json(model, false).to_string())
+            }
+        })
+        .clone();
+    drop(cache);
+    let ct = if stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    Some(full(StatusCode::OK, ct, bytes))
 }
 
 /// A running mock.
@@ -116,6 +174,7 @@ impl Mock {
         let state = Arc::new(State {
             cfg,
             seen: Mutex::new(Vec::new()),
+            rendered: Mutex::new(HashMap::new()),
         });
         let task = tokio::spawn(serve(listener, state.clone(), tls));
         Mock { addr, state, task }
@@ -212,6 +271,12 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
+    if state.cfg.fast
+        && parts.uri.query().is_none()
+        && let Some(r) = fast_answer(&state, parts.uri.path(), &parts.headers, &body)
+    {
+        return r;
+    }
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
     let h = parts.headers;
@@ -545,4 +610,49 @@ async fn fixture(path: &str, h: &HeaderMap) -> Response<Body> {
         return sse(events, h);
     }
     full(StatusCode::OK, "application/json", text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn post(addr: SocketAddr, body: &str, chunks: &str) -> (String, String) {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::post("/v1/chat/completions")
+            .header("host", "mock")
+            .header("authorization", "Bearer k")
+            .header("x-mock-chunks", chunks)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let ct = resp.headers()[header::CONTENT_TYPE].to_str().unwrap().to_string();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (ct, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// `fast` answers with the same bytes as the regular path, just pre-rendered.
+    #[tokio::test]
+    async fn fast_answers_match_the_regular_ones() {
+        let cfg = |fast| MockConfig {
+            key: Some("k".into()),
+            fast,
+            ..MockConfig::default()
+        };
+        let (slow, fast) = (Mock::start(cfg(false)).await, Mock::start(cfg(true)).await);
+        for body in [
+            r#"{"model":"m1","messages":[]}"#,
+            r#"{"model":"m2","stream":true,"messages":[]}"#,
+            r#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
+        ] {
+            for _ in 0..2 {
+                let a = post(slow.addr, body, "5").await;
+                let b = post(fast.addr, body, "5").await;
+                assert_eq!(a, b, "{body}");
+            }
+        }
+    }
 }

@@ -165,6 +165,7 @@ async fn access_log_with_llm_variables() {
     let mock = ferry_testkit::mock::Mock::start(ferry_testkit::mock::MockConfig {
         key: Some("token".into()),
         record: true,
+        ..Default::default()
     })
     .await;
     let extra = format!(

@@ -15,6 +15,7 @@ async fn default_provider_urls_over_tls() {
         MockConfig {
             key: Some("token".into()),
             record: true,
+            ..Default::default()
         },
         &["api.openai.com", "api.deepseek.com"],
     )
@@ -73,6 +74,7 @@ async fn untrusted_certificates_are_refused_unless_ssl_verify_is_off() {
         MockConfig {
             key: None,
             record: true,
+            ..Default::default()
         },
         &["api.openai.com"],
     )

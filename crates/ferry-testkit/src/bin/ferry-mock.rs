@@ -1,5 +1,6 @@
 //! `ferry-mock`: the mock LLM provider as a process, for benchmarks and manual tries.
-//! Usage: `ferry-mock [--listen 127.0.0.1:1980] [--key KEY] [--record]`.
+//! Usage: `ferry-mock [--listen 127.0.0.1:1980] [--key KEY] [--record] [--fast]`
+//! (`--fast`: pre-rendered answers to plain chat requests, for benchmarks).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use ferry_testkit::mock::{Mock, MockConfig};
@@ -13,8 +14,9 @@ fn main() {
             "--listen" => listen = args.next().expect("--listen ADDR"),
             "--key" => cfg.key = args.next(),
             "--record" => cfg.record = true,
+            "--fast" => cfg.fast = true,
             "-h" | "--help" => {
-                println!("ferry-mock [--listen 127.0.0.1:1980] [--key KEY] [--record]");
+                println!("ferry-mock [--listen 127.0.0.1:1980] [--key KEY] [--record] [--fast]");
                 return;
             }
             other => {
