@@ -253,4 +253,3 @@ fn typed_chat_view_agrees_with_value_reader() {
         None
     );
 }
-

@@ -18,17 +18,36 @@ pub struct Event {
     pub raw: Bytes,
 }
 
-/// Incremental SSE decoder.
+/// One decoded event, borrowed from the decoder (valid during the callback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    pub kind: &'a str,
+    pub data: &'a str,
+    /// The bytes that made this event, when kept (else empty).
+    pub raw: &'a [u8],
+}
+
+impl EventRef<'_> {
+    pub fn to_owned(&self) -> Event {
+        Event {
+            kind: self.kind.to_string(),
+            data: self.data.to_string(),
+            raw: Bytes::copy_from_slice(self.raw),
+        }
+    }
+}
+
+/// Incremental SSE decoder. Its buffers are reused from event to event.
 #[derive(Debug, Default)]
 pub struct Decoder {
     line: Vec<u8>,
-    kind: Option<String>,
+    kind: String,
     data: String,
     has_data: bool,
     has_field: bool,
     keep_raw: bool,
     raw: Vec<u8>,
-    /// Lines discarded for being longer than [`MAX_LINE`].
+    /// Lines dropped for exceeding [`MAX_LINE`].
     pub discarded: u64,
 }
 
@@ -37,7 +56,7 @@ impl Decoder {
         Decoder::default()
     }
 
-    /// A decoder that keeps each event's raw bytes in [`Event::raw`].
+    /// A decoder that also returns each event's raw bytes.
     pub fn keeping_raw() -> Decoder {
         Decoder {
             keep_raw: true,
@@ -45,8 +64,18 @@ impl Decoder {
         }
     }
 
+    /// Bytes fed but not yet part of a returned event (kept only with [`Decoder::keeping_raw`]).
+    pub fn pending_raw(&self) -> usize {
+        self.raw.len()
+    }
+
     /// Feeds a chunk; complete events are appended to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Event>) {
+        self.feed_each(chunk, |e| out.push(e.to_owned()));
+    }
+
+    /// Feeds a chunk; `f` sees each complete event, borrowed.
+    pub fn feed_each(&mut self, chunk: &[u8], mut f: impl FnMut(EventRef<'_>)) {
         let mut pos = 0;
         while let Some(off) = memchr::memchr(b'\n', &chunk[pos..]) {
             let end = pos + off;
@@ -54,11 +83,11 @@ impl Decoder {
                 self.raw.extend_from_slice(&chunk[pos..=end]);
             }
             if self.line.is_empty() {
-                self.process_line(&chunk[pos..end], out);
+                self.process_line(&chunk[pos..end], &mut f);
             } else {
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(&chunk[pos..end]);
-                self.process_line(&line, out);
+                self.process_line(&line, &mut f);
                 line.clear();
                 self.line = line;
             }
@@ -78,24 +107,29 @@ impl Decoder {
         }
     }
 
-    /// Ends the stream: an event left without its blank line is returned if it has data, and
-    /// any other bytes left over are returned raw.
+    /// Ends the stream: a last event without its blank line is still returned. Returns the
+    /// raw bytes that belonged to no event (when kept).
     pub fn finish(&mut self, out: &mut Vec<Event>) -> Bytes {
+        self.finish_each(|e| out.push(e.to_owned()))
+    }
+
+    /// [`Decoder::finish`] with a callback.
+    pub fn finish_each(&mut self, mut f: impl FnMut(EventRef<'_>)) -> Bytes {
         if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
-            self.process_line(&line, out);
+            self.process_line(&line, &mut f);
         }
         if self.has_data {
-            self.dispatch(out);
+            self.dispatch(&mut f);
         }
         Bytes::from(std::mem::take(&mut self.raw))
     }
 
-    fn process_line(&mut self, line: &[u8], out: &mut Vec<Event>) {
+    fn process_line(&mut self, line: &[u8], f: &mut impl FnMut(EventRef<'_>)) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             if self.has_field {
-                self.dispatch(out);
+                self.dispatch(f);
             }
             return;
         }
@@ -110,28 +144,39 @@ impl Decoder {
         if value.first() == Some(&b' ') {
             value = &value[1..];
         }
-        let value = String::from_utf8_lossy(value);
+        let text = |into: &mut String| match std::str::from_utf8(value) {
+            Ok(v) => into.push_str(v),
+            Err(_) => into.push_str(&String::from_utf8_lossy(value)),
+        };
         if field.eq_ignore_ascii_case(b"data") {
             if self.has_data {
                 self.data.push('\n');
             }
-            self.data.push_str(&value);
+            text(&mut self.data);
             self.has_data = true;
             self.has_field = true;
         } else if field.eq_ignore_ascii_case(b"event") {
-            self.kind = Some(value.into_owned());
+            self.kind.clear();
+            text(&mut self.kind);
             self.has_field = true;
         } else if field.eq_ignore_ascii_case(b"id") || field.eq_ignore_ascii_case(b"retry") {
             self.has_field = true;
         }
     }
 
-    fn dispatch(&mut self, out: &mut Vec<Event>) {
-        out.push(Event {
-            kind: self.kind.take().unwrap_or_else(|| "message".to_string()),
-            data: std::mem::take(&mut self.data),
-            raw: Bytes::from(std::mem::take(&mut self.raw)),
+    fn dispatch(&mut self, f: &mut impl FnMut(EventRef<'_>)) {
+        f(EventRef {
+            kind: if self.kind.is_empty() {
+                "message"
+            } else {
+                &self.kind
+            },
+            data: &self.data,
+            raw: &self.raw,
         });
+        self.kind.clear();
+        self.data.clear();
+        self.raw.clear();
         self.has_data = false;
         self.has_field = false;
     }

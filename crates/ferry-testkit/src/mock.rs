@@ -629,7 +629,10 @@ mod tests {
             .body(Full::new(Bytes::from(body.to_string())))
             .unwrap();
         let resp = send.send_request(req).await.unwrap();
-        let ct = resp.headers()[header::CONTENT_TYPE].to_str().unwrap().to_string();
+        let ct = resp.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_string();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         (ct, String::from_utf8(bytes.to_vec()).unwrap())
     }

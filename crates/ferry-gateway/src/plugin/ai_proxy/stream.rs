@@ -9,7 +9,7 @@ use crate::body::BoxError;
 use crate::ctx::Ctx;
 use bytes::{Bytes, BytesMut};
 use ferry_protocol::convert::{OutEvent, StreamConverter};
-use ferry_protocol::sse::{Decoder, Event};
+use ferry_protocol::sse::Decoder;
 use ferry_protocol::{Observed, Protocol};
 use http::StatusCode;
 use http_body::{Body, Frame};
@@ -192,7 +192,6 @@ pub struct SseState {
     hide_usage: bool,
     decoder: Decoder,
     observed: Observed,
-    events: Vec<Event>,
     bytes: u64,
     finished: bool,
 }
@@ -209,38 +208,68 @@ impl SseState {
                 Decoder::new()
             },
             observed: Observed::default(),
-            events: Vec::new(),
             bytes: 0,
             finished: false,
         }
     }
 
-    /// Observes a chunk; returns the bytes to send when events were removed.
-    fn feed(&mut self, chunk: &[u8], end: bool) -> Option<Bytes> {
+    /// Observes a chunk; returns the bytes to send instead when events were removed (or held
+    /// back until complete, so that a removed event never goes out in part).
+    fn feed(&mut self, chunk: &Bytes, end: bool) -> Option<Bytes> {
         self.bytes += chunk.len() as u64;
-        self.decoder.feed(chunk, &mut self.events);
-        let rest = if end {
-            Some(self.decoder.finish(&mut self.events))
-        } else {
-            None
-        };
-        let mut out = if self.hide_usage {
-            Some(BytesMut::new())
-        } else {
-            None
-        };
-        for e in self.events.drain(..) {
-            let usage_only = self.observed.event(self.proto, &e.kind, &e.data);
-            if let Some(o) = out.as_mut()
-                && !usage_only
-            {
-                o.extend_from_slice(&e.raw);
+        let (proto, observed) = (self.proto, &mut self.observed);
+        if !self.hide_usage {
+            self.decoder
+                .feed_each(chunk, |e| _ = observed.event(proto, e.kind, e.data));
+            if end {
+                self.decoder
+                    .finish_each(|e| _ = observed.event(proto, e.kind, e.data));
             }
+            return None;
         }
-        if let (Some(o), Some(r)) = (out.as_mut(), rest) {
-            o.extend_from_slice(&r);
+        // Events made only of this chunk's bytes are slices of it: note the removed ranges
+        // and cut them out at the end (usually nothing, or the one usage chunk).
+        let carried = self.decoder.pending_raw() > 0;
+        let mut kept = Vec::new();
+        let mut cut: Vec<(usize, usize)> = Vec::new();
+        let mut pos = 0usize;
+        let mut on_event = |e: ferry_protocol::sse::EventRef<'_>| {
+            let usage_only = observed.event(proto, e.kind, e.data);
+            if carried {
+                if !usage_only {
+                    kept.extend_from_slice(e.raw);
+                }
+            } else if usage_only {
+                cut.push((pos, pos + e.raw.len()));
+            }
+            pos += e.raw.len();
+        };
+        self.decoder.feed_each(chunk, &mut on_event);
+        let rest = if end {
+            let rest = self.decoder.finish_each(&mut on_event);
+            Some(rest)
+        } else {
+            None
+        };
+        if carried {
+            if let Some(r) = rest {
+                kept.extend_from_slice(&r);
+            }
+            return Some(Bytes::from(kept));
         }
-        out.map(BytesMut::freeze)
+        // Bytes of an event still incomplete wait for it; at the end they go out as they are.
+        let complete = if end { chunk.len() } else { pos };
+        if cut.is_empty() {
+            return (complete < chunk.len()).then(|| chunk.slice(..complete));
+        }
+        let mut out = Vec::with_capacity(complete);
+        let mut from = 0;
+        for (a, b) in cut {
+            out.extend_from_slice(&chunk[from..a]);
+            from = b;
+        }
+        out.extend_from_slice(&chunk[from..complete]);
+        Some(Bytes::from(out))
     }
 }
 
@@ -275,7 +304,6 @@ pub struct Converting {
     up: UpstreamBody,
     decoder: Decoder,
     conv: Box<dyn StreamConverter>,
-    events: Vec<Event>,
     out: Vec<OutEvent>,
     pending: Option<Bytes>,
     ended: bool,
@@ -287,7 +315,6 @@ impl Converting {
             up,
             decoder: Decoder::new(),
             conv,
-            events: Vec::new(),
             out: Vec::new(),
             pending: None,
             ended: false,
@@ -326,10 +353,9 @@ impl Converting {
             }
             match self.up.poll_chunk(cx) {
                 Poll::Ready(Some(Ok(b))) => {
-                    self.decoder.feed(&b, &mut self.events);
-                    for e in self.events.drain(..) {
-                        self.conv.event(&e.kind, &e.data, &mut self.out);
-                    }
+                    let (conv, out) = (&mut self.conv, &mut self.out);
+                    self.decoder
+                        .feed_each(&b, |e| conv.event(e.kind, e.data, out));
                     if let Some(bytes) = self.encode() {
                         return Poll::Ready(Some(Ok(bytes)));
                     }
@@ -337,10 +363,9 @@ impl Converting {
                 Poll::Ready(other) => {
                     // End of the upstream (cleanly or not): flush what the converter owes.
                     self.ended = true;
-                    self.decoder.finish(&mut self.events);
-                    for e in self.events.drain(..) {
-                        self.conv.event(&e.kind, &e.data, &mut self.out);
-                    }
+                    let (conv, out) = (&mut self.conv, &mut self.out);
+                    self.decoder
+                        .finish_each(|e| conv.event(e.kind, e.data, out));
                     self.conv.finish(&mut self.out);
                     let flushed = self.encode();
                     return match (other, flushed) {
@@ -380,5 +405,48 @@ impl Body for Converting {
 
     fn is_end_stream(&self) -> bool {
         self.ended && self.pending.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHUNK: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+    const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    /// Whatever the chunk boundaries, the client gets the stream without the usage-only
+    /// chunk, and the usage is still observed.
+    #[test]
+    fn usage_chunk_removed_at_every_split() {
+        let input = format!("{CHUNK}{CHUNK}{USAGE}{DONE}");
+        let expected = format!("{CHUNK}{CHUNK}{DONE}");
+        let b = Bytes::from(input.clone());
+        for i in 0..=b.len() {
+            for j in i..=b.len() {
+                let mut st = SseState::new(Protocol::OpenAiChat, true);
+                let mut out = Vec::new();
+                let parts = [b.slice(..i), b.slice(i..j), b.slice(j..)];
+                for (n, p) in parts.iter().enumerate() {
+                    let sent = st.feed(p, n == 2).unwrap_or_else(|| p.clone());
+                    out.extend_from_slice(&sent);
+                }
+                assert_eq!(String::from_utf8(out).unwrap(), expected, "split {i},{j}");
+                assert_eq!(st.observed.usage.map(|u| u.total), Some(4));
+                assert_eq!(st.observed.text, "hihi");
+            }
+        }
+    }
+
+    /// Without hiding, chunks pass through untouched (no copy) and are still observed.
+    #[test]
+    fn observed_without_rewriting() {
+        let mut st = SseState::new(Protocol::OpenAiChat, false);
+        let input = Bytes::from(format!("{CHUNK}{USAGE}{DONE}"));
+        assert!(st.feed(&input.slice(..10), false).is_none());
+        assert!(st.feed(&input.slice(10..), true).is_none());
+        assert_eq!(st.observed.usage.map(|u| u.total), Some(4));
+        assert!(st.observed.done);
     }
 }
