@@ -120,6 +120,17 @@ pub struct Observed {
     pub text: String,
     pub tool_calls: bool,
     pub done: bool,
+    /// Stream events: the response text is not needed (no payload logging), so OpenAI chat
+    /// chunks that carry neither usage nor tool calls need not be parsed at all.
+    pub skip_text: bool,
+}
+
+/// Whether an OpenAI chat chunk can carry what is observed besides text. A key spelled with
+/// `\u` escapes would be missed; no provider writes JSON that way.
+fn chat_chunk_has_more_than_text(data: &str) -> bool {
+    let b = data.as_bytes();
+    memchr::memmem::find(b, b"\"usage\"").is_some()
+        || memchr::memmem::find(b, b"\"tool_calls\"").is_some()
 }
 
 impl Observed {
@@ -249,6 +260,9 @@ impl Observed {
                 }
                 if data == "[DONE]" {
                     self.done = true;
+                    return false;
+                }
+                if self.skip_text && !chat_chunk_has_more_than_text(data) {
                     return false;
                 }
                 if let Ok(b) = serde_json::from_str::<wire::ChatBody>(data) {

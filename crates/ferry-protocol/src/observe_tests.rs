@@ -253,3 +253,22 @@ fn typed_chat_view_agrees_with_value_reader() {
         None
     );
 }
+
+/// Without payload logging, chunks with only text are skipped; usage and tool calls are not.
+#[test]
+fn skip_text_still_sees_usage_and_tool_calls() {
+    let mut o = Observed {
+        skip_text: true,
+        ..Observed::default()
+    };
+    let text = r#"{"choices":[{"delta":{"content":"say \"usage\" here"}}]}"#;
+    let tool = r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#;
+    let usage = r#"{"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":3}}"#;
+    assert!(!o.event(Protocol::OpenAiChat, "message", text));
+    assert!(!o.event(Protocol::OpenAiChat, "message", tool));
+    assert!(o.event(Protocol::OpenAiChat, "message", usage));
+    assert!(!o.event(Protocol::OpenAiChat, "message", "[DONE]"));
+    assert_eq!(o.usage.map(|u| u.total), Some(5));
+    assert!(o.tool_calls && o.done);
+    assert_eq!(o.text, "");
+}

@@ -277,6 +277,7 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     }
 
     if is_sse {
+        let keep_text = conf.logging.as_ref().is_some_and(|l| l.payloads);
         let mut up = UpstreamBody::new(
             resp.into_body(),
             sent,
@@ -304,7 +305,7 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
             };
             conv.push_front(first);
             if let Some(st) = ctx.ext.get_mut::<AiState>() {
-                st.sse = Some(SseState::new(client, hide_usage));
+                st.sse = Some(SseState::new(client, hide_usage, keep_text));
             }
             ctx.set_var("llm_time_to_first_token", ms_since(sent));
             return head
@@ -321,7 +322,7 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
         };
         up.push_front(first);
         if let Some(st) = ctx.ext.get_mut::<AiState>() {
-            st.sse = Some(SseState::new(target, hide_usage));
+            st.sse = Some(SseState::new(target, hide_usage, keep_text));
         }
         ctx.set_var("llm_time_to_first_token", ms_since(sent));
         return head

@@ -197,7 +197,8 @@ pub struct SseState {
 }
 
 impl SseState {
-    pub fn new(proto: Protocol, hide_usage: bool) -> SseState {
+    /// `keep_text`: the response text is needed (payload logging).
+    pub fn new(proto: Protocol, hide_usage: bool, keep_text: bool) -> SseState {
         metrics::gauge!("apisix_llm_active_connections").increment(1.0);
         SseState {
             proto,
@@ -207,7 +208,10 @@ impl SseState {
             } else {
                 Decoder::new()
             },
-            observed: Observed::default(),
+            observed: Observed {
+                skip_text: !keep_text,
+                ..Observed::default()
+            },
             bytes: 0,
             finished: false,
         }
@@ -425,7 +429,7 @@ mod tests {
         let b = Bytes::from(input.clone());
         for i in 0..=b.len() {
             for j in i..=b.len() {
-                let mut st = SseState::new(Protocol::OpenAiChat, true);
+                let mut st = SseState::new(Protocol::OpenAiChat, true, true);
                 let mut out = Vec::new();
                 let parts = [b.slice(..i), b.slice(i..j), b.slice(j..)];
                 for (n, p) in parts.iter().enumerate() {
@@ -442,7 +446,7 @@ mod tests {
     /// Without hiding, chunks pass through untouched (no copy) and are still observed.
     #[test]
     fn observed_without_rewriting() {
-        let mut st = SseState::new(Protocol::OpenAiChat, false);
+        let mut st = SseState::new(Protocol::OpenAiChat, false, true);
         let input = Bytes::from(format!("{CHUNK}{USAGE}{DONE}"));
         assert!(st.feed(&input.slice(..10), false).is_none());
         assert!(st.feed(&input.slice(10..), true).is_none());
