@@ -262,7 +262,8 @@ fn skip_text_still_sees_usage_and_tool_calls() {
         ..Observed::default()
     };
     let text = r#"{"choices":[{"delta":{"content":"say \"usage\" here"}}]}"#;
-    let tool = r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#;
+    let tool =
+        r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#;
     let usage = r#"{"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":3}}"#;
     assert!(!o.event(Protocol::OpenAiChat, "message", text));
     assert!(!o.event(Protocol::OpenAiChat, "message", tool));

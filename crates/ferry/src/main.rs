@@ -3,6 +3,10 @@
 
 mod admin_key;
 
+/// jemalloc: chosen by measurement (bench/macro.sh) over glibc malloc and mimalloc.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{Parser, Subcommand};
 use ferry_admin::AdminState;
 use ferry_config::app::{AppConfig, ConfigProvider};
