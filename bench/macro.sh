@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# Macro benchmark: Ferry (ai-proxy on, usage and TTFT recorded, access log on) against the
-# project's mock provider, next to the same load sent straight to the mock. The gateway runs
-# on CPU 0; the mock and the load generator (oha) on CPU 1. Prints a Markdown table.
-# Usage: bench/macro.sh [seconds per run, default 10] [connections, default 32]
-# BENCH_KAFKA=1 adds kafka-logger (to a local Tansu broker) and ai-proxy logging.summaries.
+# Macro benchmark, one command: builds release, starts the project's mock provider (pre-rendered
+# answers, `ferry-mock --fast`), Ferry (ai-proxy on, usage and TTFT recorded, access log on) and
+# a plain nginx `proxy_pass` to the same mock, and drives each with oha. Ferry and nginx run on
+# CPU 0; the mock and oha on CPU 1. Prints Markdown tables: throughput and latency percentiles at
+# c=32 and c=256 (chat and 18-chunk streams), latency at a fixed rate of half Ferry's maximum,
+# unloaded latency and streaming time to first byte added over direct, RSS idle and peak, the
+# memory for 10,000 concurrent slow streams, and Ferry with kafka-logger (Tansu broker) on.
+# Everything it starts is stopped by PID on exit.
+# Usage: bench/macro.sh [seconds per run, default 10]
+# Env: BENCH_SLOW=N concurrent slow streams (default 10000, 0 skips); BENCH_KAFKA=0 skips Kafka.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
-conns=${2:-32}
+slow_n=${BENCH_SLOW:-10000}
+root=$PWD
 command -v oha >/dev/null || cargo install oha --locked
-cargo build --release --workspace --bins >/dev/null 2>&1
+command -v nginx >/dev/null || { apt-get install -y -qq nginx-light >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }; }
+command -v curl >/dev/null || apt-get install -y -qq curl >/dev/null
+cargo build --release -p ferry -p ferry-testkit --bins >/dev/null 2>&1
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 work=$(mktemp -d)
 pids=()
@@ -18,10 +27,13 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+rss() { awk -v k="$2" '$1 == k":" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
-mock_port=$(free_port); port=$(free_port); admin_port=$(free_port)
-FERRY_MOCK_THREADS=1 taskset -c 1 target/release/ferry-mock --listen "127.0.0.1:$mock_port" --key token 2>/dev/null &
+mock_port=$(free_port); port=$(free_port); admin_port=$(free_port); nginx_port=$(free_port)
+FERRY_MOCK_THREADS=1 taskset -c 1 target/release/ferry-mock --listen "127.0.0.1:$mock_port" --key token --fast 2>/dev/null &
 pids+=($!)
+
 cat > "$work/config.yaml" <<YAML
 plugin_attr:
   prometheus:
@@ -39,72 +51,201 @@ ferry:
   data_dir: $work/data
   worker_threads: 1
 YAML
-(cd "$work" && exec taskset -c 0 "$OLDPWD/target/release/ferry" serve --config config.yaml 2>"$work/ferry.log") &
+(cd "$work" && exec taskset -c 0 "$root/target/release/ferry" serve --config config.yaml 2>"$work/ferry.log") &
 ferry_pid=$!
 pids+=($ferry_pid)
-wait_port "$mock_port"; wait_port "$port"; wait_port "$admin_port"
-logger=""
-logging=""
-mode="kafka-logger off"
-if [ "${BENCH_KAFKA:-0}" = 1 ]; then
-  tansu=${FERRY_TANSU:-$(tests/kafka/install-tansu.sh)}
-  kport=$(free_port)
-  taskset -c 1 "$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine memory://tansu/ >/dev/null 2>&1 &
-  pids+=($!)
-  wait_port "$kport"
-  "$tansu" topic create bench --partitions 1 --broker "tcp://127.0.0.1:$kport" >/dev/null 2>&1
-  logger=", \"kafka-logger\": {\"brokers\": [{\"host\": \"127.0.0.1\", \"port\": $kport}], \"kafka_topic\": \"bench\", \"batch_max_size\": 500, \"inactive_timeout\": 1}"
-  logging=", \"logging\": {\"summaries\": true}"
-  mode="kafka-logger on (summaries, broker on CPU 1)"
-fi
-curl -s -o /dev/null "http://127.0.0.1:$admin_port/apisix/admin/routes/chat" -X PUT -H "X-API-KEY: bench-key" -d "{
-  \"uri\": \"/v1/chat/completions\",
-  \"plugins\": {\"ai-proxy\": {\"provider\": \"openai\", \"auth\": {\"header\": {\"Authorization\": \"Bearer token\"}},
-    \"override\": {\"endpoint\": \"http://127.0.0.1:$mock_port\"}$logging}$logger}}"
 
-rss() { awk -v k="$2" '$1 == k":" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+mkdir -p "$work/nginx"
+cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 16000; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  upstream mock { server 127.0.0.1:$mock_port; keepalive 256; }
+  server {
+    listen 127.0.0.1:$nginx_port backlog=4096;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+taskset -c 0 nginx -c "$work/nginx/nginx.conf" &
+pids+=($!)
+wait_port "$mock_port"; wait_port "$port"; wait_port "$admin_port"; wait_port "$nginx_port"
+nginx_worker=$(pgrep -P "$(cat "$work/nginx/nginx.pid")" | head -1)
+
+route() { # route ID URI EXTRA_PLUGINS EXTRA_AI_PROXY
+  curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:$admin_port/apisix/admin/routes/$1" -X PUT -H "X-API-KEY: bench-key" -d "{
+    \"uri\": \"$2\",
+    \"plugins\": {\"ai-proxy\": {\"provider\": \"openai\", \"auth\": {\"header\": {\"Authorization\": \"Bearer token\"}},
+      \"keepalive_pool\": 256, \"override\": {\"endpoint\": \"http://127.0.0.1:$mock_port/v1/chat/completions\"}$4}$3}}" | grep -q 20 || { echo "route $1 refused" >&2; exit 1; }
+}
+route chat /v1/chat/completions "" ""
+
+kafka_mode=""
+if [ "${BENCH_KAFKA:-1}" = 1 ]; then
+  tansu=${FERRY_TANSU:-$(tests/kafka/install-tansu.sh 2>/dev/null || true)}
+  if [ -n "$tansu" ] && [ -x "$tansu" ]; then
+    kport=$(free_port)
+    taskset -c 1 "$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine memory://tansu/ >/dev/null 2>&1 &
+    pids+=($!)
+    wait_port "$kport"
+    "$tansu" topic create bench --partitions 1 --broker "tcp://127.0.0.1:$kport" >/dev/null 2>&1 || true
+    route logged /logged/v1/chat/completions ", \"kafka-logger\": {\"brokers\": [{\"host\": \"127.0.0.1\", \"port\": $kport}], \"kafka_topic\": \"bench\", \"batch_max_size\": 1000, \"inactive_timeout\": 1}" ", \"logging\": {\"summaries\": true}"
+    kafka_mode=1
+  fi
+fi
+
 idle_rss=$(rss "$ferry_pid" VmRSS)
+nginx_idle=$(rss "$nginx_worker" VmRSS)
 
 body=$(python3 -c 'import json; print(json.dumps({"model": "gpt-4o-mini", "temperature": 0.2, "messages": [{"role": "system", "content": "You are a helpful assistant. Answer briefly and precisely."}, {"role": "user", "content": "Summarise the plot of a short story about a ferry crossing a river at night, in two sentences, and name the captain. " * 2}]}))')
 stream_body=$(python3 -c 'import json,sys; b=json.loads(sys.argv[1]); b["stream"]=True; print(json.dumps(b))' "$body")
 
-# run NAME URL BODY [extra oha args] -> prints "rps p50 p99" (ms)
+# run NAME URL BODY CONNS [oha args...] -> "rps p50 p90 p99 p99.9 non200" (ms)
 run() {
-  taskset -c 1 oha --no-tui --output-format json -z "${secs}s" -c "$conns" -m POST \
+  local name=$1 url=$2 data=$3 conns=$4; shift 4
+  taskset -c 1 oha --no-tui --output-format json -z "${secs}s" -c "$conns" "$@" -m POST \
     -H "content-type: application/json" -H "authorization: Bearer token" -H "x-mock-chunks: 18" \
-    -d "$3" "$2" > "$work/$1.json"
-  python3 - "$work/$1.json" <<'PY'
+    -d "$data" "$url" > "$work/$name.json"
+  python3 - "$work/$name.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 s, p = d["summary"], d["latencyPercentiles"]
-ok = d.get("statusCodeDistribution", {})
-print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1000:.3f} {p["p99"]*1000:.3f} {sum(v for k, v in ok.items() if k != "200")}')
+# Requests still in flight when the run's time is up are cut off by oha: not failures.
+bad = sum(v for k, v in d.get("statusCodeDistribution", {}).items() if k != "200") + sum(
+    v for k, v in d.get("errorDistribution", {}).items() if "deadline" not in k)
+ms = lambda k: f'{(p.get(k) or 0) * 1000:.2f}'
+print(f'{s["requestsPerSec"]:.0f} {ms("p50")} {ms("p90")} {ms("p99")} {ms("p99.9")} {bad}')
 PY
 }
 
 direct="http://127.0.0.1:$mock_port/v1/chat/completions"
+viangx="http://127.0.0.1:$nginx_port/v1/chat/completions"
 gw="http://127.0.0.1:$port/v1/chat/completions"
-run warm "$gw" "$body" >/dev/null
-read -r d_rps d_p50 d_p99 d_bad < <(run direct_chat "$direct" "$body")
-read -r g_rps g_p50 g_p99 g_bad < <(run ferry_chat "$gw" "$body")
+run warm "$gw" "$body" 32 >/dev/null
+declare -A R
+for t in direct nginx ferry; do
+  case $t in direct) u=$direct ;; nginx) u=$viangx ;; ferry) u=$gw ;; esac
+  for c in 32 256; do
+    t0=$(ticks "$ferry_pid")
+    R[$t.chat.$c]=$(run "$t-chat-$c" "$u" "$body" "$c")
+    [ "$t" = ferry ] && R[cpu.chat.$c]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[$t.chat.$c]}" | cut -d' ' -f1) * secs) ))
+    t0=$(ticks "$ferry_pid")
+    [ "$t" = ferry ] && [ "$c" = 32 ] && peak_chat=$(rss "$ferry_pid" VmHWM)
+    R[$t.stream.$c]=$(run "$t-stream-$c" "$u" "$stream_body" "$c")
+    [ "$t" = ferry ] && R[cpu.stream.$c]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[$t.stream.$c]}" | cut -d' ' -f1) * secs) ))
+  done
+done
 peak_rss=$(rss "$ferry_pid" VmHWM)
-read -r ds_rps ds_p50 ds_p99 ds_bad < <(run direct_stream "$direct" "$stream_body")
-read -r gs_rps gs_p50 gs_p99 gs_bad < <(run ferry_stream "$gw" "$stream_body")
-# Unloaded latency: all on CPU 1, since waking an idle second CPU costs ~50 µs per hop on
-# this kind of VM (measured: the mock alone answers in 16 µs on its own CPU, 100 µs across).
-taskset -a -p -c 1 "$ferry_pid" >/dev/null
-conns_saved=$conns; conns=1
-read -r d1_rps d1_p50 d1_p99 _ < <(run direct_c1 "$direct" "$body")
-read -r g1_rps g1_p50 g1_p99 _ < <(run ferry_c1 "$gw" "$body")
-conns=$conns_saved
+nginx_peak=$(rss "$nginx_worker" VmHWM)
+if [ -n "$kafka_mode" ]; then
+  t0=$(ticks "$ferry_pid")
+  R[kafka.chat.32]=$(run kafka-chat "http://127.0.0.1:$port/logged/v1/chat/completions" "$body" 32)
+  R[cpu.kafka.chat]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[kafka.chat.32]}" | cut -d' ' -f1) * secs) ))
+  t0=$(ticks "$ferry_pid")
+  R[kafka.stream.32]=$(run kafka-stream "http://127.0.0.1:$port/logged/v1/chat/completions" "$stream_body" 32)
+  R[cpu.kafka.stream]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[kafka.stream.32]}" | cut -d' ' -f1) * secs) ))
+fi
+# Fixed rate: half of Ferry's maximum at c=32, the same rate for every target.
+rate=$(( $(echo "${R[ferry.chat.32]}" | cut -d' ' -f1) / 2 ))
+for t in direct nginx ferry; do
+  case $t in direct) u=$direct ;; nginx) u=$viangx ;; ferry) u=$gw ;; esac
+  R[$t.fixed]=$(run "$t-fixed" "$u" "$body" 32 -q "$rate")
+done
 
-echo "Ferry macro benchmark, $(date -u +%Y-%m-%d), $(nproc) CPUs, ${secs}s per run, c=$conns (oha; Ferry on CPU 0, mock and oha on CPU 1), $mode"
+# Unloaded: everything on CPU 1 (waking an idle second CPU costs ~50 µs per hop on this kind
+# of VM), one connection; then time to first byte of a stream, direct and through Ferry.
+taskset -a -p -c 1 "$ferry_pid" >/dev/null
+R[direct.c1]=$(run direct-c1 "$direct" "$body" 1)
+R[ferry.c1]=$(run ferry-c1 "$gw" "$body" 1)
+ttfb() { # URL -> median time to first byte in µs over 300 requests on one connection
+  taskset -c 1 python3 - "$1" "$stream_body" <<'PY'
+import http.client, sys, time, statistics, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1]); body = sys.argv[2].encode()
+c = http.client.HTTPConnection(u.hostname, u.port)
+h = {"content-type": "application/json", "authorization": "Bearer token", "x-mock-chunks": "18"}
+xs = []
+for i in range(330):
+    t = time.perf_counter(); c.request("POST", u.path, body, h); r = c.getresponse(); r.read(1)
+    x = time.perf_counter() - t; r.read()
+    if i >= 30: xs.append(x)
+print(f"{statistics.median(xs) * 1e6:.0f}")
+PY
+}
+ttfb_direct=$(ttfb "$direct")
+ttfb_ferry=$(ttfb "$gw")
+taskset -a -p -c 0 "$ferry_pid" >/dev/null
+
+# Slow streams: N connections each holding a stream of one event a second.
+slow_line="skipped"
+if [ "$slow_n" -gt 0 ]; then
+  before=$(rss "$ferry_pid" VmRSS)
+  taskset -c 1 oha --no-tui --output-format json -z 25s -c "$slow_n" -m POST \
+    -H "content-type: application/json" -H "authorization: Bearer token" \
+    -H "x-mock-chunks: 12" -H "x-mock-chunk-delay-ms: 1000" \
+    -d "$stream_body" "$gw" > "$work/slow.json" &
+  slow_pid=$!
+  pids+=($slow_pid)
+  slow_rss=0
+  for _ in $(seq 24); do
+    sleep 1
+    r=$(rss "$ferry_pid" VmRSS)
+    if python3 -c "import sys; sys.exit(0 if $r > $slow_rss else 1)"; then slow_rss=$r; fi
+  done
+  wait "$slow_pid" || true
+  slow_ok=$(python3 -c "import json; d=json.load(open('$work/slow.json')); print(d['statusCodeDistribution'].get('200', 0))")
+  slow_line="$slow_n concurrent slow streams (one event a second): Ferry RSS ${before} MB before, ${slow_rss} MB at most while they were open (${slow_ok} streams of 12 s completed in 25 s)."
+fi
+
+cols() { echo "$1" | awk '{printf "| %s | %s | %s | %s | %s |", $1, $2, $4, $5, $6}'; }
+ratio() { python3 -c "import sys; a, b = float('$1'.split()[0]), float('$2'.split()[0]); print(f'{a / b:.2f}' if b else '-')"; }
+echo "Ferry macro benchmark, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), ${secs}s per run."
+echo "Ferry and nginx on CPU 0, mock (ferry-mock --fast) and oha on CPU 1. Chat: $(echo -n "$body" | wc -c)-byte request, $(curl -s "$direct" -H 'authorization: Bearer token' -d "$body" | wc -c)-byte answer; stream: $(curl -s "$direct" -H 'authorization: Bearer token' -H 'x-mock-chunks: 18' -d "$stream_body" | grep -c '^data:') events, $(curl -s "$direct" -H 'authorization: Bearer token' -H 'x-mock-chunks: 18' -d "$stream_body" | wc -c) bytes."
 echo
-echo "| target | chat req/s | chat p50 ms | chat p99 ms | stream req/s | stream p99 ms | non-200 |"
-echo "|---|---|---|---|---|---|---|"
-echo "| mock directly | $d_rps | $d_p50 | $d_p99 | $ds_rps | $ds_p99 | $((d_bad + ds_bad)) |"
-echo "| Ferry ai-proxy | $g_rps | $g_p50 | $g_p99 | $gs_rps | $gs_p99 | $((g_bad + gs_bad)) |"
-python3 -c "print(f'| ratio Ferry / direct | {$g_rps/$d_rps:.2f} | | | {$gs_rps/$ds_rps:.2f} | | |')"
+echo "| target | conns | chat req/s | p50 ms | p99 ms | p99.9 ms | non-200 | stream req/s | p50 ms | p99 ms | p99.9 ms | non-200 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+for t in direct nginx ferry; do
+  case $t in direct) n="mock directly" ;; nginx) n="nginx proxy_pass" ;; ferry) n="Ferry ai-proxy" ;; esac
+  for c in 32 256; do
+    echo "| $n | $c $(cols "${R[$t.chat.$c]}") $(cols "${R[$t.stream.$c]}" | cut -c2-)"
+  done
+done
+if [ -n "$kafka_mode" ]; then
+  echo "| Ferry + kafka-logger (summaries) | 32 $(cols "${R[kafka.chat.32]}") $(cols "${R[kafka.stream.32]}" | cut -c2-)"
+fi
 echo
-python3 -c "print(f'Unloaded (c=1, all on one CPU) p50: direct {$d1_p50*1000:.0f} µs, through Ferry {$g1_p50*1000:.0f} µs: {($g1_p50-$d1_p50)*1000:.0f} µs added.')"
-echo "Ferry RSS: ${idle_rss} MB idle, ${peak_rss} MB peak (VmHWM)."
+echo "| ratio | chat c=32 | chat c=256 | stream c=32 | stream c=256 |"
+echo "|---|---|---|---|---|"
+echo "| Ferry / nginx proxy | $(ratio "${R[ferry.chat.32]}" "${R[nginx.chat.32]}") | $(ratio "${R[ferry.chat.256]}" "${R[nginx.chat.256]}") | $(ratio "${R[ferry.stream.32]}" "${R[nginx.stream.32]}") | $(ratio "${R[ferry.stream.256]}" "${R[nginx.stream.256]}") |"
+echo "| nginx proxy / direct | $(ratio "${R[nginx.chat.32]}" "${R[direct.chat.32]}") | $(ratio "${R[nginx.chat.256]}" "${R[direct.chat.256]}") | $(ratio "${R[nginx.stream.32]}" "${R[direct.stream.32]}") | $(ratio "${R[nginx.stream.256]}" "${R[direct.stream.256]}") |"
+if [ -n "$kafka_mode" ]; then
+  echo "| Ferry + kafka-logger / Ferry | $(ratio "${R[kafka.chat.32]}" "${R[ferry.chat.32]}") | | $(ratio "${R[kafka.stream.32]}" "${R[ferry.stream.32]}") | |"
+fi
+echo
+echo "Ferry's own CPU time per request (utime + stime over the run / requests): chat ${R[cpu.chat.32]} ns (c=32), ${R[cpu.chat.256]} ns (c=256); stream ${R[cpu.stream.32]} ns (c=32), ${R[cpu.stream.256]} ns (c=256)."
+if [ -n "$kafka_mode" ]; then
+  echo "With kafka-logger (the broker shares CPU 1 with the mock and oha): chat ${R[cpu.kafka.chat]} ns, stream ${R[cpu.kafka.stream]} ns per request."
+fi
+echo
+echo "Fixed rate of $rate req/s (half Ferry's chat maximum), c=32:"
+echo
+echo "| target | p50 ms | p90 ms | p99 ms | p99.9 ms |"
+echo "|---|---|---|---|---|"
+for t in direct nginx ferry; do
+  echo "| $t $(echo "${R[$t.fixed]}" | awk '{printf "| %s | %s | %s | %s |", $2, $3, $4, $5}')"
+done
+echo
+python3 -c "d, f = float('${R[direct.c1]}'.split()[1]), float('${R[ferry.c1]}'.split()[1]); print(f'Unloaded (c=1, all on CPU 1) chat p50: direct {d*1000:.0f} µs, through Ferry {f*1000:.0f} µs: {(f-d)*1000:.0f} µs added.')"
+echo "Stream time to first byte (median of 300, one connection, all on CPU 1): direct ${ttfb_direct} µs, through Ferry ${ttfb_ferry} µs: $((ttfb_ferry - ttfb_direct)) µs added."
+echo "Ferry RSS: ${idle_rss} MB idle, ${peak_chat} MB peak after the c=32 chat run, ${peak_rss} MB peak after all runs (VmHWM). nginx worker: ${nginx_idle} → ${nginx_peak} MB."
+echo "$slow_line"
