@@ -69,26 +69,44 @@ impl Ferry {
     /// Writes `dir/config.yaml` (ports, data dir, admin key, access log, then `extra` YAML
     /// appended under the top level) and starts `ferry serve` in `dir`.
     pub fn start(bin: &str, dir: &Path, extra: &str) -> Ferry {
-        let port = free_port();
-        let admin_port = free_port();
-        let metrics_port = free_port();
-        let cfg = format!(
-            "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n\
-             plugin_attr:\n  prometheus:\n    export_addr:\n      ip: 127.0.0.1\n      port: {metrics_port}\n\
-             deployment:\n  admin:\n    admin_key:\n      - name: admin\n        key: {TEST_KEY}\n        role: admin\n\
-             \x20     - name: viewer\n        key: viewer-key\n        role: viewer\n\
-             \x20   admin_listen:\n      ip: 127.0.0.1\n      port: {admin_port}\n\
-             ferry:\n  data_dir: {}\n  drain_timeout_ms: 3000\n{extra}",
-            dir.join("data").display()
-        );
-        std::fs::write(dir.join("config.yaml"), cfg).expect("write config");
-        let mut f = Self::spawn(bin, dir, port, admin_port, TEST_KEY.to_string());
-        f.metrics_port = Some(metrics_port);
-        f
+        // A port picked free can be taken by a parallel test before Ferry binds it: retry.
+        for attempt in 0.. {
+            let port = free_port();
+            let admin_port = free_port();
+            let metrics_port = free_port();
+            let cfg = format!(
+                "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n\
+                 plugin_attr:\n  prometheus:\n    export_addr:\n      ip: 127.0.0.1\n      port: {metrics_port}\n\
+                 deployment:\n  admin:\n    admin_key:\n      - name: admin\n        key: {TEST_KEY}\n        role: admin\n\
+                 \x20     - name: viewer\n        key: viewer-key\n        role: viewer\n\
+                 \x20   admin_listen:\n      ip: 127.0.0.1\n      port: {admin_port}\n\
+                 ferry:\n  data_dir: {}\n  drain_timeout_ms: 3000\n{extra}",
+                dir.join("data").display()
+            );
+            std::fs::write(dir.join("config.yaml"), cfg).expect("write config");
+            let mut f = Self::launch(bin, dir, port, admin_port, TEST_KEY.to_string());
+            match f.wait_listening() {
+                Ok(()) => {
+                    f.metrics_port = Some(metrics_port);
+                    return f;
+                }
+                Err(e) if attempt < 3 && e.contains("cannot listen") => continue,
+                Err(e) => panic!("ferry did not start: {e}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// Starts `ferry serve --config dir/config.yaml` with a config already written.
     pub fn spawn(bin: &str, dir: &Path, port: u16, admin_port: u16, key: String) -> Ferry {
+        let mut f = Self::launch(bin, dir, port, admin_port, key);
+        if let Err(e) = f.wait_listening() {
+            panic!("ferry did not start: {e}");
+        }
+        f
+    }
+
+    fn launch(bin: &str, dir: &Path, port: u16, admin_port: u16, key: String) -> Ferry {
         let mut child = Command::new(bin)
             .args(["serve", "--config"])
             .arg(dir.join("config.yaml"))
@@ -110,7 +128,7 @@ impl Ferry {
                 }
             });
         }
-        let f = Ferry {
+        Ferry {
             child,
             port,
             admin_port,
@@ -118,22 +136,25 @@ impl Ferry {
             dir: dir.to_path_buf(),
             key,
             stderr,
-        };
-        f.wait_listening();
-        f
+        }
     }
 
-    fn wait_listening(&self) {
+    /// Waits until both ports accept; the stderr text when the process exits or 10 s pass.
+    fn wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
                 && std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
             {
-                return;
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(50)); // let the reader catch up
+                return Err(format!("exited with {status}: {}", self.stderr_text()));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        panic!("ferry did not start: {}", self.stderr_text());
+        Err(format!("not listening after 10 s: {}", self.stderr_text()))
     }
 
     pub fn stderr_text(&self) -> String {

@@ -28,7 +28,8 @@ fn broker() -> Option<Tansu> {
     }
 }
 
-/// Reads `n` records from partition 0 of `topic`, from the beginning.
+/// Reads records from partition 0 of `topic`, from the beginning, until they hold `n` log
+/// entries (a record is one entry, or an array of entries when `batch_max_size` > 1).
 fn read(addr: &str, topic: &str, n: usize, wait: Duration) -> Vec<Vec<u8>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
@@ -41,10 +42,16 @@ fn read(addr: &str, topic: &str, n: usize, wait: Duration) -> Vec<Vec<u8>> {
         .unwrap();
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
+    let mut entries = 0;
     let deadline = Instant::now() + wait;
-    while out.len() < n && Instant::now() < deadline {
+    while entries < n && Instant::now() < deadline {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            out.push(m.payload().unwrap_or_default().to_vec());
+            let p = m.payload().unwrap_or_default().to_vec();
+            entries += match serde_json::from_slice::<serde_json::Value>(&p) {
+                Ok(serde_json::Value::Array(a)) => a.len(),
+                _ => 1,
+            };
+            out.push(p);
         }
     }
     out
@@ -184,9 +191,19 @@ async fn entries_queued_while_the_broker_is_down_arrive_after_it_returns() {
         tokio::task::spawn_blocking(move || read(&addr, "again", 10, Duration::from_secs(40)))
             .await
             .unwrap();
+    // batch_max_size 5: APISIX's shape, one record per batch holding a JSON array.
+    let entries: Vec<serde_json::Value> = recs
+        .iter()
+        .flat_map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(r).unwrap();
+            v.as_array().expect("a batch is an array").clone()
+        })
+        .collect();
     assert_eq!(
-        recs.len(),
+        entries.len(),
         10,
         "entries queued during the outage were delivered"
     );
+    assert!(entries.iter().all(|e| e["route_id"] == "r"));
+    assert!(recs.len() < 10, "batched into few records: {}", recs.len());
 }

@@ -32,6 +32,7 @@ async fn http_logger_entries_with_llm_fields() {
     let receiver = Mock::start(MockConfig {
         key: None,
         record: true,
+        ..Default::default()
     })
     .await;
     let mut ai = env.ai("openai", "");
@@ -118,6 +119,7 @@ async fn summaries_only_batching_and_failing_receivers() {
     let receiver = Mock::start(MockConfig {
         key: None,
         record: true,
+        ..Default::default()
     })
     .await;
     let mut ai = env.ai("openai", "");
@@ -298,6 +300,7 @@ async fn pending_entries_are_flushed_on_graceful_shutdown() {
     let receiver = Mock::start(MockConfig {
         key: None,
         record: true,
+        ..Default::default()
     })
     .await;
     env.route_with(json!({"id": "s", "uri": "/s", "plugins": {"ai-proxy": env.ai("openai", ""),

@@ -213,6 +213,41 @@ struct KafkaSink {
     topic: String,
     key: Option<String>,
     timeout: Duration,
+    /// `batch_max_size` 1: each entry is its own record (a JSON object); otherwise a batch is
+    /// one record holding a JSON array of entries, as APISIX sends it.
+    single: bool,
+}
+
+/// Largest record Ferry produces: below the broker's default `message.max.bytes` (1 MB). A
+/// batch that would be larger is split into several arrays.
+const MAX_RECORD: usize = 900_000;
+
+/// The records for a batch: one object per entry when `single`, else JSON arrays of entries
+/// (each kept below [`MAX_RECORD`] unless a single entry is larger).
+fn records(batch: &[Value], single: bool) -> Result<Vec<Vec<u8>>, String> {
+    let enc = |v: &Value| match v {
+        Value::String(raw) if single => Ok(raw.clone().into_bytes()),
+        other => serde_json::to_vec(other).map_err(|e| e.to_string()),
+    };
+    if single {
+        return batch.iter().map(enc).collect();
+    }
+    let mut out = Vec::new();
+    let mut cur: Vec<u8> = Vec::new();
+    for v in batch {
+        let e = enc(v)?;
+        if !cur.is_empty() && cur.len() + e.len() + 2 > MAX_RECORD {
+            cur.push(b']');
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(if cur.is_empty() { b'[' } else { b',' });
+        cur.extend_from_slice(&e);
+    }
+    if !cur.is_empty() {
+        cur.push(b']');
+        out.push(cur);
+    }
+    Ok(out)
 }
 
 impl Sink for KafkaSink {
@@ -221,16 +256,10 @@ impl Sink for KafkaSink {
         batch: &'a [Value],
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
-            let payloads: Vec<String> = batch
-                .iter()
-                .map(|v| match v {
-                    Value::String(raw) => raw.clone(),
-                    other => other.to_string(),
-                })
-                .collect();
+            let payloads = records(batch, self.single)?;
             let sends = payloads.iter().map(|p| {
-                let mut rec: FutureRecord<'_, str, str> =
-                    FutureRecord::to(&self.topic).payload(p.as_str());
+                let mut rec: FutureRecord<'_, str, [u8]> =
+                    FutureRecord::to(&self.topic).payload(p.as_slice());
                 if let Some(k) = &self.key {
                     rec = rec.key(k.as_str());
                 }
@@ -242,7 +271,7 @@ impl Sink for KafkaSink {
                 None => Ok(()),
                 Some((e, _)) => Err(format!(
                     "kafka-logger: {failed} of {} records failed: {e}",
-                    batch.len()
+                    payloads.len()
                 )),
             }
         })
@@ -302,6 +331,7 @@ impl PluginFactory for Factory {
                 topic: c.kafka_topic.clone(),
                 key: c.key.clone(),
                 timeout: Duration::from_secs(c.timeout),
+                single: c.batch_max_size == 1,
             };
             Ok(Arc::new(sink) as Arc<dyn Sink>)
         })?;
@@ -350,4 +380,44 @@ fn origin(ctx: &Ctx) -> String {
         s.push_str(&String::from_utf8_lossy(b));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn batches_are_arrays_split_below_the_record_limit() {
+        let one = vec![json!({"a": 1})];
+        assert_eq!(records(&one, true).unwrap(), vec![br#"{"a":1}"#.to_vec()]);
+        assert_eq!(
+            records(&one, false).unwrap(),
+            vec![br#"[{"a":1}]"#.to_vec()]
+        );
+        let raw = vec![Value::String("GET / HTTP/1.1".into())];
+        assert_eq!(
+            records(&raw, true).unwrap(),
+            vec![b"GET / HTTP/1.1".to_vec()]
+        );
+        assert_eq!(
+            records(&raw, false).unwrap(),
+            vec![br#"["GET / HTTP/1.1"]"#.to_vec()]
+        );
+        let big: Vec<Value> = (0..40)
+            .map(|i| json!({"i": i, "pad": "x".repeat(50_000)}))
+            .collect();
+        let recs = records(&big, false).unwrap();
+        assert!(recs.len() > 1);
+        let mut n = 0;
+        for r in &recs {
+            assert!(r.len() <= MAX_RECORD);
+            let v: Value = serde_json::from_slice(r).unwrap();
+            for e in v.as_array().unwrap() {
+                assert_eq!(e["i"], n);
+                n += 1;
+            }
+        }
+        assert_eq!(n, 40);
+    }
 }

@@ -118,7 +118,8 @@ impl Sink for HttpSink {
             let (body, ct) = if self.conf.concat_method == "new_line" {
                 let lines: Vec<String> = batch.iter().map(Value::to_string).collect();
                 (lines.join("\n"), "text/plain")
-            } else if batch.len() == 1 {
+            } else if self.conf.batch_max_size == 1 && batch.len() == 1 {
+                // As APISIX: a single object only when batches hold one entry by design.
                 (batch[0].to_string(), "application/json")
             } else {
                 (

@@ -42,6 +42,7 @@ impl Env {
         let mock = Mock::start(MockConfig {
             key: Some("token".into()),
             record: true,
+            ..Default::default()
         })
         .await;
         let dir = TempDir::new(tag);
