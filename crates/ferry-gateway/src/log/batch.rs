@@ -4,8 +4,8 @@
 //! (`max_retry_count`, `retry_delay`). A full queue drops and counts; nothing ever waits on a
 //! sink. Pending entries are flushed on graceful shutdown.
 
+use super::entry::Entry;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,14 +76,14 @@ impl BatchConf {
 pub trait Sink: Send + Sync {
     fn send<'a>(
         &'a self,
-        batch: &'a [Value],
+        batch: &'a [Entry],
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
     /// Waits until what `send` accepted is really out (a flush; shutdown).
     fn drain(&self) {}
 }
 
 enum Msg {
-    Entry(Value),
+    Entry(Entry),
     Flush(oneshot::Sender<()>),
 }
 
@@ -131,7 +131,7 @@ impl Batcher {
     }
 
     /// Queues an entry; drops and counts it when the queue is full.
-    pub fn push(&self, v: Value) {
+    pub fn push(&self, v: Entry) {
         match self.tx.try_send(Msg::Entry(v)) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -198,7 +198,7 @@ pub async fn flush_all(timeout: Duration) {
     }
 }
 
-async fn deliver(conf: &BatchConf, sink: &dyn Sink, batch: &mut Vec<Value>, stats: &Stats) {
+async fn deliver(conf: &BatchConf, sink: &dyn Sink, batch: &mut Vec<Entry>, stats: &Stats) {
     if batch.is_empty() {
         return;
     }
@@ -233,7 +233,7 @@ async fn run(conf: BatchConf, sink: Arc<dyn Sink>, mut rx: mpsc::Receiver<Msg>, 
     let max = conf.batch_max_size as usize;
     let inactive = Duration::from_secs(conf.inactive_timeout);
     let age = Duration::from_secs(conf.buffer_duration);
-    let mut batch: Vec<Value> = Vec::new();
+    let mut batch: Vec<Entry> = Vec::new();
     let mut first_at = Instant::now();
     // One timer, moved rather than re-created for each entry.
     let timer = tokio::time::sleep(Duration::from_secs(3600));
@@ -290,7 +290,7 @@ mod tests {
     impl Sink for Collect {
         fn send<'a>(
             &'a self,
-            batch: &'a [Value],
+            batch: &'a [Entry],
         ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
             Box::pin(async move {
                 if self.fail_first.load(Ordering::SeqCst) > 0 {
@@ -322,11 +322,11 @@ mod tests {
         });
         let b = Batcher::start(&conf(3, 0), sink.clone());
         for i in 0..7 {
-            b.push(json!({"i": i}));
+            b.push(Entry::Json(json!({"i": i}).to_string()));
         }
         b.flush(Duration::from_secs(2)).await;
         assert_eq!(*sink.got.lock().unwrap(), vec![3, 3, 1]);
-        b.push(json!({}));
+        b.push(Entry::Json(json!({}).to_string()));
         tokio::time::sleep(Duration::from_millis(1300)).await;
         assert_eq!(
             *sink.got.lock().unwrap(),
@@ -343,12 +343,12 @@ mod tests {
             fail_first: AtomicU64::new(1),
         });
         let b = Batcher::start(&conf(2, 1), sink.clone());
-        b.push(json!({}));
-        b.push(json!({}));
+        b.push(Entry::Json(json!({}).to_string()));
+        b.push(Entry::Json(json!({}).to_string()));
         b.flush(Duration::from_secs(2)).await;
         assert_eq!(*sink.got.lock().unwrap(), vec![2], "retried once");
         sink.fail_first.store(5, Ordering::SeqCst);
-        b.push(json!({}));
+        b.push(Entry::Json(json!({}).to_string()));
         b.flush(Duration::from_secs(2)).await;
         assert_eq!(b.stats.dropped.load(Ordering::Relaxed), 1);
     }

@@ -6,6 +6,7 @@ use super::loggers::{Deliver, Logger};
 use super::{Plugin, PluginFactory, parse_conf};
 use crate::ctx::Ctx;
 use crate::log::batch::{self, BatchConf, Batcher, SharedBatchers, Sink};
+use crate::log::entry::Entry;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
@@ -222,41 +223,36 @@ struct KafkaSink {
 /// batch that would be larger is split into several arrays.
 const MAX_RECORD: usize = 900_000;
 
-/// The records for a batch: one object per entry when `single`, else JSON arrays of entries
+/// The records for a batch: each entry on its own when `single`, else JSON arrays of entries
 /// (each kept below [`MAX_RECORD`] unless a single entry is larger).
-fn records(batch: &[Value], single: bool) -> Result<Vec<Vec<u8>>, String> {
-    let enc = |v: &Value| match v {
-        Value::String(raw) if single => Ok(raw.clone().into_bytes()),
-        other => serde_json::to_vec(other).map_err(|e| e.to_string()),
-    };
+fn records(batch: &[Entry], single: bool) -> Vec<Vec<u8>> {
     if single {
-        return batch.iter().map(enc).collect();
+        return batch.iter().map(|e| e.as_bytes().to_vec()).collect();
     }
     let mut out = Vec::new();
     let mut cur: Vec<u8> = Vec::new();
-    for v in batch {
-        let e = enc(v)?;
-        if !cur.is_empty() && cur.len() + e.len() + 2 > MAX_RECORD {
+    for e in batch {
+        if !cur.is_empty() && cur.len() + e.as_bytes().len() + 4 > MAX_RECORD {
             cur.push(b']');
             out.push(std::mem::take(&mut cur));
         }
         cur.push(if cur.is_empty() { b'[' } else { b',' });
-        cur.extend_from_slice(&e);
+        e.write_json(&mut cur);
     }
     if !cur.is_empty() {
         cur.push(b']');
         out.push(cur);
     }
-    Ok(out)
+    out
 }
 
 impl Sink for KafkaSink {
     fn send<'a>(
         &'a self,
-        batch: &'a [Value],
+        batch: &'a [Entry],
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
-            let payloads = records(batch, self.single)?;
+            let payloads = records(batch, self.single);
             let sends = payloads.iter().map(|p| {
                 let mut rec: FutureRecord<'_, str, [u8]> =
                     FutureRecord::to(&self.topic).payload(p.as_slice());
@@ -355,7 +351,7 @@ struct KafkaOutput {
 impl Deliver for KafkaOutput {
     fn deliver(&self, ctx: &Ctx, req_body: bool, resp_body: bool) {
         if self.origin {
-            self.batcher.push(Value::String(origin(ctx)));
+            self.batcher.push(Entry::Text(origin(ctx)));
         } else {
             self.batcher.deliver(ctx, req_body, resp_body);
         }
@@ -389,25 +385,19 @@ mod tests {
 
     #[test]
     fn batches_are_arrays_split_below_the_record_limit() {
-        let one = vec![json!({"a": 1})];
-        assert_eq!(records(&one, true).unwrap(), vec![br#"{"a":1}"#.to_vec()]);
+        let one = vec![Entry::Json(r#"{"a":1}"#.into())];
+        assert_eq!(records(&one, true), vec![br#"{"a":1}"#.to_vec()]);
+        assert_eq!(records(&one, false), vec![br#"[{"a":1}]"#.to_vec()]);
+        let raw = vec![Entry::Text("GET / HTTP/1.1\r\n".into())];
+        assert_eq!(records(&raw, true), vec![b"GET / HTTP/1.1\r\n".to_vec()]);
         assert_eq!(
-            records(&one, false).unwrap(),
-            vec![br#"[{"a":1}]"#.to_vec()]
+            records(&raw, false),
+            vec![br#"["GET / HTTP/1.1\r\n"]"#.to_vec()]
         );
-        let raw = vec![Value::String("GET / HTTP/1.1".into())];
-        assert_eq!(
-            records(&raw, true).unwrap(),
-            vec![b"GET / HTTP/1.1".to_vec()]
-        );
-        assert_eq!(
-            records(&raw, false).unwrap(),
-            vec![br#"["GET / HTTP/1.1"]"#.to_vec()]
-        );
-        let big: Vec<Value> = (0..40)
-            .map(|i| json!({"i": i, "pad": "x".repeat(50_000)}))
+        let big: Vec<Entry> = (0..40)
+            .map(|i| Entry::Json(json!({"i": i, "pad": "x".repeat(50_000)}).to_string()))
             .collect();
-        let recs = records(&big, false).unwrap();
+        let recs = records(&big, false);
         assert!(recs.len() > 1);
         let mut n = 0;
         for r in &recs {

@@ -7,7 +7,7 @@ use super::{Plugin, PluginFactory, parse_conf};
 use crate::ctx::Ctx;
 use crate::line_file::LineFile;
 use crate::log::batch::{self, BatchConf, Batcher, SharedBatchers, Sink};
-use crate::log::entry::{self, MAX_CAPTURED_BODY, ResponseRecord};
+use crate::log::entry::{self, Entry, MAX_CAPTURED_BODY, ResponseRecord};
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Full};
@@ -112,20 +112,23 @@ struct HttpSink {
 impl Sink for HttpSink {
     fn send<'a>(
         &'a self,
-        batch: &'a [Value],
+        batch: &'a [Entry],
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
             let (body, ct) = if self.conf.concat_method == "new_line" {
-                let lines: Vec<String> = batch.iter().map(Value::to_string).collect();
-                (lines.join("\n"), "text/plain")
+                let mut lines = Vec::new();
+                for (i, e) in batch.iter().enumerate() {
+                    if i > 0 {
+                        lines.push(b'\n');
+                    }
+                    e.write_json(&mut lines);
+                }
+                (lines, "text/plain")
             } else if self.conf.batch_max_size == 1 && batch.len() == 1 {
                 // As APISIX: a single object only when batches hold one entry by design.
-                (batch[0].to_string(), "application/json")
+                (batch[0].as_bytes().to_vec(), "application/json")
             } else {
-                (
-                    serde_json::to_string(batch).map_err(|e| e.to_string())?,
-                    "application/json",
-                )
+                (entry::json_array(batch), "application/json")
             };
             let mut req = http::Request::new(Full::new(Bytes::from(body)));
             *req.method_mut() = http::Method::POST;
@@ -273,7 +276,9 @@ impl Deliver for Arc<Batcher> {
 
 impl Deliver for Arc<LineFile> {
     fn deliver(&self, ctx: &Ctx, req_body: bool, resp_body: bool) {
-        let mut line = entry::build(ctx, req_body, resp_body).to_string();
+        let mut line = match entry::build(ctx, req_body, resp_body) {
+            Entry::Json(s) | Entry::Text(s) => s,
+        };
         line.push('\n');
         self.submit(line);
     }
