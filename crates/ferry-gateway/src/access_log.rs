@@ -76,9 +76,14 @@ impl Template {
     }
 }
 
+fn needs_escape(b: u8) -> bool {
+    b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b)
+}
+
 fn escape_into(s: &str, mode: LogEscape, out: &mut String) {
     match mode {
         LogEscape::None => out.push_str(s),
+        LogEscape::Default if !s.bytes().any(needs_escape) => out.push_str(s),
         LogEscape::Default => {
             for &b in s.as_bytes() {
                 if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
@@ -95,8 +100,24 @@ fn escape_into(s: &str, mode: LogEscape, out: &mut String) {
     }
 }
 
-/// `$time_local`: `25/Nov/2026:15:38:05 +0000` (UTC).
+/// `$time_local`: `25/Nov/2026:15:38:05 +0000` (UTC); formatted once per second per thread.
 pub fn time_local(t: SystemTime) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.0 != secs {
+            *l = (secs, format_time_local(t));
+        }
+        l.1.clone()
+    })
+}
+
+fn format_time_local(t: SystemTime) -> String {
     let d = OffsetDateTime::from(t);
     const MON: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

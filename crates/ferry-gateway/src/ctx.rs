@@ -61,6 +61,24 @@ enum ReqBody {
     Failed,
 }
 
+/// The two ends of a client connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub remote: SocketAddr,
+    pub remote_ip: Arc<str>,
+    pub local: SocketAddr,
+}
+
+impl Peer {
+    pub fn new(remote: SocketAddr, local: SocketAddr) -> Peer {
+        Peer {
+            remote,
+            remote_ip: remote.ip().to_string().into(),
+            local,
+        }
+    }
+}
+
 /// Per-request state shared by the router, the plugins and the log phase.
 pub struct Ctx {
     pub method: Method,
@@ -68,6 +86,8 @@ pub struct Ctx {
     pub version: Version,
     pub headers: HeaderMap,
     pub remote: SocketAddr,
+    /// `remote` as text, made once per connection.
+    pub remote_ip: Arc<str>,
     pub local: SocketAddr,
     pub start: Instant,
     pub start_wall: SystemTime,
@@ -91,30 +111,20 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(
-        req: http::Request<Incoming>,
-        remote: SocketAddr,
-        local: SocketAddr,
-        max_body: u64,
-    ) -> Ctx {
+    pub fn new(req: http::Request<Incoming>, peer: &Peer, max_body: u64) -> Ctx {
         let (parts, body) = req.into_parts();
-        Ctx::from_parts(parts, ReqBody::Unread(body), remote, local, max_body)
+        Ctx::from_parts(parts, ReqBody::Unread(body), peer, max_body)
     }
 
-    fn from_parts(
-        parts: http::request::Parts,
-        body: ReqBody,
-        remote: SocketAddr,
-        local: SocketAddr,
-        max_body: u64,
-    ) -> Ctx {
+    fn from_parts(parts: http::request::Parts, body: ReqBody, peer: &Peer, max_body: u64) -> Ctx {
         Ctx {
             method: parts.method,
             uri: parts.uri,
             version: parts.version,
             headers: parts.headers,
-            remote,
-            local,
+            remote: peer.remote,
+            remote_ip: peer.remote_ip.clone(),
+            local: peer.local,
             start: Instant::now(),
             start_wall: SystemTime::now(),
             body,
@@ -139,7 +149,7 @@ impl Ctx {
         remote: SocketAddr,
         local: SocketAddr,
     ) -> Ctx {
-        Ctx::from_parts(parts, ReqBody::Read(body), remote, local, 0)
+        Ctx::from_parts(parts, ReqBody::Read(body), &Peer::new(remote, local), 0)
     }
 
     /// Reads the whole request body once (bounded by the body-size limit) and returns it.
@@ -321,7 +331,7 @@ impl Ctx {
             Builtin::Uri => s(self.uri.path()),
             Builtin::RequestUri => s(self.uri.path_and_query().map_or("/", |p| p.as_str())),
             Builtin::Host => Val::Str(self.host()),
-            Builtin::RemoteAddr => owned(self.remote.ip().to_string()),
+            Builtin::RemoteAddr => s(&self.remote_ip),
             Builtin::RemotePort => owned(self.remote.port().to_string()),
             Builtin::RemoteUser => Val::Nil,
             Builtin::ServerAddr => owned(self.local.ip().to_string()),
@@ -360,16 +370,17 @@ impl Ctx {
                 .and_then(|r| r.service_name.as_deref())
                 .map_or(Val::Nil, s),
             Builtin::RequestId => s(&self.request_id),
-            Builtin::Status => owned(self.status.to_string()),
-            Builtin::BodyBytesSent | Builtin::BytesSent => owned(self.body_bytes_sent.to_string()),
-            Builtin::RequestTime => owned(format!("{:.3}", self.elapsed_secs())),
+            Builtin::Status => owned(itoa::Buffer::new().format(self.status).to_string()),
+            Builtin::BodyBytesSent | Builtin::BytesSent => {
+                owned(itoa::Buffer::new().format(self.body_bytes_sent).to_string())
+            }
+            Builtin::RequestTime => owned(millis3(self.elapsed_secs())),
             Builtin::TimeLocal => owned(crate::access_log::time_local(self.start_wall)),
             Builtin::TimeIso8601 => owned(crate::access_log::time_iso8601(self.start_wall)),
-            Builtin::Msec => owned(format!(
-                "{:.3}",
+            Builtin::Msec => owned(millis3(
                 self.start_wall
                     .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64())
+                    .map_or(0.0, |d| d.as_secs_f64()),
             )),
             Builtin::UpstreamAddr => self.upstream.addr.as_deref().map_or(Val::Nil, s),
             Builtin::UpstreamStatus => self
@@ -391,7 +402,24 @@ impl Ctx {
 }
 
 fn secs(v: Option<f64>) -> Val<'static> {
-    v.map_or(Val::Nil, |t| Val::Str(Cow::Owned(format!("{t:.3}"))))
+    v.map_or(Val::Nil, |t| Val::Str(Cow::Owned(millis3(t))))
+}
+
+/// Seconds with three decimals (`0.012`), as nginx prints times; integer formatting only.
+pub fn millis3(secs: f64) -> String {
+    let ms = (secs.max(0.0) * 1000.0).round() as u64;
+    let mut out = String::with_capacity(8);
+    out.push_str(itoa::Buffer::new().format(ms / 1000));
+    out.push('.');
+    let frac = ms % 1000;
+    if frac < 100 {
+        out.push('0');
+    }
+    if frac < 10 {
+        out.push('0');
+    }
+    out.push_str(itoa::Buffer::new().format(frac));
+    out
 }
 
 fn protocol(v: Version) -> &'static str {
@@ -483,5 +511,10 @@ mod tests {
         assert_eq!(url_decode("a%20b+c%2"), "a b c%2");
         assert_eq!(url_decode("%41%42"), "AB");
         assert_eq!(random_id().len(), 32);
+        assert_eq!(millis3(0.0), "0.000");
+        assert_eq!(millis3(0.0125), "0.013");
+        assert_eq!(millis3(1.5), "1.500");
+        assert_eq!(millis3(12.3456), "12.346");
+        assert_eq!(millis3(-1.0), "0.000");
     }
 }

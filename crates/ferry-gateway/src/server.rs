@@ -4,7 +4,7 @@
 
 use crate::access_log::AccessLog;
 use crate::body::{LoggedBody, Response};
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Peer};
 use crate::error::GatewayError;
 use crate::router::Match;
 use crate::snapshot::Snapshot;
@@ -58,10 +58,9 @@ impl Shared {
     pub async fn handle(
         self: &Arc<Self>,
         req: http::Request<Incoming>,
-        remote: SocketAddr,
-        local: SocketAddr,
+        peer: &Peer,
     ) -> http::Response<LoggedBody> {
-        let mut ctx = Box::new(Ctx::new(req, remote, local, self.max_body));
+        let mut ctx = Box::new(Ctx::new(req, peer, self.max_body));
         let resp = self.route_and_run(&mut ctx).await;
         let (mut parts, body) = resp.into_parts();
         if let Some(route) = ctx.route.clone() {
@@ -199,9 +198,11 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().unwrap_or(remote);
                 let shared = shared.clone();
+                let peer = Arc::new(Peer::new(remote, local));
                 let svc = service_fn(move |req| {
                     let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(shared.handle(req, remote, local).await) }
+                    let peer = peer.clone();
+                    async move { Ok::<_, Infallible>(shared.handle(req, &peer).await) }
                 });
                 let conn = builder
                     .serve_connection(TokioIo::new(stream), svc)

@@ -97,6 +97,8 @@ impl Serialize for Headers<'_> {
             if ALWAYS_SECRET.contains(&name) || self.1.iter().any(|x| x.eq_ignore_ascii_case(name))
             {
                 m.serialize_entry(name, REDACTED)?;
+            } else if let Ok(text) = v.to_str() {
+                m.serialize_entry(name, text)?;
             } else {
                 m.serialize_entry(name, &String::from_utf8_lossy(v.as_bytes()))?;
             }
@@ -218,7 +220,7 @@ struct EntryOut<'a> {
     request: RequestOut<'a>,
     response: ResponseOut<'a>,
     server: ServerOut,
-    client_ip: String,
+    client_ip: &'a str,
     start_time: u64,
     latency: f64,
     upstream_latency: f64,
@@ -279,7 +281,7 @@ pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Entr
             hostname: crate::server::hostname(),
             version: concat!("ferry/", env!("CARGO_PKG_VERSION")),
         },
-        client_ip: ctx.remote.ip().to_string(),
+        client_ip: &ctx.remote_ip,
         start_time: ctx
             .start_wall
             .duration_since(SystemTime::UNIX_EPOCH)
