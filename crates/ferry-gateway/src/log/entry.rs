@@ -2,11 +2,9 @@
 //! upstream, latencies), plus `llm_summary`, `llm_request` and `llm_response_text` when the
 //! route's `ai-proxy` has `logging.summaries` / `logging.payloads`. Secrets are redacted.
 
+use super::json::{Obj, push_str};
 use crate::ctx::Ctx;
-use bytes::Bytes;
 use http::HeaderMap;
-use serde::Serialize;
-use serde::ser::{SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use std::time::SystemTime;
 
@@ -87,53 +85,25 @@ pub fn json_array(batch: &[Entry]) -> Vec<u8> {
 }
 
 /// Headers as a JSON object, secrets redacted.
-struct Headers<'a>(&'a HeaderMap, &'a [String]);
-
-impl Serialize for Headers<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.keys_len()))?;
-        for (k, v) in self.0 {
-            let name = k.as_str();
-            if ALWAYS_SECRET.contains(&name) || self.1.iter().any(|x| x.eq_ignore_ascii_case(name))
-            {
-                m.serialize_entry(name, REDACTED)?;
-            } else if let Ok(text) = v.to_str() {
-                m.serialize_entry(name, text)?;
-            } else {
-                m.serialize_entry(name, &String::from_utf8_lossy(v.as_bytes()))?;
-            }
+fn headers(o: &mut Obj<'_>, h: &HeaderMap, secret: &[String]) {
+    for (k, v) in h {
+        let name = k.as_str();
+        if ALWAYS_SECRET.contains(&name) || secret.iter().any(|x| x.eq_ignore_ascii_case(name)) {
+            o.str(name, REDACTED);
+        } else if let Ok(text) = v.to_str() {
+            o.str(name, text);
+        } else {
+            o.str(name, &String::from_utf8_lossy(v.as_bytes()));
         }
-        m.end()
-    }
-}
-
-/// The query string as a JSON object, secrets redacted.
-struct Query<'a>(&'a str, &'a [String]);
-
-impl Serialize for Query<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        for (k, v) in url::form_urlencoded::parse(self.0.as_bytes()) {
-            if self.1.iter().any(|x| *x == k) {
-                m.serialize_entry(&k, REDACTED)?;
-            } else {
-                m.serialize_entry(&k, &v)?;
-            }
-        }
-        m.end()
     }
 }
 
 /// A captured body: its JSON when it is JSON, else its text.
-struct Body<'a>(&'a [u8]);
-
-impl Serialize for Body<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(self.0).map(serde_json::from_str::<&RawValue>) {
-            Ok(Ok(raw)) => raw.serialize(s),
-            _ => s.serialize_str(&String::from_utf8_lossy(self.0)),
-        }
-    }
+fn body(o: &mut Obj<'_>, b: &[u8]) {
+    match std::str::from_utf8(b).map(serde_json::from_str::<&RawValue>) {
+        Ok(Ok(raw)) => o.raw("body", raw.get()),
+        _ => o.str("body", &String::from_utf8_lossy(b)),
+    };
 }
 
 /// Milliseconds with microsecond precision.
@@ -147,65 +117,6 @@ fn var_num(ctx: &Ctx, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[derive(Serialize)]
-struct RequestOut<'a> {
-    method: &'a str,
-    uri: &'a str,
-    url: String,
-    headers: Headers<'a>,
-    querystring: Query<'a>,
-    size: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<Body<'a>>,
-}
-
-#[derive(Serialize)]
-struct ResponseOut<'a> {
-    status: u16,
-    headers: Headers<'a>,
-    size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<Body<'a>>,
-}
-
-#[derive(Serialize)]
-struct ServerOut {
-    hostname: &'static str,
-    version: &'static str,
-}
-
-#[derive(Serialize)]
-struct Summary<'a> {
-    request_model: &'a str,
-    model: &'a str,
-    duration: u64,
-    time_to_first_token: u64,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-    upstream_response_time: u64,
-    stream: bool,
-    tool_count: u64,
-    has_tool_calls: bool,
-    end_user_id: &'a str,
-    cache_read_input_tokens: u64,
-    cache_creation_input_tokens: u64,
-    reasoning_tokens: u64,
-    content_risk_level: &'a str,
-}
-
-#[derive(Serialize)]
-struct LlmRequest<'a> {
-    stream: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    messages: Option<&'a RawValue>,
-}
-
-#[derive(Serialize)]
-struct ResponseText<'a> {
-    content: &'a str,
-}
-
 /// The `messages` (or `input`) of a JSON request body, unparsed.
 #[derive(serde::Deserialize)]
 struct Messages<'a> {
@@ -215,108 +126,234 @@ struct Messages<'a> {
     input: Option<&'a RawValue>,
 }
 
-#[derive(Serialize)]
-struct EntryOut<'a> {
-    request: RequestOut<'a>,
-    response: ResponseOut<'a>,
-    server: ServerOut,
-    client_ip: &'a str,
-    start_time: u64,
-    latency: f64,
-    upstream_latency: f64,
-    apisix_latency: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    route_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    llm_summary: Option<Summary<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    llm_request: Option<LlmRequest<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    llm_response_text: Option<ResponseText<'a>>,
-}
-
-/// Builds the entry for a finished request, serialised straight from the context.
+/// Builds the entry for a finished request, written straight from the context.
 pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Entry {
     let llm = ctx.ext.get::<LlmLogging>();
     let secret_headers: &[String] = llm.map_or(&[], |l| &l.secret_headers);
     let secret_args: &[String] = llm.map_or(&[], |l| &l.secret_args);
-    let uri = ctx.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri = redacted_uri(ctx, secret_args);
+    let uri = uri.as_ref();
     let req_body = ctx.body().filter(|b| !b.is_empty());
     let rec = ctx.ext.get::<ResponseRecord>();
-    let empty = HeaderMap::new();
     let total = ctx.elapsed_secs();
     let upstream = ctx.upstream.response_time.unwrap_or(0.0);
     let stream = ctx.var("llm_stream") == Some("true");
-    let messages = match llm {
-        Some(l) if l.payloads => req_body
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .and_then(|b| serde_json::from_str::<Messages>(b).ok())
-            .and_then(|m| m.messages.or(m.input)),
-        _ => None,
+    let mut out = String::with_capacity(1536);
+    let mut e = Obj::start(&mut out);
+    e.obj("request", |r| {
+        r.str("method", ctx.method.as_str()).str("uri", uri);
+        let mut url = String::with_capacity(uri.len() + 32);
+        url.push_str("http://");
+        url.push_str(&ctx.host());
+        url.push(':');
+        url.push_str(itoa::Buffer::new().format(ctx.local.port()));
+        url.push_str(uri);
+        r.str("url", &url);
+        r.obj("headers", |h| headers(h, &ctx.headers, secret_headers));
+        r.obj("querystring", |q| {
+            for (k, v) in url::form_urlencoded::parse(ctx.query().as_bytes()) {
+                let v = if secret_args.iter().any(|x| *x == k) {
+                    REDACTED.into()
+                } else {
+                    v
+                };
+                q.str(&json_key(&k), &v);
+            }
+        });
+        r.u64("size", ctx.body().map_or(0, |b| b.len() as u64));
+        if let Some(b) = req_body.filter(|_| include_req_body) {
+            body(r, b);
+        }
+    });
+    e.obj("response", |r| {
+        r.u64("status", u64::from(ctx.status));
+        r.obj("headers", |h| {
+            if let Some(rec) = rec {
+                headers(h, &rec.headers, &[]);
+            }
+        });
+        r.u64("size", ctx.body_bytes_sent);
+        if let Some(b) = rec
+            .and_then(|r| r.body.as_deref())
+            .filter(|b| include_resp_body && !b.is_empty())
+        {
+            body(r, b);
+        }
+    });
+    e.obj("server", |s| {
+        s.str("hostname", crate::server::hostname())
+            .str("version", concat!("ferry/", env!("CARGO_PKG_VERSION")));
+    });
+    e.str("client_ip", &ctx.remote_ip)
+        .u64(
+            "start_time",
+            ctx.start_wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        )
+        .f64("latency", ms(total))
+        .f64("upstream_latency", ms(upstream))
+        .f64("apisix_latency", ms((total - upstream).max(0.0)));
+    if let Some(r) = &ctx.route {
+        e.str("route_id", &r.id);
+        if let Some(s) = &r.service_id {
+            e.str("service_id", s);
+        }
+    }
+    if let Some(a) = &ctx.upstream.addr {
+        e.str("upstream", a);
+    }
+    if let Some(l) = llm {
+        if l.summaries {
+            e.obj("llm_summary", |s| {
+                s.str("request_model", ctx.var("request_llm_model").unwrap_or(""))
+                    .str("model", ctx.var("llm_model").unwrap_or(""))
+                    .u64("duration", (total * 1000.0).round() as u64)
+                    .u64(
+                        "time_to_first_token",
+                        var_num(ctx, "llm_time_to_first_token"),
+                    )
+                    .u64("prompt_tokens", var_num(ctx, "llm_prompt_tokens"))
+                    .u64("completion_tokens", var_num(ctx, "llm_completion_tokens"))
+                    .u64("total_tokens", var_num(ctx, "llm_total_tokens"))
+                    .u64(
+                        "upstream_response_time",
+                        var_num(ctx, "apisix_upstream_response_time"),
+                    )
+                    .bool("stream", stream)
+                    .u64("tool_count", var_num(ctx, "llm_tool_count"))
+                    .bool(
+                        "has_tool_calls",
+                        ctx.var("llm_has_tool_calls") == Some("true"),
+                    )
+                    .str("end_user_id", ctx.var("llm_end_user_id").unwrap_or(""))
+                    .u64(
+                        "cache_read_input_tokens",
+                        var_num(ctx, "llm_cache_read_input_tokens"),
+                    )
+                    .u64(
+                        "cache_creation_input_tokens",
+                        var_num(ctx, "llm_cache_creation_input_tokens"),
+                    )
+                    .u64("reasoning_tokens", var_num(ctx, "llm_reasoning_tokens"))
+                    .str(
+                        "content_risk_level",
+                        ctx.var("llm_content_risk_level").unwrap_or(""),
+                    );
+            });
+        }
+        if l.payloads {
+            let messages = req_body
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|b| serde_json::from_str::<Messages>(b).ok())
+                .and_then(|m| m.messages.or(m.input));
+            e.obj("llm_request", |r| {
+                r.bool("stream", stream);
+                if let Some(m) = messages {
+                    r.raw("messages", m.get());
+                }
+            });
+            e.obj("llm_response_text", |t| {
+                t.str("content", ctx.var("llm_response_text").unwrap_or(""));
+            });
+        }
+    }
+    e.end();
+    Entry::Json(out)
+}
+
+/// The request URI with the values of secret query arguments replaced.
+fn redacted_uri<'a>(ctx: &'a Ctx, secret_args: &[String]) -> std::borrow::Cow<'a, str> {
+    let full = ctx.uri.path_and_query().map_or("/", |p| p.as_str());
+    let query = ctx.query();
+    let secret = |k: &str| {
+        let name = url::form_urlencoded::parse(k.as_bytes())
+            .next()
+            .map(|(n, _)| n.into_owned())
+            .unwrap_or_default();
+        secret_args.contains(&name)
     };
-    let out = EntryOut {
-        request: RequestOut {
-            method: ctx.method.as_str(),
-            uri,
-            url: format!("http://{}:{}{uri}", ctx.host(), ctx.local.port()),
-            headers: Headers(&ctx.headers, secret_headers),
-            querystring: Query(ctx.query(), secret_args),
-            size: ctx.body().map_or(0, Bytes::len),
-            body: req_body.filter(|_| include_req_body).map(|b| Body(b)),
-        },
-        response: ResponseOut {
-            status: ctx.status,
-            headers: Headers(rec.map_or(&empty, |r| &r.headers), &[]),
-            size: ctx.body_bytes_sent,
-            body: rec
-                .and_then(|r| r.body.as_deref())
-                .filter(|b| include_resp_body && !b.is_empty())
-                .map(Body),
-        },
-        server: ServerOut {
-            hostname: crate::server::hostname(),
-            version: concat!("ferry/", env!("CARGO_PKG_VERSION")),
-        },
-        client_ip: &ctx.remote_ip,
-        start_time: ctx
-            .start_wall
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-        latency: ms(total),
-        upstream_latency: ms(upstream),
-        apisix_latency: ms((total - upstream).max(0.0)),
-        route_id: ctx.route.as_ref().map(|r| r.id.as_str()),
-        service_id: ctx.route.as_ref().and_then(|r| r.service_id.as_deref()),
-        upstream: ctx.upstream.addr.as_deref(),
-        llm_summary: llm.filter(|l| l.summaries).map(|_| Summary {
-            request_model: ctx.var("request_llm_model").unwrap_or(""),
-            model: ctx.var("llm_model").unwrap_or(""),
-            duration: (total * 1000.0).round() as u64,
-            time_to_first_token: var_num(ctx, "llm_time_to_first_token"),
-            prompt_tokens: var_num(ctx, "llm_prompt_tokens"),
-            completion_tokens: var_num(ctx, "llm_completion_tokens"),
-            total_tokens: var_num(ctx, "llm_total_tokens"),
-            upstream_response_time: var_num(ctx, "apisix_upstream_response_time"),
-            stream,
-            tool_count: var_num(ctx, "llm_tool_count"),
-            has_tool_calls: ctx.var("llm_has_tool_calls") == Some("true"),
-            end_user_id: ctx.var("llm_end_user_id").unwrap_or(""),
-            cache_read_input_tokens: var_num(ctx, "llm_cache_read_input_tokens"),
-            cache_creation_input_tokens: var_num(ctx, "llm_cache_creation_input_tokens"),
-            reasoning_tokens: var_num(ctx, "llm_reasoning_tokens"),
-            content_risk_level: ctx.var("llm_content_risk_level").unwrap_or(""),
-        }),
-        llm_request: llm
-            .filter(|l| l.payloads)
-            .map(|_| LlmRequest { stream, messages }),
-        llm_response_text: llm.filter(|l| l.payloads).map(|_| ResponseText {
-            content: ctx.var("llm_response_text").unwrap_or(""),
-        }),
-    };
-    // Every part serialises infallibly (strings, numbers, maps with string keys).
-    Entry::Json(serde_json::to_string(&out).unwrap_or_default())
+    if secret_args.is_empty()
+        || !query
+            .split('&')
+            .any(|kv| secret(kv.split('=').next().unwrap_or("")))
+    {
+        return std::borrow::Cow::Borrowed(full);
+    }
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|kv| {
+            let k = kv.split('=').next().unwrap_or("");
+            if secret(k) {
+                format!("{k}={REDACTED}")
+            } else {
+                kv.to_string()
+            }
+        })
+        .collect();
+    std::borrow::Cow::Owned(format!("{}?{}", ctx.uri.path(), parts.join("&")))
+}
+
+/// A query-argument name as the inside of a JSON key (escaped when needed).
+fn json_key(k: &str) -> std::borrow::Cow<'_, str> {
+    let mut quoted = String::new();
+    push_str(&mut quoted, k);
+    if quoted.len() == k.len() + 2 {
+        std::borrow::Cow::Borrowed(k)
+    } else {
+        std::borrow::Cow::Owned(quoted[1..quoted.len() - 1].to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Odd names and values still give valid JSON, with secrets redacted.
+    #[test]
+    fn entry_is_valid_json_with_secrets_redacted() {
+        let req = http::Request::post("/p?a%22b=1&key=secret&q=x%0Ay")
+            .header("host", "gw.test:9080")
+            .header("authorization", "Bearer sk-1")
+            .header(
+                "x-odd",
+                http::HeaderValue::from_bytes(b"caf\xc3\xa9 \"q\"").unwrap(),
+            )
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let mut ctx = Ctx::with_body(
+            parts,
+            bytes::Bytes::from_static(br#"{"messages":[{"role":"user","content":"hi"}]}"#),
+            "10.0.0.1:5000".parse().unwrap(),
+            "127.0.0.1:9080".parse().unwrap(),
+        );
+        ctx.status = 200;
+        ctx.set_var("llm_prompt_tokens", "7".to_string());
+        ctx.ext.insert(LlmLogging {
+            summaries: true,
+            payloads: true,
+            secret_headers: vec![],
+            secret_args: vec!["key".into()],
+        });
+        let Entry::Json(text) = build(&ctx, true, false) else {
+            panic!("not json")
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["request"]["headers"]["authorization"], REDACTED);
+        assert_eq!(v["request"]["headers"]["x-odd"], "café \"q\"");
+        assert_eq!(v["request"]["querystring"]["a\"b"], "1");
+        assert_eq!(v["request"]["querystring"]["key"], REDACTED);
+        assert_eq!(v["request"]["querystring"]["q"], "x\ny");
+        assert_eq!(
+            v["request"]["url"],
+            "http://gw.test:9080/p?a%22b=1&key=******&q=x%0Ay"
+        );
+        assert_eq!(v["request"]["body"]["messages"][0]["content"], "hi");
+        assert_eq!(v["client_ip"], "10.0.0.1");
+        assert_eq!(v["llm_summary"]["prompt_tokens"], 7);
+        assert_eq!(v["llm_request"]["messages"][0]["role"], "user");
+        assert_eq!(v["request"]["uri"], "/p?a%22b=1&key=******&q=x%0Ay");
+        assert!(!text.contains("secret"), "{text}");
+    }
 }

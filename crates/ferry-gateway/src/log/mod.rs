@@ -3,3 +3,4 @@
 
 pub mod batch;
 pub mod entry;
+mod json;
