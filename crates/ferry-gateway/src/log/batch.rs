@@ -235,7 +235,9 @@ async fn run(conf: BatchConf, sink: Arc<dyn Sink>, mut rx: mpsc::Receiver<Msg>, 
     let age = Duration::from_secs(conf.buffer_duration);
     let mut batch: Vec<Entry> = Vec::new();
     let mut first_at = Instant::now();
-    // One timer, moved rather than re-created for each entry.
+    let mut last_at = first_at;
+    // One timer, armed for the batch's first entry and moved on (not per entry) when it
+    // fires early because later entries arrived.
     let timer = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(timer);
     loop {
@@ -245,22 +247,28 @@ async fn run(conf: BatchConf, sink: Arc<dyn Sink>, mut rx: mpsc::Receiver<Msg>, 
             tokio::select! {
                 m = rx.recv() => m,
                 _ = &mut timer => {
-                    deliver(&conf, sink.as_ref(), &mut batch, &stats).await;
+                    let due = (last_at + inactive).min(first_at + age);
+                    if Instant::now() >= due {
+                        deliver(&conf, sink.as_ref(), &mut batch, &stats).await;
+                    } else {
+                        timer.as_mut().reset(due);
+                    }
                     continue;
                 }
             }
         };
         match msg {
             Some(Msg::Entry(v)) => {
-                let now = Instant::now();
+                last_at = Instant::now();
                 if batch.is_empty() {
-                    first_at = now;
+                    first_at = last_at;
+                    timer
+                        .as_mut()
+                        .reset((last_at + inactive).min(first_at + age));
                 }
                 batch.push(v);
                 if batch.len() >= max {
                     deliver(&conf, sink.as_ref(), &mut batch, &stats).await;
-                } else {
-                    timer.as_mut().reset((now + inactive).min(first_at + age));
                 }
             }
             Some(Msg::Flush(ack)) => {

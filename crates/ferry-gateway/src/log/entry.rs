@@ -6,6 +6,7 @@ use super::json::{Obj, push_str};
 use crate::ctx::Ctx;
 use http::HeaderMap;
 use serde_json::value::RawValue;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// What `ai-proxy` asks loggers to add (set when its `logging` is on).
@@ -128,7 +129,7 @@ struct Messages<'a> {
 
 /// Builds the entry for a finished request, written straight from the context.
 pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Entry {
-    let llm = ctx.ext.get::<LlmLogging>();
+    let llm = ctx.ext.get::<Arc<LlmLogging>>().map(Arc::as_ref);
     let secret_headers: &[String] = llm.map_or(&[], |l| &l.secret_headers);
     let secret_args: &[String] = llm.map_or(&[], |l| &l.secret_args);
     let uri = redacted_uri(ctx, secret_args);
@@ -330,12 +331,12 @@ mod tests {
         );
         ctx.status = 200;
         ctx.set_var("llm_prompt_tokens", "7".to_string());
-        ctx.ext.insert(LlmLogging {
+        ctx.ext.insert(Arc::new(LlmLogging {
             summaries: true,
             payloads: true,
             secret_headers: vec![],
             secret_args: vec!["key".into()],
-        });
+        }));
         let Entry::Json(text) = build(&ctx, true, false) else {
             panic!("not json")
         };

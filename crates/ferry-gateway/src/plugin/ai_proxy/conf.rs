@@ -230,7 +230,7 @@ pub struct Compiled {
     pub max_stream_duration: Option<Duration>,
     pub max_response_bytes: Option<u64>,
     /// Set when `logging.summaries` or `logging.payloads` is on.
-    pub logging: Option<crate::log::entry::LlmLogging>,
+    pub logging: Option<std::sync::Arc<crate::log::entry::LlmLogging>>,
     pub client: Upstream,
     /// The upstream URI of each target with a fixed path (all but passthrough), made once.
     pub uris: HashMap<Protocol, http::Uri>,
@@ -313,7 +313,7 @@ impl Compiled {
             max_stream_duration: conf.max_stream_duration_ms.map(Duration::from_millis),
             max_response_bytes: conf.max_response_bytes,
             logging: conf.logging.filter(|l| l.summaries || l.payloads).map(|l| {
-                crate::log::entry::LlmLogging {
+                std::sync::Arc::new(crate::log::entry::LlmLogging {
                     summaries: l.summaries,
                     payloads: l.payloads,
                     secret_headers: conf
@@ -330,7 +330,7 @@ impl Compiled {
                         .flatten()
                         .map(|(k, _)| k.clone())
                         .collect(),
-                }
+                })
             }),
             client,
             uris: targets
