@@ -188,7 +188,7 @@ async fn entries_queued_while_the_broker_is_down_arrive_after_it_returns() {
     }
     let addr = kafka.addr();
     let recs =
-        tokio::task::spawn_blocking(move || read(&addr, "again", 10, Duration::from_secs(40)))
+        tokio::task::spawn_blocking(move || read(&addr, "again", 10, Duration::from_secs(90)))
             .await
             .unwrap();
     // batch_max_size 5: APISIX's shape, one record per batch holding a JSON array.
