@@ -71,6 +71,24 @@ pub fn detect(path: &str, body: &Value) -> Option<Protocol> {
     }
 }
 
+/// [`detect`] for a body read through [`crate::wire::RequestPeek`] (a JSON object).
+pub fn detect_peek(path: &str, p: &crate::wire::RequestPeek<'_>) -> Option<Protocol> {
+    use crate::wire::Shape;
+    if path.ends_with("/v1/messages") {
+        return Some(Protocol::AnthropicMessages);
+    }
+    if path.ends_with("/v1/responses") && p.input.is_present() {
+        return Some(Protocol::OpenAiResponses);
+    }
+    if matches!(p.messages, Shape::Array | Shape::Object) {
+        return Some(Protocol::OpenAiChat);
+    }
+    if p.input.is_present() {
+        return Some(Protocol::OpenAiEmbeddings);
+    }
+    (p.fields > 0).then_some(Protocol::Passthrough)
+}
+
 /// `stream: true` (the JSON boolean only).
 pub fn wants_stream(proto: Protocol, body: &Value) -> bool {
     proto.can_stream() && body.get("stream") == Some(&Value::Bool(true))

@@ -413,6 +413,17 @@ pub fn end_user(proto: Protocol, body: &Value) -> Option<&str> {
     }
 }
 
+/// [`end_user`] for a body read through [`wire::RequestPeek`].
+pub fn end_user_peek<'a>(proto: Protocol, p: &'a wire::RequestPeek<'_>) -> Option<&'a str> {
+    match proto {
+        Protocol::OpenAiChat | Protocol::OpenAiResponses => {
+            p.safety_identifier.as_str().or_else(|| p.user.as_str())
+        }
+        Protocol::AnthropicMessages => p.metadata.0.as_ref().and_then(|m| m.user_id.as_str()),
+        _ => None,
+    }
+}
+
 /// `llm_tool_count`: the number of tools the request offers.
 pub fn tool_count(body: &Value) -> usize {
     body.get("tools")

@@ -273,3 +273,61 @@ fn skip_text_still_sees_usage_and_tool_calls() {
     assert!(o.tool_calls && o.done);
     assert_eq!(o.text, "");
 }
+
+/// The request peek (wire.rs) reads what the `Value` readers read, for every path.
+#[test]
+fn request_peek_agrees_with_value_readers() {
+    use crate::detect::{detect, detect_peek};
+    use crate::wire::{RequestPeek, Shape, StreamOptions};
+    let bodies = [
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"user":"u","tools":[{},{}]}"#,
+        r#"{"messages":{"a":1},"safety_identifier":"s","user":"u"}"#,
+        r#"{"messages":"text","input":"x","metadata":{"user_id":"au"}}"#,
+        r#"{"input":null,"model":5,"stream":"yes","tools":"no"}"#,
+        r#"{"input":["a"],"stream_options":{"include_usage":true}}"#,
+        r#"{"x":1,"stream_options":null,"max_tokens":3}"#,
+        r#"{"safety_identifier":7,"user":"u2","metadata":"m"}"#,
+        r#"{"model":"a\"b\u00e9"}"#,
+        r#"{}"#,
+    ];
+    for b in bodies {
+        let v: Value = serde_json::from_str(b).unwrap();
+        let p: RequestPeek = serde_json::from_str(b).unwrap();
+        for path in [
+            "/v1/messages",
+            "/v1/responses",
+            "/v1/chat/completions",
+            "/x",
+        ] {
+            let proto = detect(path, &v);
+            assert_eq!(detect_peek(path, &p), proto, "{path} {b}");
+            if let Some(proto) = proto {
+                assert_eq!(end_user_peek(proto, &p), end_user(proto, &v), "{path} {b}");
+            }
+        }
+        assert_eq!(p.tools.items.len(), tool_count(&v), "{b}");
+        assert_eq!(
+            p.stream == Shape::Bool(true),
+            v.get("stream") == Some(&Value::Bool(true))
+        );
+        assert_eq!(
+            p.model.as_str(),
+            v.get("model").and_then(Value::as_str),
+            "{b}"
+        );
+        assert_eq!(p.has_max_tokens, v.get("max_tokens").is_some());
+        let so = match v.get("stream_options") {
+            None => StreamOptions::Absent,
+            Some(o) if o.get("include_usage") == Some(&Value::Bool(true)) => {
+                StreamOptions::WantsUsage
+            }
+            Some(_) => StreamOptions::Other,
+        };
+        assert_eq!(p.stream_options, so, "{b}");
+    }
+    // A duplicated field it reads is refused (the caller falls back to a full parse).
+    assert!(serde_json::from_str::<RequestPeek>(r#"{"model":"a","model":"b"}"#).is_err());
+    assert!(serde_json::from_str::<RequestPeek>(r#"{"a":1,"a":2}"#).is_ok());
+    assert!(serde_json::from_str::<RequestPeek>(r#"{"a":1} x"#).is_err());
+    assert!(serde_json::from_str::<RequestPeek>("[1]").is_err());
+}

@@ -294,3 +294,181 @@ pub struct ChatBody<'a> {
     pub choices: List<Obj<ChatChoice<'a>>>,
     pub usage: Obj<OpenAiUsage>,
 }
+
+/// The JSON type of a field, read without keeping its content (strings are kept).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Shape<'a> {
+    #[default]
+    Absent,
+    Null,
+    Bool(bool),
+    Number,
+    Str(Cow<'a, str>),
+    Array,
+    Object,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Shape<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Shape<'a>, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Shape<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Shape<'a>, E> {
+                Ok(Shape::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Shape<'a>, E> {
+                Ok(Shape::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Shape<'a>, E> {
+                Ok(Shape::Number)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Shape<'a>, E> {
+                Ok(Shape::Number)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Shape<'a>, E> {
+                Ok(Shape::Number)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Shape<'a>, E> {
+                Ok(Shape::Bool(v))
+            }
+            fn visit_unit<E>(self) -> Result<Shape<'a>, E> {
+                Ok(Shape::Null)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Shape<'a>, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Shape::Object)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Shape<'a>, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Shape::Array)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+impl Shape<'_> {
+    pub fn is_present(&self) -> bool {
+        !matches!(self, Shape::Absent | Shape::Null)
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Shape::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// `stream_options`: whether the client asked for `include_usage` itself.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum StreamOptions {
+    #[default]
+    Absent,
+    /// An object with `include_usage: true`.
+    WantsUsage,
+    /// Anything else (an object without it, `null`, another type).
+    Other,
+}
+
+#[derive(Deserialize)]
+struct StreamOptionsFields<'a> {
+    #[serde(default, borrow)]
+    include_usage: Shape<'a>,
+}
+
+impl<'de> Deserialize<'de> for StreamOptions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StreamOptions, D::Error> {
+        let o = Obj::<StreamOptionsFields<'de>>::deserialize(d)?;
+        Ok(match o.0 {
+            Some(f) if f.include_usage == Shape::Bool(true) => StreamOptions::WantsUsage,
+            _ => StreamOptions::Other,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MetadataPeek<'a> {
+    #[serde(borrow)]
+    pub user_id: Text<'a>,
+}
+
+/// What Ferry reads of a request body that is a JSON object, without building a `Value`:
+/// enough to check it, detect its protocol, record its variables, and decide whether it must
+/// change on the way upstream. A duplicated field makes the read fail (callers then fall
+/// back to a full parse, which keeps the last value as JSON parsers do).
+#[derive(Debug, Default)]
+pub struct RequestPeek<'a> {
+    pub model: Shape<'a>,
+    pub stream: Shape<'a>,
+    pub messages: Shape<'a>,
+    pub input: Shape<'a>,
+    pub tools: Count,
+    pub user: Text<'a>,
+    pub safety_identifier: Text<'a>,
+    pub metadata: Obj<MetadataPeek<'a>>,
+    pub stream_options: StreamOptions,
+    pub has_max_tokens: bool,
+    /// Number of fields.
+    pub fields: usize,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RequestPeek<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RequestPeek<'a>, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = RequestPeek<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RequestPeek<'a>, A::Error> {
+                let mut p = RequestPeek::default();
+                let mut seen = 0u16;
+                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                    p.fields += 1;
+                    let bit = match k.as_ref() {
+                        "model" => 1,
+                        "stream" => 2,
+                        "messages" => 4,
+                        "input" => 8,
+                        "tools" => 16,
+                        "user" => 32,
+                        "safety_identifier" => 64,
+                        "metadata" => 128,
+                        "stream_options" => 256,
+                        "max_tokens" => 512,
+                        _ => 0,
+                    };
+                    if seen & bit != 0 {
+                        return Err(de::Error::custom("duplicate field"));
+                    }
+                    seen |= bit;
+                    match bit {
+                        1 => p.model = m.next_value()?,
+                        2 => p.stream = m.next_value()?,
+                        4 => p.messages = m.next_value()?,
+                        8 => p.input = m.next_value()?,
+                        16 => p.tools = m.next_value()?,
+                        32 => p.user = m.next_value()?,
+                        64 => p.safety_identifier = m.next_value()?,
+                        128 => p.metadata = m.next_value()?,
+                        256 => p.stream_options = m.next_value()?,
+                        512 => {
+                            p.has_max_tokens = true;
+                            m.next_value::<IgnoredAny>()?;
+                        }
+                        _ => {
+                            m.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(p)
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}

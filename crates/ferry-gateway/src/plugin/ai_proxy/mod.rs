@@ -15,7 +15,8 @@ use crate::error::json_response;
 use bytes::Bytes;
 use conf::{Compiled, Conf};
 use ferry_protocol::convert::{self, Pair};
-use ferry_protocol::{Observed, Protocol, detect};
+use ferry_protocol::wire::{RequestPeek, Shape};
+use ferry_protocol::{Observed, Protocol, detect, observe};
 use http::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -92,6 +93,19 @@ pub(crate) struct AiState {
     /// When the upstream request was sent.
     sent: Option<Instant>,
     sse: Option<stream::SseState>,
+    /// What the request peek read (absent when the body needed a full parse).
+    peek: Option<PeekInfo>,
+}
+
+/// A JSON-object request body as the peek read it, for the exchange to use without a parse.
+pub(crate) struct PeekInfo {
+    raw: Bytes,
+    model: Option<String>,
+    has_model: bool,
+    stream: bool,
+    tool_count: usize,
+    end_user: Option<String>,
+    stream_options: ferry_protocol::wire::StreamOptions,
 }
 
 /// An error in the client's protocol: OpenAI's `{"error": {...}}`, Anthropic's
@@ -152,47 +166,19 @@ impl AiProxy {
                 "could not get body: request body is empty".into(),
             ));
         }
-        let Some(json) = ctx.json() else {
-            let e = serde_json::from_slice::<Value>(&body)
-                .err()
-                .map_or_else(String::new, |e| e.to_string());
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                format!("could not parse JSON request body: {e}"),
-            ));
+        let peeked = body
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .filter(|b| **b == b'{')
+            // Valid UTF-8 first: skipped strings are not checked by the parser.
+            .and_then(|_| std::str::from_utf8(&body).ok())
+            .and_then(|text| serde_json::from_str::<RequestPeek>(text).ok());
+        let (client, stream, request_model, peek) = match peeked {
+            Some(p) => self
+                .check_peek(ctx, &body, &p)
+                .map_err(|(s, m)| fail(s, m))?,
+            None => self.check_value(ctx).map_err(|(s, m)| fail(s, m))?,
         };
-        if !json.is_object() && !json.is_array() {
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                "request body must be a JSON object".into(),
-            ));
-        }
-        let model = json.get("model");
-        if model.is_some_and(|m| !m.is_string() && !m.is_null())
-            && self.conf.options_model.is_none()
-        {
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                "invalid request body: \"model\" must be a string (or set options.model on the route)".into(),
-            ));
-        }
-        if json
-            .get("stream")
-            .is_some_and(|s| !s.is_boolean() && !s.is_null())
-        {
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                "invalid request body: \"stream\" must be a boolean".into(),
-            ));
-        }
-        let Some(client) = detect::detect(ctx.uri.path(), json) else {
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                "no matching AI protocol for the request".into(),
-            ));
-        };
-        let stream = detect::wants_stream(client, json);
-        let request_model = model.and_then(Value::as_str).map(String::from);
         let provider = self.conf.provider;
         let (target, pair) = if provider.capability(client).is_some() {
             (client, None)
@@ -224,9 +210,90 @@ impl AiProxy {
             pair,
             sent: None,
             sse: None,
+            peek,
         })
     }
+
+    /// Checks a body read through the peek: protocol, stream flag, model.
+    fn check_peek(
+        &self,
+        ctx: &Ctx,
+        body: &Bytes,
+        p: &RequestPeek<'_>,
+    ) -> Result<Checked, (StatusCode, String)> {
+        if !matches!(p.model, Shape::Absent | Shape::Null | Shape::Str(_))
+            && self.conf.options_model.is_none()
+        {
+            return Err((StatusCode::BAD_REQUEST, MODEL_NOT_STRING.into()));
+        }
+        if !matches!(p.stream, Shape::Absent | Shape::Null | Shape::Bool(_)) {
+            return Err((StatusCode::BAD_REQUEST, STREAM_NOT_BOOL.into()));
+        }
+        let client = detect::detect_peek(ctx.uri.path(), p)
+            .ok_or((StatusCode::BAD_REQUEST, NO_PROTOCOL.to_string()))?;
+        let stream = client.can_stream() && p.stream == Shape::Bool(true);
+        let model = p.model.as_str().map(String::from);
+        let info = PeekInfo {
+            raw: body.clone(),
+            model: model.clone(),
+            has_model: p.model != Shape::Absent,
+            stream: p.stream == Shape::Bool(true),
+            tool_count: p.tools.items.len(),
+            end_user: observe::end_user_peek(client, p).map(String::from),
+            stream_options: p.stream_options,
+        };
+        Ok((client, stream, model, Some(info)))
+    }
+
+    /// Checks a body through a full parse (not an object, or the peek could not read it).
+    fn check_value(&self, ctx: &Ctx) -> Result<Checked, (StatusCode, String)> {
+        let Some(json) = ctx.json() else {
+            let e = ctx
+                .body()
+                .and_then(|b| serde_json::from_slice::<Value>(b).err())
+                .map_or_else(String::new, |e| e.to_string());
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("could not parse JSON request body: {e}"),
+            ));
+        };
+        if !json.is_object() && !json.is_array() {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "request body must be a JSON object".into(),
+            ));
+        }
+        let model = json.get("model");
+        if model.is_some_and(|m| !m.is_string() && !m.is_null())
+            && self.conf.options_model.is_none()
+        {
+            return Err((StatusCode::BAD_REQUEST, MODEL_NOT_STRING.into()));
+        }
+        if json
+            .get("stream")
+            .is_some_and(|s| !s.is_boolean() && !s.is_null())
+        {
+            return Err((StatusCode::BAD_REQUEST, STREAM_NOT_BOOL.into()));
+        }
+        let client = detect::detect(ctx.uri.path(), json)
+            .ok_or((StatusCode::BAD_REQUEST, NO_PROTOCOL.to_string()))?;
+        let stream = detect::wants_stream(client, json);
+        Ok((
+            client,
+            stream,
+            model.and_then(Value::as_str).map(String::from),
+            None,
+        ))
+    }
 }
+
+/// Protocol, stream flag, request model and peek of a checked body.
+type Checked = (Protocol, bool, Option<String>, Option<PeekInfo>);
+
+const MODEL_NOT_STRING: &str =
+    "invalid request body: \"model\" must be a string (or set options.model on the route)";
+const STREAM_NOT_BOOL: &str = "invalid request body: \"stream\" must be a boolean";
+const NO_PROTOCOL: &str = "no matching AI protocol for the request";
 
 impl Plugin for AiProxy {
     fn needs_body(&self) -> bool {

@@ -10,6 +10,7 @@ use crate::ctx::Ctx;
 use bytes::Bytes;
 use ferry_protocol::convert::Pair;
 use ferry_protocol::shape::{Shaping, shape};
+use ferry_protocol::wire::StreamOptions;
 use ferry_protocol::{Observed, Protocol, observe};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
@@ -118,75 +119,35 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     let fail = |status: StatusCode, msg: &str| client_error(Some(client), status, msg);
 
     // The body: shaped when something must change, else the client's bytes.
-    let mut raw = ctx.body().cloned().unwrap_or_default();
-    let mut body = ctx.take_json().unwrap_or(Value::Null);
-    let converted = match pair {
-        Some(p) => match p.request(&body) {
-            Ok(c) => {
-                body = c.body.clone();
-                raw = match serde_json::to_vec(&body) {
-                    Ok(v) => Bytes::from(v),
-                    Err(e) => {
-                        return fail(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            &format!("cannot encode the request body: {e}"),
-                        );
-                    }
-                };
-                Some(c)
-            }
-            Err(e) => return fail(StatusCode::BAD_REQUEST, &e),
-        },
-        None => None,
+    let cap = conf.provider.capability(target);
+    let fast = match (&st.peek, pair) {
+        (Some(pk), None) => fast_plan(conf, target, cap.and_then(|c| c.max_tokens), pk),
+        _ => None,
     };
-    if let Some(m) = conf
-        .options_model
-        .clone()
-        .or_else(|| body.get("model").and_then(Value::as_str).map(String::from))
-    {
+    let prepared = match fast {
+        Some(plan) => Ok(plan),
+        None => prepare_value(conf, ctx, target, pair, cap.and_then(|c| c.max_tokens)),
+    };
+    let Prepared {
+        out,
+        stream,
+        hide_usage,
+        tool_count,
+        end_user,
+        model,
+        converted,
+    } = match prepared {
+        Ok(p) => p,
+        Err((status, msg)) => return fail(status, &msg),
+    };
+    if let Some(m) = conf.options_model.clone().or(model) {
         ctx.set_var("llm_model", m);
     }
-    let cap = conf.provider.capability(target);
-    let mut stream = target.can_stream() && body.get("stream") == Some(&Value::Bool(true));
-    let mut hide_usage = false;
-    let out: Bytes = match body.as_object_mut() {
-        Some(obj) if target != Protocol::Passthrough || conf.options.is_some() => {
-            let shaping = Shaping {
-                options: conf.options.as_ref(),
-                max_tokens: conf.max_tokens.zip(cap.and_then(|c| c.max_tokens)),
-                request_body: conf.request_body.get(&target),
-                force: conf.force,
-                remove_model: conf.provider.remove_model,
-                inject_usage: target == Protocol::OpenAiChat,
-            };
-            let shaped = shape(obj, &shaping);
-            stream = target.can_stream() && shaped.stream;
-            hide_usage = match (&converted, pair) {
-                (Some(c), Some(Pair::OpenAiToAnthropic)) => !c.include_usage,
-                (Some(_), _) => false,
-                (None, _) => stream && target == Protocol::OpenAiChat && !shaped.client_wants_usage,
-            };
-            if shaped.changed {
-                match serde_json::to_vec(&body) {
-                    Ok(v) => Bytes::from(v),
-                    Err(e) => {
-                        return fail(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            &format!("cannot encode the request body: {e}"),
-                        );
-                    }
-                }
-            } else {
-                raw
-            }
-        }
-        _ => raw,
-    };
     ctx.set_var("request_type", if stream { "ai_stream" } else { "ai_chat" });
     ctx.set_var("llm_stream", if stream { "true" } else { "false" });
-    ctx.set_var("llm_tool_count", observe::tool_count(&body).to_string());
-    if let Some(u) = observe::end_user(target, &body) {
-        ctx.set_var("llm_end_user_id", u.to_string());
+    ctx.set_var("llm_tool_count", tool_count.to_string());
+    if let Some(u) = end_user {
+        ctx.set_var("llm_end_user_id", u);
     }
 
     // Where it goes.
@@ -416,6 +377,137 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
         .unwrap_or_else(|_| fail(StatusCode::BAD_GATEWAY, "bad upstream response head"))
 }
 
+/// The upstream body and what was learnt shaping it.
+struct Prepared {
+    out: Bytes,
+    stream: bool,
+    /// Remove the usage-only chunk Ferry asked for on the client's behalf.
+    hide_usage: bool,
+    tool_count: usize,
+    end_user: Option<String>,
+    /// The body's `model`.
+    model: Option<String>,
+    converted: Option<ferry_protocol::convert::Converted>,
+}
+
+/// The body without a full parse, when the request was read through the peek and nothing but
+/// (perhaps) `stream_options.include_usage` must change: the client's bytes, with that field
+/// spliced in front when absent.
+fn fast_plan(
+    conf: &Compiled,
+    target: Protocol,
+    max_tokens_field: Option<ferry_protocol::shape::MaxTokensField>,
+    pk: &super::PeekInfo,
+) -> Option<Prepared> {
+    let shaping_target = target != Protocol::Passthrough;
+    if conf.options.is_some()
+        || (shaping_target
+            && (conf.max_tokens.zip(max_tokens_field).is_some()
+                || conf.request_body.contains_key(&target)
+                || (conf.provider.remove_model && pk.has_model)))
+    {
+        return None;
+    }
+    let stream = target.can_stream() && pk.stream;
+    let usage_target = stream && target == Protocol::OpenAiChat;
+    let (inject, wants) = match (usage_target, pk.stream_options) {
+        (false, _) => (false, false),
+        (true, StreamOptions::Absent) => (true, false),
+        (true, StreamOptions::WantsUsage) => (false, true),
+        (true, StreamOptions::Other) => return None,
+    };
+    let out = if inject {
+        splice_include_usage(&pk.raw)?
+    } else {
+        pk.raw.clone()
+    };
+    Some(Prepared {
+        out,
+        stream,
+        hide_usage: usage_target && !wants,
+        tool_count: pk.tool_count,
+        end_user: pk.end_user.clone(),
+        model: pk.model.clone(),
+        converted: None,
+    })
+}
+
+/// `{"stream_options":{"include_usage":true},` + the rest of a non-empty JSON object.
+fn splice_include_usage(raw: &Bytes) -> Option<Bytes> {
+    const FIELD: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    let open = raw.iter().position(|b| !b.is_ascii_whitespace())?;
+    if raw[open] != b'{' {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len() + FIELD.len());
+    out.extend_from_slice(&raw[..=open]);
+    out.extend_from_slice(FIELD);
+    out.extend_from_slice(&raw[open + 1..]);
+    Some(Bytes::from(out))
+}
+
+/// The body through a full parse: conversion and/or shaping, re-encoded when it changed.
+fn prepare_value(
+    conf: &Compiled,
+    ctx: &mut Ctx,
+    target: Protocol,
+    pair: Option<Pair>,
+    max_tokens_field: Option<ferry_protocol::shape::MaxTokensField>,
+) -> Result<Prepared, (StatusCode, String)> {
+    let encode = |v: &Value| {
+        serde_json::to_vec(v).map(Bytes::from).map_err(|e| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode the request body: {e}"),
+            )
+        })
+    };
+    let mut raw = ctx.body().cloned().unwrap_or_default();
+    let mut body = ctx.take_json().unwrap_or(Value::Null);
+    let converted = match pair {
+        Some(p) => {
+            let c = p.request(&body).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+            body = c.body.clone();
+            raw = encode(&body)?;
+            Some(c)
+        }
+        None => None,
+    };
+    let model = body.get("model").and_then(Value::as_str).map(String::from);
+    let mut stream = target.can_stream() && body.get("stream") == Some(&Value::Bool(true));
+    let mut hide_usage = false;
+    let out: Bytes = match body.as_object_mut() {
+        Some(obj) if target != Protocol::Passthrough || conf.options.is_some() => {
+            let shaping = Shaping {
+                options: conf.options.as_ref(),
+                max_tokens: conf.max_tokens.zip(max_tokens_field),
+                request_body: conf.request_body.get(&target),
+                force: conf.force,
+                remove_model: conf.provider.remove_model,
+                inject_usage: target == Protocol::OpenAiChat,
+            };
+            let shaped = shape(obj, &shaping);
+            stream = target.can_stream() && shaped.stream;
+            hide_usage = match (&converted, pair) {
+                (Some(c), Some(Pair::OpenAiToAnthropic)) => !c.include_usage,
+                (Some(_), _) => false,
+                (None, _) => stream && target == Protocol::OpenAiChat && !shaped.client_wants_usage,
+            };
+            if shaped.changed { encode(&body)? } else { raw }
+        }
+        _ => raw,
+    };
+    Ok(Prepared {
+        out,
+        stream,
+        hide_usage,
+        tool_count: observe::tool_count(&body),
+        end_user: observe::end_user(target, &body).map(String::from),
+        model,
+        converted,
+    })
+}
+
 /// A failure before or while reading the response: 504 on timeouts, 502 otherwise.
 fn transport_failure(ctx: &mut Ctx, client: Protocol, sent: Instant, e: &UpError) -> Response {
     ctx.set_var("apisix_upstream_response_time", ms_since(sent));
@@ -441,4 +533,22 @@ pub(super) fn target_uri(
         url.push_str(&encode_query(query));
     }
     http::Uri::try_from(url.as_str()).map_err(|e| format!("invalid upstream URL {url}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_usage_spliced_into_the_client_bytes() {
+        let raw = Bytes::from_static(b"  {\"stream\": true, \"messages\": []}");
+        let out = splice_include_usage(&raw).unwrap();
+        assert_eq!(
+            &out[..],
+            b"  {\"stream_options\":{\"include_usage\":true},\"stream\": true, \"messages\": []}"
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert!(splice_include_usage(&Bytes::from_static(b"[1]")).is_none());
+    }
 }
