@@ -124,3 +124,16 @@ fn match_post_arg_model(b: Bencher) {
             assert!(matches!(m, Match::Found(_)));
         });
 }
+
+/// `vars` evaluation alone: a header equality, a query regex and an IP range.
+#[divan::bench]
+fn vars_eval(b: Bencher) {
+    let expr = ferry_config::expr::Expr::compile(&json!([
+        ["http_x_team", "==", "team7"],
+        ["arg_mode", "~~", "^(fast|slow)$"],
+        ["remote_addr", "ipmatch", ["127.0.0.0/8"]],
+    ]))
+    .unwrap();
+    let c = ctx("/v1/team7/chat/completions?mode=fast", "team7", "{}");
+    b.bench(|| assert!(expr.eval(divan::black_box(&c))));
+}
