@@ -107,11 +107,6 @@ fn body(o: &mut Obj<'_>, b: &[u8]) {
     };
 }
 
-/// Milliseconds with microsecond precision.
-fn ms(secs: f64) -> f64 {
-    (secs * 1000.0 * 1000.0).round() / 1000.0
-}
-
 fn var_num(ctx: &Ctx, name: &str) -> u64 {
     ctx.var(name)
         .and_then(|v| v.parse::<u64>().ok())
@@ -192,9 +187,9 @@ pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Entr
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
         )
-        .f64("latency", ms(total))
-        .f64("upstream_latency", ms(upstream))
-        .f64("apisix_latency", ms((total - upstream).max(0.0)));
+        .ms("latency", total)
+        .ms("upstream_latency", upstream)
+        .ms("apisix_latency", (total - upstream).max(0.0));
     if let Some(r) = &ctx.route {
         e.str("route_id", &r.id);
         if let Some(s) = &r.service_id {

@@ -52,17 +52,17 @@ impl<'a> Obj<'a> {
         self
     }
 
-    /// A finite number (non-finite ones are written as 0).
-    pub fn f64(&mut self, k: &str, v: f64) -> &mut Self {
+    /// Milliseconds from seconds, with microsecond precision (`2.514`), integer formatting only.
+    pub fn ms(&mut self, k: &str, secs: f64) -> &mut Self {
         self.key(k);
-        if v.is_finite() {
-            if v.fract() == 0.0 && v.abs() < 1e15 {
-                self.out.push_str(itoa::Buffer::new().format(v as i64));
-            } else {
-                self.out.push_str(ryu::Buffer::new().format_finite(v));
-            }
-        } else {
-            self.out.push('0');
+        let us = (secs.max(0.0) * 1_000_000.0).round() as u64;
+        self.out.push_str(itoa::Buffer::new().format(us / 1000));
+        let frac = us % 1000;
+        if frac != 0 {
+            self.out.push('.');
+            let mut buf = itoa::Buffer::new();
+            let digits = &buf.format(1000 + frac)[1..];
+            self.out.push_str(digits.trim_end_matches('0'));
         }
         self
     }
@@ -105,11 +105,11 @@ mod tests {
         o.str("a", "plain")
             .str("b", "q\"uote\\ \n\u{1} é")
             .u64("n", 42)
-            .f64("f", 1.5)
-            .f64("i", 3.0)
-            .f64("nan", f64::NAN)
             .bool("t", true)
             .raw("r", r#"[1,{"x":null}]"#)
+            .ms("m1", 0.002514)
+            .ms("m2", 1.5)
+            .ms("m3", 0.0000004)
             .obj("o", |o| {
                 o.str("k", "v");
             })
@@ -118,8 +118,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"a": "plain", "b": "q\"uote\\ \n\u{1} é", "n": 42, "f": 1.5, "i": 3,
-                "nan": 0, "t": true, "r": [1, {"x": null}], "o": {"k": "v"}, "empty": {}})
+            serde_json::json!({"a": "plain", "b": "q\"uote\\ \n\u{1} é", "n": 42, "t": true, "r": [1, {"x": null}], "m1": 2.514, "m2": 1500, "m3": 0, "o": {"k": "v"}, "empty": {}})
         );
     }
 }
