@@ -150,6 +150,24 @@ impl Observed {
         self.text.push_str(t);
     }
 
+    /// Adds what a chat completion (`message`s, texts joined by a space) or a chunk (`delta`s,
+    /// texts concatenated) carries.
+    fn add_chat(&mut self, b: &wire::ChatBody<'_>, chunk: bool) {
+        for c in b.choices.items.iter().filter_map(|c| c.0.as_ref()) {
+            let m = if chunk { &c.delta } else { &c.message };
+            let Some(m) = m.0.as_ref() else {
+                continue;
+            };
+            if let Some(t) = m.content.as_str() {
+                self.add_text(if chunk { "" } else { " " }, t);
+            }
+            if !m.tool_calls.items.is_empty() {
+                self.tool_calls = true;
+            }
+        }
+        self.add_usage(b.usage.0.as_ref().map(wire::OpenAiUsage::usage));
+    }
+
     /// Reads a complete (non-stream) response body; `None` when it is not JSON. OpenAI chat
     /// bodies are read through the typed view (no `Value` tree).
     pub fn from_slice(proto: Protocol, body: &[u8]) -> Option<Observed> {
@@ -160,18 +178,7 @@ impl Observed {
                 done: true,
                 ..Observed::default()
             };
-            o.add_usage(b.usage.0.as_ref().map(wire::OpenAiUsage::usage));
-            for c in b.choices.items.iter().filter_map(|c| c.0.as_ref()) {
-                let Some(m) = c.message.0.as_ref() else {
-                    continue;
-                };
-                if let Some(t) = m.content.as_str() {
-                    o.add_text(" ", t);
-                }
-                if !m.tool_calls.items.is_empty() {
-                    o.tool_calls = true;
-                }
-            }
+            o.add_chat(&b, false);
             return Some(o);
         }
         let v = serde_json::from_slice::<Value>(body).ok()?;
@@ -266,21 +273,8 @@ impl Observed {
                     return false;
                 }
                 if let Ok(b) = serde_json::from_str::<wire::ChatBody>(data) {
-                    for c in b.choices.items.iter().filter_map(|c| c.0.as_ref()) {
-                        let Some(d) = c.delta.0.as_ref() else {
-                            continue;
-                        };
-                        if let Some(t) = d.content.as_str() {
-                            self.add_text("", t);
-                        }
-                        if !d.tool_calls.items.is_empty() {
-                            self.tool_calls = true;
-                        }
-                    }
-                    let usage = b.usage.0.as_ref().map(wire::OpenAiUsage::usage);
-                    let usage_only = usage.is_some() && b.choices.items.is_empty();
-                    self.add_usage(usage);
-                    return usage_only;
+                    self.add_chat(&b, true);
+                    return b.usage.0.is_some() && b.choices.items.is_empty();
                 }
                 let Ok(v) = serde_json::from_str::<Value>(data) else {
                     return false;

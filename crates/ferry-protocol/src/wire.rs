@@ -9,6 +9,48 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
+/// Visitor methods answering `$v` for every scalar (numbers, booleans, strings, null).
+macro_rules! scalars_as {
+    ($t:ty, $v:expr) => {
+        fn visit_u64<E>(self, _: u64) -> Result<$t, E> {
+            Ok($v)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<$t, E> {
+            Ok($v)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<$t, E> {
+            Ok($v)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<$t, E> {
+            Ok($v)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<$t, E> {
+            Ok($v)
+        }
+        fn visit_unit<E>(self) -> Result<$t, E> {
+            Ok($v)
+        }
+    };
+}
+
+/// Visitor methods that skip an object or an array and answer `$v`.
+macro_rules! skip_map_as {
+    ($t:ty, $v:expr) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<$t, A::Error> {
+            while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok($v)
+        }
+    };
+}
+macro_rules! skip_seq_as {
+    ($t:ty, $v:expr) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<$t, A::Error> {
+            while s.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($v)
+        }
+    };
+}
+
 /// A token count: a non-negative integer, a float (truncated, negatives as 0), else 0.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Num(pub u64);
@@ -39,14 +81,8 @@ impl<'de> Deserialize<'de> for Num {
             fn visit_unit<E>(self) -> Result<Num, E> {
                 Ok(Num(0))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Num, A::Error> {
-                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Num(0))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Num, A::Error> {
-                while s.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Num(0))
-            }
+            skip_map_as!(Num, Num(0));
+            skip_seq_as!(Num, Num(0));
         }
         d.deserialize_any(V)
     }
@@ -94,14 +130,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
             fn visit_unit<E>(self) -> Result<Text<'a>, E> {
                 Ok(Text(None))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Text<'a>, A::Error> {
-                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Text(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Text<'a>, A::Error> {
-                while s.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Text(None))
-            }
+            skip_map_as!(Text<'a>, Text(None));
+            skip_seq_as!(Text<'a>, Text(None));
         }
         d.deserialize_any(V(PhantomData))
     }
@@ -128,28 +158,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
             fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Obj<T>, A::Error> {
                 T::deserialize(de::value::MapAccessDeserializer::new(m)).map(|t| Obj(Some(t)))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Obj<T>, A::Error> {
-                while s.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Obj(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Obj<T>, E> {
-                Ok(Obj(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Obj<T>, E> {
-                Ok(Obj(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Obj<T>, E> {
-                Ok(Obj(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Obj<T>, E> {
-                Ok(Obj(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Obj<T>, E> {
-                Ok(Obj(None))
-            }
-            fn visit_unit<E>(self) -> Result<Obj<T>, E> {
-                Ok(Obj(None))
-            }
+            skip_seq_as!(Obj<T>, Obj(None));
+            scalars_as!(Obj<T>, Obj(None));
         }
         d.deserialize_any(V(PhantomData))
     }
@@ -189,28 +199,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
                     present: true,
                 })
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<List<T>, A::Error> {
-                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(List::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<List<T>, E> {
-                Ok(List::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<List<T>, E> {
-                Ok(List::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<List<T>, E> {
-                Ok(List::default())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<List<T>, E> {
-                Ok(List::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<List<T>, E> {
-                Ok(List::default())
-            }
-            fn visit_unit<E>(self) -> Result<List<T>, E> {
-                Ok(List::default())
-            }
+            skip_map_as!(List<T>, List::default());
+            scalars_as!(List<T>, List::default());
         }
         d.deserialize_any(V(PhantomData))
     }
@@ -337,14 +327,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Shape<'a> {
             fn visit_unit<E>(self) -> Result<Shape<'a>, E> {
                 Ok(Shape::Null)
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Shape<'a>, A::Error> {
-                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Shape::Object)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Shape<'a>, A::Error> {
-                while s.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Shape::Array)
-            }
+            skip_map_as!(Shape<'a>, Shape::Object);
+            skip_seq_as!(Shape<'a>, Shape::Array);
         }
         d.deserialize_any(V(PhantomData))
     }
