@@ -90,6 +90,7 @@ route() { # route ID URI EXTRA_PLUGINS EXTRA_AI_PROXY
       \"keepalive_pool\": 256, \"override\": {\"endpoint\": \"http://127.0.0.1:$mock_port/v1/chat/completions\"}$4}$3}}" | grep -q 20 || { echo "route $1 refused" >&2; exit 1; }
 }
 route chat /v1/chat/completions "" ""
+route messages /v1/messages "" ""
 
 kafka_mode=""
 if [ "${BENCH_KAFKA:-1}" = 1 ]; then
@@ -110,6 +111,8 @@ nginx_idle=$(rss "$nginx_worker" VmRSS)
 
 body=$(python3 -c 'import json; print(json.dumps({"model": "gpt-4o-mini", "temperature": 0.2, "messages": [{"role": "system", "content": "You are a helpful assistant. Answer briefly and precisely."}, {"role": "user", "content": "Summarise the plot of a short story about a ferry crossing a river at night, in two sentences, and name the captain. " * 2}]}))')
 stream_body=$(python3 -c 'import json,sys; b=json.loads(sys.argv[1]); b["stream"]=True; print(json.dumps(b))' "$body")
+# The same conversation as an Anthropic Messages stream (converted to OpenAI chat upstream).
+anthropic_body=$(python3 -c 'import json,sys; b=json.loads(sys.argv[1]); print(json.dumps({"model": b["model"], "max_tokens": 256, "stream": True, "system": b["messages"][0]["content"], "messages": b["messages"][1:]}))' "$body")
 
 # run NAME URL BODY CONNS [oha args...] -> "rps p50 p90 p99 p99.9 non200" (ms)
 run() {
@@ -146,6 +149,9 @@ for t in direct nginx ferry; do
     [ "$t" = ferry ] && R[cpu.stream.$c]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[$t.stream.$c]}" | cut -d' ' -f1) * secs) ))
   done
 done
+t0=$(ticks "$ferry_pid")
+R[convert.stream.32]=$(run convert-stream "http://127.0.0.1:$port/v1/messages" "$anthropic_body" 32)
+R[cpu.convert]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[convert.stream.32]}" | cut -d' ' -f1) * secs) ))
 peak_rss=$(rss "$ferry_pid" VmHWM)
 nginx_peak=$(rss "$nginx_worker" VmHWM)
 if [ -n "$kafka_mode" ]; then
@@ -223,16 +229,18 @@ done
 if [ -n "$kafka_mode" ]; then
   echo "| Ferry + kafka-logger (summaries) | 32 $(cols "${R[kafka.chat.32]}") $(cols "${R[kafka.stream.32]}" | cut -c2-)"
 fi
+echo "| Ferry, Anthropic client → OpenAI stream (converted) | 32 | | | | | | $(cols "${R[convert.stream.32]}" | cut -c3-)"
 echo
 echo "| ratio | chat c=32 | chat c=256 | stream c=32 | stream c=256 |"
 echo "|---|---|---|---|---|"
 echo "| Ferry / nginx proxy | $(ratio "${R[ferry.chat.32]}" "${R[nginx.chat.32]}") | $(ratio "${R[ferry.chat.256]}" "${R[nginx.chat.256]}") | $(ratio "${R[ferry.stream.32]}" "${R[nginx.stream.32]}") | $(ratio "${R[ferry.stream.256]}" "${R[nginx.stream.256]}") |"
 echo "| nginx proxy / direct | $(ratio "${R[nginx.chat.32]}" "${R[direct.chat.32]}") | $(ratio "${R[nginx.chat.256]}" "${R[direct.chat.256]}") | $(ratio "${R[nginx.stream.32]}" "${R[direct.stream.32]}") | $(ratio "${R[nginx.stream.256]}" "${R[direct.stream.256]}") |"
+echo "| Ferry converting Anthropic → OpenAI / nginx proxy | | | $(ratio "${R[convert.stream.32]}" "${R[nginx.stream.32]}") | |"
 if [ -n "$kafka_mode" ]; then
   echo "| Ferry + kafka-logger / Ferry | $(ratio "${R[kafka.chat.32]}" "${R[ferry.chat.32]}") | | $(ratio "${R[kafka.stream.32]}" "${R[ferry.stream.32]}") | |"
 fi
 echo
-echo "Ferry's own CPU time per request (utime + stime over the run / requests): chat ${R[cpu.chat.32]} ns (c=32), ${R[cpu.chat.256]} ns (c=256); stream ${R[cpu.stream.32]} ns (c=32), ${R[cpu.stream.256]} ns (c=256)."
+echo "Ferry's own CPU time per request (utime + stime over the run / requests): chat ${R[cpu.chat.32]} ns (c=32), ${R[cpu.chat.256]} ns (c=256); stream ${R[cpu.stream.32]} ns (c=32), ${R[cpu.stream.256]} ns (c=256); converted Anthropic stream ${R[cpu.convert]} ns (c=32)."
 if [ -n "$kafka_mode" ]; then
   echo "With kafka-logger (the broker shares CPU 1 with the mock and oha): chat ${R[cpu.kafka.chat]} ns, stream ${R[cpu.kafka.stream]} ns per request."
 fi
