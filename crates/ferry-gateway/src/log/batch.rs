@@ -183,6 +183,23 @@ impl SharedBatchers {
     }
 }
 
+/// The batch processor's fields in a logger's JSON schema, added to its own `properties`.
+pub fn with_schema_props(mut schema: serde_json::Value) -> serde_json::Value {
+    let props = serde_json::json!({
+        "batch_max_size": {"type": "integer", "minimum": 1, "default": d_batch()},
+        "inactive_timeout": {"type": "integer", "minimum": 1, "default": d_inactive()},
+        "buffer_duration": {"type": "integer", "minimum": 1, "default": d_buffer()},
+        "max_retry_count": {"type": "integer", "minimum": 0, "default": 0},
+        "retry_delay": {"type": "integer", "minimum": 0, "default": d_retry_delay()}});
+    if let (Some(target), Some(extra)) = (
+        schema.get_mut("properties").and_then(|p| p.as_object_mut()),
+        props.as_object(),
+    ) {
+        target.extend(extra.clone());
+    }
+    schema
+}
+
 /// Every processor still in use.
 pub fn live() -> Vec<Arc<Batcher>> {
     registry()
@@ -288,6 +305,15 @@ async fn run(conf: BatchConf, sink: Arc<dyn Sink>, mut rx: mpsc::Receiver<Msg>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_props_join_the_logger_properties() {
+        let s =
+            with_schema_props(json!({"type": "object", "properties": {"uri": {"type": "string"}}}));
+        assert_eq!(s["properties"]["uri"]["type"], "string");
+        assert_eq!(s["properties"]["batch_max_size"]["default"], 1000);
+        assert_eq!(s["properties"]["retry_delay"]["minimum"], 0);
+    }
     use serde_json::json;
 
     struct Collect {

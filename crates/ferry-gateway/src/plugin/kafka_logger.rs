@@ -294,7 +294,8 @@ impl PluginFactory for Factory {
     }
 
     fn schema(&self) -> Value {
-        json!({"type": "object", "required": ["brokers", "kafka_topic"], "properties": {
+        batch::with_schema_props(
+            json!({"type": "object", "required": ["brokers", "kafka_topic"], "properties": {
             "brokers": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["host", "port"], "properties": {
                 "host": {"type": "string"}, "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                 "sasl_config": {"type": "object", "properties": {"mechanism": {"type": "string", "enum": ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], "default": "PLAIN"},
@@ -305,10 +306,8 @@ impl PluginFactory for Factory {
             "timeout": {"type": "integer", "minimum": 1, "default": 3},
             "meta_format": {"type": "string", "enum": ["default", "origin"], "default": "default"},
             "include_req_body": {"type": "boolean", "default": false}, "include_resp_body": {"type": "boolean", "default": false},
-            "cluster_name": {"type": "integer", "minimum": 1, "default": 1},
-            "batch_max_size": {"type": "integer", "minimum": 1, "default": 1000}, "inactive_timeout": {"type": "integer", "minimum": 1, "default": 5},
-            "buffer_duration": {"type": "integer", "minimum": 1, "default": 60}, "max_retry_count": {"type": "integer", "minimum": 0, "default": 0},
-            "retry_delay": {"type": "integer", "minimum": 0, "default": 1}}})
+            "cluster_name": {"type": "integer", "minimum": 1, "default": 1}}}),
+        )
     }
 
     fn check(&self, conf: &Value) -> Result<Value, String> {

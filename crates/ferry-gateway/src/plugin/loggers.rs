@@ -194,14 +194,13 @@ impl PluginFactory for HttpFactory {
     }
 
     fn schema(&self) -> Value {
-        json!({"type": "object", "required": ["uri"], "properties": {
+        batch::with_schema_props(
+            json!({"type": "object", "required": ["uri"], "properties": {
             "uri": {"type": "string"}, "auth_header": {"type": "string"}, "timeout": {"type": "integer", "minimum": 1, "default": 3},
             "include_req_body": {"type": "boolean", "default": false}, "include_resp_body": {"type": "boolean", "default": false},
             "concat_method": {"type": "string", "enum": ["json", "new_line"], "default": "json"},
-            "ssl_verify": {"type": "boolean", "default": false}, "name": {"type": "string", "default": "http logger"},
-            "batch_max_size": {"type": "integer", "minimum": 1, "default": 1000}, "inactive_timeout": {"type": "integer", "minimum": 1, "default": 5},
-            "buffer_duration": {"type": "integer", "minimum": 1, "default": 60}, "max_retry_count": {"type": "integer", "minimum": 0, "default": 0},
-            "retry_delay": {"type": "integer", "minimum": 0, "default": 1}}})
+            "ssl_verify": {"type": "boolean", "default": false}, "name": {"type": "string", "default": "http logger"}}}),
+        )
     }
 
     fn check(&self, conf: &Value) -> Result<Value, String> {
