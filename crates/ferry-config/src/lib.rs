@@ -10,4 +10,4 @@ pub mod var;
 pub use app::AppConfig;
 pub use expr::{Expr, VarSource};
 pub use resource::{Kind, PluginCheckError, PluginChecker};
-pub use var::{Builtin, Val, Var};
+pub use var::{Builtin, LlmVar, Val, Var};

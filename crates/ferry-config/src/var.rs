@@ -94,23 +94,54 @@ const BUILTINS: &[(&str, Builtin)] = &[
     ("upstream_scheme", Builtin::UpstreamScheme),
 ];
 
-/// Values of variables nobody set, as APISIX declares them (nginx `set` defaults), so an
-/// access log prints `0` tokens rather than `-` on a route without `ai-proxy`.
-pub fn default_value(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "request_type" => "traditional_http",
-        "llm_time_to_first_token"
-        | "llm_prompt_tokens"
-        | "llm_completion_tokens"
-        | "llm_total_tokens"
-        | "llm_cache_read_input_tokens"
-        | "llm_cache_creation_input_tokens"
-        | "llm_reasoning_tokens"
-        | "llm_tool_count" => "0",
-        "llm_stream" | "llm_has_tool_calls" => "false",
-        _ => return None,
-    })
+/// The variables `ai-proxy` records, read from the context's typed LLM stats. Unset ones print
+/// APISIX's declared defaults (`0` tokens, `false`, `traditional_http`), so an access log on a
+/// route without `ai-proxy` shows `0` rather than `-`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmVar {
+    RequestType,
+    Provider,
+    RequestModel,
+    Model,
+    Stream,
+    PromptTokens,
+    CompletionTokens,
+    TotalTokens,
+    CacheReadInputTokens,
+    CacheCreationInputTokens,
+    ReasoningTokens,
+    TimeToFirstToken,
+    UpstreamResponseTime,
+    ToolCount,
+    HasToolCalls,
+    EndUserId,
+    ResponseText,
+    ContentRiskLevel,
 }
+
+const LLM_VARS: &[(&str, LlmVar)] = &[
+    ("request_type", LlmVar::RequestType),
+    ("llm_provider", LlmVar::Provider),
+    ("request_llm_model", LlmVar::RequestModel),
+    ("llm_model", LlmVar::Model),
+    ("llm_stream", LlmVar::Stream),
+    ("llm_prompt_tokens", LlmVar::PromptTokens),
+    ("llm_completion_tokens", LlmVar::CompletionTokens),
+    ("llm_total_tokens", LlmVar::TotalTokens),
+    ("llm_cache_read_input_tokens", LlmVar::CacheReadInputTokens),
+    (
+        "llm_cache_creation_input_tokens",
+        LlmVar::CacheCreationInputTokens,
+    ),
+    ("llm_reasoning_tokens", LlmVar::ReasoningTokens),
+    ("llm_time_to_first_token", LlmVar::TimeToFirstToken),
+    ("apisix_upstream_response_time", LlmVar::UpstreamResponseTime),
+    ("llm_tool_count", LlmVar::ToolCount),
+    ("llm_has_tool_calls", LlmVar::HasToolCalls),
+    ("llm_end_user_id", LlmVar::EndUserId),
+    ("llm_response_text", LlmVar::ResponseText),
+    ("llm_content_risk_level", LlmVar::ContentRiskLevel),
+];
 
 /// A `post_arg.*` path into a parsed request body.
 #[derive(Debug, Clone)]
@@ -135,7 +166,9 @@ pub enum Var {
     PostArg(BodyPath),
     /// `post_arg_<name>`: only `application/x-www-form-urlencoded` bodies.
     PostArgForm(String),
-    /// Anything else: a variable a plugin publishes at run time (e.g. `llm_model`), nil if unset.
+    /// What `ai-proxy` recorded (`llm_model`, `llm_prompt_tokens`, …).
+    Llm(LlmVar),
+    /// Any other name: nil (nginx's unknown variables print `-`).
     Custom(String),
 }
 
@@ -144,6 +177,9 @@ impl Var {
     pub fn parse(name: &str) -> Result<Var, String> {
         if let Some((_, b)) = BUILTINS.iter().find(|(n, _)| *n == name) {
             return Ok(Var::Builtin(*b));
+        }
+        if let Some((_, l)) = LLM_VARS.iter().find(|(n, _)| *n == name) {
+            return Ok(Var::Llm(*l));
         }
         if let Some(path) = name.strip_prefix("post_arg.") {
             return parse_body_path(path).map(Var::PostArg);
@@ -335,7 +371,11 @@ mod tests {
         assert!(matches!(Var::parse("arg_name"), Ok(Var::Arg(a)) if a == "name"));
         assert!(matches!(Var::parse("cookie_sid"), Ok(Var::Cookie(a)) if a == "sid"));
         assert!(matches!(Var::parse("post_arg_x"), Ok(Var::PostArgForm(a)) if a == "x"));
-        assert!(matches!(Var::parse("llm_model"), Ok(Var::Custom(_))));
+        assert!(matches!(
+            Var::parse("llm_model"),
+            Ok(Var::Llm(LlmVar::Model))
+        ));
+        assert!(matches!(Var::parse("no_such_var"), Ok(Var::Custom(_))));
         assert!(Var::parse("post_arg.").is_err());
         assert!(Var::parse("post_arg.a[").is_err());
     }

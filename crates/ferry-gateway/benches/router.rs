@@ -6,8 +6,7 @@ use bytes::Bytes;
 use divan::Bencher;
 use ferry_config::Kind;
 use ferry_config::store::{Record, StoreSnapshot};
-use ferry_gateway::Registry;
-use ferry_gateway::ctx::Ctx;
+use ferry_core::ctx::Ctx;
 use ferry_gateway::router::Match;
 use ferry_gateway::snapshot::Snapshot;
 use serde_json::json;
@@ -51,7 +50,7 @@ fn snapshot(n: usize) -> Snapshot {
             revision: 1,
             records,
         },
-        &Registry::builtin(Default::default()),
+        &ferry_plugins::builtin(Default::default()),
     );
     assert!(errors.is_empty(), "{errors:?}");
     snap

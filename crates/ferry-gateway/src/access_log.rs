@@ -2,12 +2,11 @@
 //! rendered at the end of each request, and written through a [`LineFile`] (bounded queue,
 //! background writer, reopened on SIGUSR1).
 
-use crate::line_file::LineFile;
 use ferry_config::app::{AccessLogConf, LogEscape};
 use ferry_config::{Var, VarSource};
+use ferry_core::line_file::LineFile;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use time::OffsetDateTime;
+use std::time::Duration;
 
 #[derive(Debug)]
 enum Seg {
@@ -100,53 +99,6 @@ fn escape_into(s: &str, mode: LogEscape, out: &mut String) {
     }
 }
 
-/// `$time_local`: `25/Nov/2026:15:38:05 +0000` (UTC); formatted once per second per thread.
-pub fn time_local(t: SystemTime) -> String {
-    thread_local! {
-        static LAST: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
-    }
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    LAST.with(|l| {
-        let mut l = l.borrow_mut();
-        if l.0 != secs {
-            *l = (secs, format_time_local(t));
-        }
-        l.1.clone()
-    })
-}
-
-fn format_time_local(t: SystemTime) -> String {
-    let d = OffsetDateTime::from(t);
-    const MON: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
-        d.day(),
-        MON[d.month() as usize - 1],
-        d.year(),
-        d.hour(),
-        d.minute(),
-        d.second()
-    )
-}
-
-/// `$time_iso8601`: `2026-11-25T15:38:05+00:00` (UTC).
-pub fn time_iso8601(t: SystemTime) -> String {
-    let d = OffsetDateTime::from(t);
-    format!(
-        "{}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
-        d.year(),
-        d.month() as u8,
-        d.day(),
-        d.hour(),
-        d.minute(),
-        d.second()
-    )
-}
-
 /// The access-log sink: the compiled template and its file.
 pub struct AccessLog {
     pub template: Template,
@@ -185,7 +137,7 @@ mod tests {
             match v {
                 Var::Builtin(Builtin::Status) => Val::str("200"),
                 Var::Builtin(Builtin::Request) => Val::str("GET /a\"b HTTP/1.1"),
-                Var::Custom(n) if n == "llm_model" => Val::str("gpt-4"),
+                Var::Llm(ferry_config::LlmVar::Model) => Val::str("gpt-4"),
                 _ => Val::Nil,
             }
         }
@@ -212,12 +164,5 @@ mod tests {
         assert_eq!(render("$request", LogEscape::Json), "GET /a\\\"b HTTP/1.1");
         assert_eq!(render("é$status", LogEscape::None), "é200");
         assert!(Template::compile("${status", LogEscape::Default).is_err());
-    }
-
-    #[test]
-    fn times() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_707_485);
-        assert_eq!(time_local(t), "26/Nov/2026:15:38:05 +0000");
-        assert_eq!(time_iso8601(t), "2026-11-26T15:38:05+00:00");
     }
 }

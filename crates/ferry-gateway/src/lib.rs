@@ -1,18 +1,13 @@
-//! Ferry's data plane: listener, router, plugin chain, request context, access log, and the
-//! snapshot that ties them to the configuration store.
+//! Ferry's data plane server on top of `ferry-core`: the listener, the router, the snapshot
+//! compiled from the configuration store (kept in step change by change), the response wrapper
+//! that runs the body-filter and log phases, and the access log. It knows plugins only through
+//! the core's contract; the built-in ones live in `ferry-plugins`.
 
 pub mod access_log;
-pub mod body;
-pub mod ctx;
-pub mod error;
-pub mod line_file;
-pub mod log;
-pub mod metrics;
-pub mod plugin;
+pub mod logged;
 pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
 
-pub use plugin::Registry;
 pub use server::{ServerConf, Shared};

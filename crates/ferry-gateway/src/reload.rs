@@ -1,33 +1,64 @@
-//! Keeps the data plane's snapshot in step with the store: rebuild on every announced
-//! revision and swap atomically. Several quick writes coalesce into one rebuild.
+//! Keeps the data plane's snapshot in step with the store: on every announced revision, the
+//! writes since the last one are applied to the [`Compiler`] (only the routes they touch are
+//! recompiled) and the new snapshot is swapped in atomically. Several quick writes coalesce
+//! into one update; a follower that fell behind the store's change window reloads everything.
 
-use crate::plugin::Registry;
 use crate::server::Shared;
-use crate::snapshot::Snapshot;
+use crate::snapshot::Compiler;
 use ferry_config::store::{Store, StoreError};
+use ferry_core::plugin::Registry;
 use std::sync::Arc;
 
-/// Builds a snapshot of the store's current content.
-pub async fn load(store: &dyn Store, registry: &Registry) -> Result<Snapshot, StoreError> {
-    let s = store.snapshot().await?;
-    let (snap, errors) = Snapshot::build(&s, registry);
-    for e in errors {
-        tracing::error!(
-            revision = s.revision,
-            "skipped while building the snapshot: {e}"
-        );
-    }
-    Ok(snap)
+/// Compiles the store's current content.
+pub async fn load(store: &dyn Store, registry: &Registry) -> Result<Compiler, StoreError> {
+    let mut c = Compiler::default();
+    reload_all(&mut c, store, registry).await?;
+    Ok(c)
 }
 
-/// Rebuilds and publishes whenever the store's revision moves. Runs until the store goes away.
-pub async fn follow(store: Arc<dyn Store>, shared: Arc<Shared>, registry: Arc<Registry>) {
+async fn reload_all(c: &mut Compiler, store: &dyn Store, registry: &Registry) -> Result<(), StoreError> {
+    let s = store.snapshot().await?;
+    report(s.revision, c.load(&s, registry));
+    Ok(())
+}
+
+fn report(revision: u64, errors: Vec<String>) {
+    for e in errors {
+        tracing::error!(revision, "skipped while building the snapshot: {e}");
+    }
+}
+
+/// Brings `c` up to the store's current revision: the changes since its revision, or
+/// everything when the store no longer has them.
+pub async fn catch_up(
+    c: &mut Compiler,
+    store: &dyn Store,
+    registry: &Registry,
+) -> Result<(), StoreError> {
+    match store.changes_since(c.revision()).await? {
+        Some(changes) => {
+            let errors = c.apply(&changes, registry);
+            report(c.revision(), errors);
+            Ok(())
+        }
+        None => reload_all(c, store, registry).await,
+    }
+}
+
+/// Follows the store's revisions and publishes each update. Runs until the store goes away.
+pub async fn follow(
+    store: Arc<dyn Store>,
+    shared: Arc<Shared>,
+    registry: Arc<Registry>,
+    mut compiler: Compiler,
+) {
     let mut rx = store.watch();
     loop {
         let want = *rx.borrow_and_update();
-        if want != shared.snapshot.load().revision {
-            match load(store.as_ref(), &registry).await {
-                Ok(snap) => {
+        if want != compiler.revision() {
+            match catch_up(&mut compiler, store.as_ref(), &registry).await {
+                Ok(()) => {
+                    let snap = compiler.snapshot();
                     tracing::debug!(
                         revision = snap.revision,
                         routes = snap.router.len(),
@@ -35,7 +66,7 @@ pub async fn follow(store: Arc<dyn Store>, shared: Arc<Shared>, registry: Arc<Re
                     );
                     shared.publish(snap);
                 }
-                Err(e) => tracing::error!("cannot rebuild the snapshot: {e}"),
+                Err(e) => tracing::error!("cannot update the snapshot: {e}"),
             }
         }
         if rx.changed().await.is_err() {

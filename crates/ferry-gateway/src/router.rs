@@ -2,9 +2,9 @@
 //! remote address and `vars`, in APISIX's order: highest `priority` first, then routes bound
 //! to a host, then the most specific URI (exact before the longest prefix), then oldest.
 
-use crate::ctx::Ctx;
-use crate::plugin::Chain;
 use ferry_config::Expr;
+use ferry_core::ctx::{Ctx, RouteInfo};
+use ferry_core::plugin::Chain;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -41,10 +41,8 @@ impl HostPat {
 
 /// A compiled route, ready for matching and running.
 pub struct Route {
-    pub id: String,
-    pub name: Option<String>,
-    pub service_id: Option<String>,
-    pub service_name: Option<String>,
+    /// What plugins and logs see of the route.
+    pub info: Arc<RouteInfo>,
     pub priority: i64,
     pub uris: Vec<String>,
     /// Bit per method (see [`method_bit`]); 0 means any.
@@ -58,6 +56,10 @@ pub struct Route {
 }
 
 impl Route {
+    pub fn id(&self) -> &str {
+        &self.info.id
+    }
+
     /// True when matching this route reads the request body (`post_arg.*` in `vars`).
     pub fn needs_body(&self) -> bool {
         self.vars.needs_body()

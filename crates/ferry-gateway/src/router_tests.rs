@@ -1,22 +1,23 @@
 //! Route matching and priority tests.
 
 use super::*;
-use crate::plugin::Chain;
+use ferry_core::plugin::Chain;
 use serde_json::json;
 
 fn route(id: &str, uris: &[&str], f: impl FnOnce(&mut Route)) -> Arc<Route> {
-    let mut r = Route {
+    let info = Arc::new(RouteInfo {
         id: id.into(),
-        name: None,
-        service_id: None,
-        service_name: None,
+        ..RouteInfo::default()
+    });
+    let mut r = Route {
+        chain: Chain::empty(info.clone()),
+        info,
         priority: 0,
         uris: uris.iter().map(|s| s.to_string()).collect(),
         methods: 0,
         hosts: vec![],
         remote_addrs: vec![],
         vars: Expr::default(),
-        chain: Chain::empty(),
         seq: id.bytes().map(u64::from).sum(),
     };
     f(&mut r);
@@ -33,7 +34,7 @@ fn probe<'a>(path: &'a str, host: &'a str, method: &'a str) -> Probe<'a> {
 }
 
 fn ids(r: &Router, p: Probe<'_>) -> Vec<String> {
-    r.candidates(&p).iter().map(|r| r.id.clone()).collect()
+    r.candidates(&p).iter().map(|r| r.id().to_string()).collect()
 }
 
 #[test]

@@ -3,11 +3,12 @@
 //! Graceful shutdown stops accepting and lets in-flight requests finish up to a deadline.
 
 use crate::access_log::AccessLog;
-use crate::body::{LoggedBody, Response};
-use crate::ctx::{Ctx, Peer};
-use crate::error::GatewayError;
-use crate::router::Match;
+use crate::logged::LoggedBody;
+use crate::router::{Match, Route};
 use crate::snapshot::Snapshot;
+use ferry_core::body::Response;
+use ferry_core::ctx::{Ctx, Peer, ResponseRecord};
+use ferry_core::error::GatewayError;
 use arc_swap::ArcSwap;
 use http::StatusCode;
 use hyper::body::Incoming;
@@ -17,7 +18,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -61,58 +62,53 @@ impl Shared {
         peer: &Peer,
     ) -> http::Response<LoggedBody> {
         let mut ctx = Box::new(Ctx::new(req, peer, self.max_body));
-        let resp = self.route_and_run(&mut ctx).await;
+        let (route, resp) = self.route_and_run(&mut ctx).await;
         let (mut parts, body) = resp.into_parts();
-        if let Some(route) = ctx.route.clone() {
+        if let Some(route) = &route {
             route.chain.header_filter(&mut ctx, &mut parts);
             if route.chain.wants_response_record() {
-                ctx.ext.insert(crate::log::entry::ResponseRecord {
+                ctx.response = Some(ResponseRecord {
                     headers: parts.headers.clone(),
                     body: None,
                 });
             }
         }
         ctx.status = parts.status.as_u16();
-        http::Response::from_parts(parts, LoggedBody::new(body, ctx, self.clone()))
+        http::Response::from_parts(parts, LoggedBody::new(body, ctx, route, self.clone()))
     }
 
-    async fn route_and_run(&self, ctx: &mut Ctx) -> Response {
+    async fn route_and_run(&self, ctx: &mut Ctx) -> (Option<Arc<Route>>, Response) {
         let snap = self.snapshot.load_full();
         let mut matched = snap.router.find(ctx);
         if let Match::NeedBody = matched {
             if let Err(e) = ctx.read_body().await {
-                return e.into_response();
+                return (None, e.into_response());
             }
             matched = snap.router.find(ctx);
         }
         let Match::Found(route) = matched else {
-            return GatewayError::client(StatusCode::NOT_FOUND, "404 Route Not Found")
-                .into_response();
+            let e = GatewayError::client(StatusCode::NOT_FOUND, "404 Route Not Found");
+            return (None, e.into_response());
         };
-        ctx.route = Some(route.clone());
-        if route.chain.needs_body()
-            && ctx.body().is_none()
-            && let Err(e) = ctx.read_body().await
-        {
-            return e.into_response();
-        }
-        match route.chain.run(ctx).await {
+        ctx.route = Some(route.info.clone());
+        let resp = match route.chain.run(ctx).await {
             Some(r) => r,
             None => GatewayError::gateway(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
                     "route {} has no upstream: add a plugin that answers, such as ai-proxy",
-                    route.id
+                    route.id()
                 ),
             )
             .into_response(),
-        }
+        };
+        (Some(route), resp)
     }
 
     /// The log phase: plugins' `log`, then the access-log line. Runs once per request.
-    pub fn log_phase(&self, mut ctx: Box<Ctx>) {
+    pub fn log_phase(&self, mut ctx: Box<Ctx>, route: Option<&Route>) {
         ctx.end = Some(Instant::now());
-        if let Some(route) = ctx.route.clone() {
+        if let Some(route) = route {
             route.chain.log(&ctx);
         }
         if let Some(log) = &self.access_log {
@@ -122,17 +118,6 @@ impl Shared {
             log.submit(line);
         }
     }
-}
-
-/// This machine's host name, for `$hostname`.
-pub fn hostname() -> &'static str {
-    static NAME: OnceLock<String> = OnceLock::new();
-    NAME.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| "localhost".into())
-    })
 }
 
 /// Listener settings.

@@ -1,16 +1,18 @@
-//! The immutable snapshot the data plane reads: routes compiled from one store revision
-//! (service and plugin-config plugins merged under the route's), built off the request path
-//! and published atomically.
+//! The immutable snapshot the data plane reads (routes compiled from one store revision, with
+//! service and plugin-config plugins merged under the route's), and the [`Compiler`] that keeps
+//! it in step with the store change by change: a write recompiles only the routes it touches,
+//! and a recompiled route keeps every plugin instance whose configuration did not change.
 
-use crate::plugin::Registry;
 use crate::router::{HostPat, Route, Router, method_bit};
 use ferry_config::Expr;
 use ferry_config::Kind;
 use ferry_config::expr::parse_net;
 use ferry_config::resource::id_string;
-use ferry_config::store::{Record, StoreSnapshot};
+use ferry_config::store::{Change, Record, StoreSnapshot};
+use ferry_core::ctx::RouteInfo;
+use ferry_core::plugin::Registry;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -32,38 +34,164 @@ impl Snapshot {
         }
     }
 
-    /// Compiles a store snapshot. Resources that fail to compile (which write-time validation
-    /// should have prevented) are skipped and reported.
+    /// Compiles a whole store snapshot at once (start-up, benchmarks). Resources that fail to
+    /// compile (which write-time validation should have prevented) are skipped and reported.
     pub fn build(store: &StoreSnapshot, registry: &Registry) -> (Snapshot, Vec<String>) {
+        let mut c = Compiler::default();
+        let errors = c.load(store, registry);
+        (c.snapshot(), errors)
+    }
+}
+
+/// The references a route's compiled form depends on.
+#[derive(Default, Clone, PartialEq)]
+struct Deps {
+    service: Option<String>,
+    plugin_config: Option<String>,
+}
+
+/// The store's content as last compiled, kept between changes.
+#[derive(Default)]
+pub struct Compiler {
+    revision: u64,
+    records: HashMap<(Kind, String), Record>,
+    /// Enabled routes that compiled, by id.
+    routes: HashMap<String, Arc<Route>>,
+    /// What each route refers to, and the reverse: which routes use a service / plugin config.
+    deps: HashMap<String, Deps>,
+    users: HashMap<(Kind, String), HashSet<String>>,
+}
+
+impl Compiler {
+    /// The revision compiled last.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Replaces everything with a full store snapshot; routes whose plugins did not change keep
+    /// their instances. Returns what could not be compiled.
+    pub fn load(&mut self, store: &StoreSnapshot, registry: &Registry) -> Vec<String> {
+        self.revision = store.revision;
+        self.records = store
+            .records
+            .iter()
+            .map(|r| ((r.kind, r.id.clone()), r.clone()))
+            .collect();
+        let ids: Vec<String> = store
+            .records
+            .iter()
+            .filter(|r| r.kind == Kind::Routes)
+            .map(|r| r.id.clone())
+            .collect();
+        let gone: Vec<String> = self
+            .deps
+            .keys()
+            .filter(|id| !self.records.contains_key(&(Kind::Routes, (*id).clone())))
+            .cloned()
+            .collect();
         let mut errors = Vec::new();
-        let by_kind = |k: Kind| -> HashMap<&str, &Record> {
-            store
-                .records
-                .iter()
-                .filter(|r| r.kind == k)
-                .map(|r| (r.id.as_str(), r))
-                .collect()
+        for id in gone.iter().chain(&ids) {
+            self.recompile(id, registry, &mut errors);
+        }
+        errors
+    }
+
+    /// Applies store changes in order; only the routes they touch are recompiled.
+    pub fn apply(&mut self, changes: &[Change], registry: &Registry) -> Vec<String> {
+        let mut dirty: Vec<String> = Vec::new();
+        for ch in changes {
+            let key = (ch.kind, ch.id.clone());
+            match &ch.record {
+                Some(r) => {
+                    self.records.insert(key.clone(), r.clone());
+                }
+                None => {
+                    self.records.remove(&key);
+                }
+            }
+            match ch.kind {
+                Kind::Routes => dirty.push(ch.id.clone()),
+                _ => {
+                    if let Some(users) = self.users.get(&key) {
+                        dirty.extend(users.iter().cloned());
+                    }
+                }
+            }
+            self.revision = self.revision.max(ch.revision);
+        }
+        dirty.sort_unstable();
+        dirty.dedup();
+        let mut errors = Vec::new();
+        for id in &dirty {
+            self.recompile(id, registry, &mut errors);
+        }
+        errors
+    }
+
+    /// The snapshot of what is compiled now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            revision: self.revision,
+            router: Router::new(self.routes.values().cloned().collect()),
+            built_at: Instant::now(),
+            built_wall: SystemTime::now(),
+        }
+    }
+
+    /// The compiled route `id`, if it is enabled and compiled.
+    pub fn route(&self, id: &str) -> Option<&Arc<Route>> {
+        self.routes.get(id)
+    }
+
+    fn recompile(&mut self, id: &str, registry: &Registry, errors: &mut Vec<String>) {
+        let prev = self.routes.remove(id);
+        let rec = self.records.get(&(Kind::Routes, id.to_string()));
+        let deps = rec.map(|r| Deps {
+            service: r.value.get("service_id").and_then(id_string),
+            plugin_config: r.value.get("plugin_config_id").and_then(id_string),
+        });
+        let compiled = match rec {
+            Some(r) => compile_route(r, &self.records, registry, prev.as_deref()),
+            None => Ok(None),
         };
-        let services = by_kind(Kind::Services);
-        let plugin_configs = by_kind(Kind::PluginConfigs);
-        let mut routes = Vec::new();
-        for rec in store.records.iter().filter(|r| r.kind == Kind::Routes) {
-            match compile_route(rec, &services, &plugin_configs, registry) {
-                Ok(Some(r)) => routes.push(Arc::new(r)),
-                Ok(None) => {}
-                Err(e) => errors.push(format!("route {}: {e}", rec.id)),
+        match compiled {
+            Ok(Some(route)) => {
+                self.routes.insert(id.to_string(), Arc::new(route));
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(format!("route {id}: {e}")),
+        }
+        let old = match deps {
+            Some(d) => self.deps.insert(id.to_string(), d),
+            None => self.deps.remove(id),
+        };
+        let new = self.deps.get(id).cloned();
+        if old != new {
+            for (kind, dep) in deps_keys(old.as_ref()) {
+                if let Some(set) = self.users.get_mut(&(kind, dep.clone())) {
+                    set.remove(id);
+                    if set.is_empty() {
+                        self.users.remove(&(kind, dep));
+                    }
+                }
+            }
+            for key in deps_keys(new.as_ref()) {
+                self.users.entry(key).or_default().insert(id.to_string());
             }
         }
-        (
-            Snapshot {
-                revision: store.revision,
-                router: Router::new(routes),
-                built_at: Instant::now(),
-                built_wall: SystemTime::now(),
-            },
-            errors,
-        )
     }
+}
+
+fn deps_keys(d: Option<&Deps>) -> Vec<(Kind, String)> {
+    let Some(d) = d else { return Vec::new() };
+    let mut out = Vec::new();
+    if let Some(s) = &d.service {
+        out.push((Kind::Services, s.clone()));
+    }
+    if let Some(p) = &d.plugin_config {
+        out.push((Kind::PluginConfigs, p.clone()));
+    }
+    out
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -79,9 +207,9 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 
 fn compile_route(
     rec: &Record,
-    services: &HashMap<&str, &Record>,
-    plugin_configs: &HashMap<&str, &Record>,
+    records: &HashMap<(Kind, String), Record>,
     registry: &Registry,
+    prev: Option<&Route>,
 ) -> Result<Option<Route>, String> {
     let v = &rec.value;
     if v.get("status").and_then(Value::as_i64) == Some(0) {
@@ -90,11 +218,10 @@ fn compile_route(
     let service_id = v.get("service_id").and_then(id_string);
     let service = match &service_id {
         Some(id) => Some(
-            services
-                .get(id.as_str())
+            &records
+                .get(&(Kind::Services, id.clone()))
                 .ok_or_else(|| format!("service {id} not found"))?
-                .value
-                .clone(),
+                .value,
         ),
         None => None,
     };
@@ -106,22 +233,36 @@ fn compile_route(
             }
         }
     };
-    merge(service.as_ref().and_then(|s| s.get("plugins")));
+    merge(service.and_then(|s| s.get("plugins")));
     if let Some(pc) = v.get("plugin_config_id").and_then(id_string) {
-        let rec = plugin_configs
-            .get(pc.as_str())
+        let rec = records
+            .get(&(Kind::PluginConfigs, pc.clone()))
             .ok_or_else(|| format!("plugin_config {pc} not found"))?;
         merge(rec.value.get("plugins"));
     }
     merge(v.get("plugins"));
-    let chain = registry.build_chain(&plugins)?;
+    let info = RouteInfo {
+        id: rec.id.clone(),
+        name: v.get("name").and_then(Value::as_str).map(String::from),
+        service_name: service
+            .and_then(|s| s.get("name"))
+            .and_then(Value::as_str)
+            .map(String::from),
+        service_id,
+    };
+    // The same route seen the same way keeps its `Arc<RouteInfo>` too.
+    let info = match prev {
+        Some(p) if *p.info == info => p.info.clone(),
+        _ => Arc::new(info),
+    };
+    let chain = registry.build_chain(&plugins, &info, prev.map(|p| &p.chain))?;
 
     let mut uris = strings(v.get("uris"));
     uris.extend(strings(v.get("uri")));
     let mut hosts = strings(v.get("hosts"));
     hosts.extend(strings(v.get("host")));
     if hosts.is_empty() {
-        hosts = strings(service.as_ref().and_then(|s| s.get("hosts")));
+        hosts = strings(service.and_then(|s| s.get("hosts")));
     }
     let mut addrs = strings(v.get("remote_addrs"));
     addrs.extend(strings(v.get("remote_addr")));
@@ -134,14 +275,7 @@ fn compile_route(
         None => Expr::default(),
     };
     Ok(Some(Route {
-        id: rec.id.clone(),
-        name: v.get("name").and_then(Value::as_str).map(String::from),
-        service_name: service
-            .as_ref()
-            .and_then(|s| s.get("name"))
-            .and_then(Value::as_str)
-            .map(String::from),
-        service_id,
+        info,
         priority: v.get("priority").and_then(Value::as_i64).unwrap_or(0),
         uris,
         methods: strings(v.get("methods"))
@@ -154,3 +288,7 @@ fn compile_route(
         seq: rec.create_rev,
     }))
 }
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod tests;

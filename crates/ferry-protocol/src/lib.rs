@@ -3,7 +3,9 @@
 
 pub mod convert;
 pub mod detect;
+pub mod error;
 pub mod observe;
+pub mod observe_stream;
 pub mod shape;
 pub mod sse;
 pub mod wire;

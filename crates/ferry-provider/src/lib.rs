@@ -3,6 +3,8 @@
 //! endpoint resolution that turns a provider, `override.endpoint` and `auth.query` into the
 //! upstream URL. Adding an OpenAI-compatible provider is one table row.
 
+pub mod headers;
+
 use ferry_protocol::Protocol;
 use ferry_protocol::shape::MaxTokensField;
 use url::Url;

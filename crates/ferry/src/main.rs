@@ -2,6 +2,7 @@
 //! shutdown.
 
 mod admin_key;
+mod metrics;
 
 /// jemalloc: chosen by measurement (bench/macro.sh) over glibc malloc and mimalloc.
 #[global_allocator]
@@ -11,10 +12,10 @@ use clap::{Parser, Subcommand};
 use ferry_admin::AdminState;
 use ferry_config::app::{AppConfig, ConfigProvider};
 use ferry_config::store::{SqliteStore, Store};
+use ferry_core::line_file;
 use ferry_gateway::access_log::{AccessLog, Template};
-use ferry_gateway::line_file;
-use ferry_gateway::plugin::ai_proxy::transport::Transport;
-use ferry_gateway::{Registry, ServerConf, Shared, reload, server};
+use ferry_gateway::{ServerConf, Shared, reload, server};
+use ferry_plugins::transport::Transport;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -158,20 +159,21 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         cfg.admin_keys
             .push(admin_key::load_or_create(&cfg.data_dir)?);
     }
+    // Plugin instances resolve their metric handles when built: the recorder comes first.
+    let metrics = metrics::install()?;
     let transport = Transport::new(cfg.trusted_ca.as_deref(), cfg.resolve.clone())?;
-    let registry = Arc::new(Registry::builtin(Arc::new(transport)));
+    let registry = Arc::new(ferry_plugins::builtin(Arc::new(transport)));
     let access_log = if cfg.access_log.enabled {
         Some(AccessLog::start(&cfg.access_log)?)
     } else {
         None
     };
     let shared = Shared::new(access_log, cfg.client_max_body_size);
-    let snap = reload::load(store.as_ref(), &registry)
+    let compiler = reload::load(store.as_ref(), &registry)
         .await
         .map_err(|e| e.to_string())?;
-    shared.publish(snap);
+    shared.publish(compiler.snapshot());
 
-    let metrics = ferry_gateway::metrics::install()?;
     let listeners = server::bind(&cfg.node_listen).await?;
     let export_listener = match cfg.prometheus_export {
         Some(a) => Some(
@@ -195,6 +197,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         store.clone(),
         shared.clone(),
         registry.clone(),
+        compiler,
     ));
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
@@ -228,7 +231,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         let stop = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        tokio::spawn(ferry_gateway::metrics::serve_export(
+        tokio::spawn(metrics::serve_export(
             l,
             cfg.prometheus_uri.clone(),
             metrics,
@@ -262,7 +265,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         let _ = stop_tx.send(true);
     };
     let drained = server::serve(listeners, shared, conf, shutdown).await;
-    ferry_gateway::log::batch::flush_all(std::time::Duration::from_secs(5)).await;
+    ferry_plugins::log::batch::flush_all(std::time::Duration::from_secs(5)).await;
     if let Some(t) = admin_task {
         let _ = t.await;
     }

@@ -1,9 +1,11 @@
 //! The configuration store: where routes, services and plugin configs live, with a revision
 //! that increases on every write and a watch channel that announces it.
 
+mod changelog;
 mod sqlite;
 
 pub use sqlite::SqliteStore;
+pub use changelog::ChangeLog;
 
 use crate::resource::{Kind, Ref};
 use serde_json::Value;
@@ -19,6 +21,15 @@ pub struct Record {
     pub create_rev: u64,
     /// Store revision of its latest write.
     pub mod_rev: u64,
+}
+
+/// One committed write: the resource as it is after it, or `None` when it was deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub revision: u64,
+    pub kind: Kind,
+    pub id: String,
+    pub record: Option<Record>,
 }
 
 /// Everything in the store at one revision.
@@ -69,6 +80,9 @@ pub trait Store: Send + Sync {
     async fn delete(&self, kind: Kind, id: &str) -> Result<(Record, u64), StoreError>;
     /// All resources at the current revision.
     async fn snapshot(&self) -> Result<StoreSnapshot, StoreError>;
+    /// The writes after revision `rev`, oldest first, so a follower applies only what
+    /// changed; `None` when the store no longer has them all (take a [`Store::snapshot`]).
+    async fn changes_since(&self, rev: u64) -> Result<Option<Vec<Change>>, StoreError>;
     /// The current revision, announced after every committed write.
     fn watch(&self) -> watch::Receiver<u64>;
 }

@@ -2,7 +2,7 @@
 //! immediate transaction that bumps the revision, so a `kill -9` at any moment loses no
 //! acknowledged write and leaves no half-written resource.
 
-use super::{Record, Store, StoreError, StoreSnapshot, WriteFn, WriteOutcome};
+use super::{Change, ChangeLog, Record, Store, StoreError, StoreSnapshot, WriteFn, WriteOutcome};
 use crate::resource::Kind;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
@@ -15,6 +15,9 @@ use tokio::sync::watch;
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     rev_tx: watch::Sender<u64>,
+    /// Writes since this process opened the store, recorded under the connection's lock right
+    /// after each commit (so in revision order).
+    log: Arc<ChangeLog>,
 }
 
 const SCHEMA: &str = "
@@ -70,6 +73,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             rev_tx,
+            log: Arc::new(ChangeLog::new(rev)),
         })
     }
 
@@ -166,6 +170,7 @@ impl Store for SqliteStore {
 
     async fn write(&self, kind: Kind, id: &str, f: WriteFn) -> Result<WriteOutcome, StoreError> {
         let id = id.to_string();
+        let log = self.log.clone();
         let out = self
             .with_conn(move |conn| {
                 let tx = conn
@@ -199,15 +204,22 @@ impl Store for SqliteStore {
                 tx.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", params![rev as i64])
                     .map_err(backend)?;
                 tx.commit().map_err(backend)?;
+                let record = Record {
+                    kind,
+                    id,
+                    value,
+                    create_rev,
+                    mod_rev: rev,
+                };
+                log.push(Change {
+                    revision: rev,
+                    kind,
+                    id: record.id.clone(),
+                    record: Some(record.clone()),
+                });
                 Ok(WriteOutcome {
                     created: old.is_none(),
-                    record: Record {
-                        kind,
-                        id,
-                        value,
-                        create_rev,
-                        mod_rev: rev,
-                    },
+                    record,
                 })
             })
             .await?;
@@ -217,6 +229,7 @@ impl Store for SqliteStore {
 
     async fn delete(&self, kind: Kind, id: &str) -> Result<(Record, u64), StoreError> {
         let id = id.to_string();
+        let log = self.log.clone();
         let (rec, rev) = self
             .with_conn(move |conn| {
                 let tx = conn
@@ -247,6 +260,12 @@ impl Store for SqliteStore {
                 tx.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", params![rev as i64])
                     .map_err(backend)?;
                 tx.commit().map_err(backend)?;
+                log.push(Change {
+                    revision: rev,
+                    kind,
+                    id,
+                    record: None,
+                });
                 Ok((rec, rev))
             })
             .await?;
@@ -265,6 +284,10 @@ impl Store for SqliteStore {
             Ok(StoreSnapshot { revision, records })
         })
         .await
+    }
+
+    async fn changes_since(&self, rev: u64) -> Result<Option<Vec<Change>>, StoreError> {
+        Ok(self.log.since(rev))
     }
 
     fn watch(&self) -> watch::Receiver<u64> {
@@ -338,6 +361,13 @@ mod tests {
             s.delete(Kind::Services, "s1").await.unwrap_err(),
             StoreError::NotFound
         );
+        // every write is in the change log, in order
+        let changes = s.changes_since(0).await.unwrap().unwrap();
+        let revs: Vec<u64> = changes.iter().map(|c| c.revision).collect();
+        assert_eq!(revs, vec![1, 2, 3, 4, 5, 6]);
+        assert!(changes[4].record.is_none(), "route 2 deleted");
+        assert_eq!(changes[1].record.as_ref().unwrap().value["uri"], "/b");
+        assert_eq!(s.changes_since(6).await.unwrap(), Some(vec![]));
         // reopen: data and revision survive
         drop(s);
         let s = SqliteStore::open(&dir).unwrap();
@@ -345,6 +375,7 @@ mod tests {
         assert_eq!(snap.revision, 6);
         assert_eq!(snap.records.len(), 1);
         assert_eq!(snap.records[0].value["uri"], "/b");
+        assert_eq!(s.changes_since(5).await.unwrap(), None, "before this process");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -2,8 +2,8 @@
 //! listener (`plugin_attr.prometheus.export_addr`). Per-request metrics are recorded by the
 //! `prometheus` plugin's log phase; gauges about the gateway itself are read at scrape time.
 
-use crate::log::batch;
-use crate::server::Shared;
+use ferry_gateway::Shared;
+use ferry_plugins::log::batch;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::atomic::Ordering;
 
@@ -43,7 +43,7 @@ pub fn render(handle: &PrometheusHandle, shared: &Shared) -> String {
         metrics::gauge!("ferry_logger_sent_total", "logger" => name)
             .set(b.stats.sent.load(Ordering::Relaxed) as f64);
     }
-    for f in crate::line_file::live() {
+    for f in ferry_core::line_file::live() {
         let lost = (f.dropped() + f.failed()) as f64;
         metrics::gauge!("ferry_log_file_lost_total", "path" => f.path.display().to_string())
             .set(lost);

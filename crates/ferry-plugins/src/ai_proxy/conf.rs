@@ -2,7 +2,7 @@
 //! checks (unknown keys, endpoint format, providers that need an endpoint), compiled once into
 //! what the request path uses: header values, resolved targets, an upstream client.
 
-use super::transport::{ClientKey, Transport, Upstream};
+use crate::transport::{ClientKey, Transport, Upstream};
 use ferry_protocol::Protocol;
 use ferry_provider::{Endpoint, Provider, ProviderConf, Target};
 use http::{HeaderName, HeaderValue};
@@ -231,7 +231,7 @@ pub struct Compiled {
     pub max_response_bytes: Option<u64>,
     /// Set when `logging.summaries` or `logging.payloads` is on.
     pub logging: Option<std::sync::Arc<crate::log::entry::LlmLogging>>,
-    pub client: Upstream,
+    pub client: std::sync::Arc<Upstream>,
     /// The upstream URI of each target with a fixed path (all but passthrough), made once.
     pub uris: HashMap<Protocol, http::Uri>,
     /// Per protocol the provider speaks, plus passthrough.

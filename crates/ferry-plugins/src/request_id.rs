@@ -2,8 +2,8 @@
 //! nanoid, range_id, ksuid), forwards it upstream, returns it to the client, and makes it
 //! `$apisix_request_id`.
 
-use super::{Flow, Plugin, PluginFactory, parse_conf};
-use crate::ctx::Ctx;
+use ferry_core::plugin::{Flow, Plugin, PluginFactory, parse_conf};
+use ferry_core::ctx::{Ctx, RouteInfo};
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -121,7 +121,7 @@ impl PluginFactory for Factory {
         serde_json::to_value(&c).map_err(|e| e.to_string())
     }
 
-    fn build(&self, conf: &Value) -> Result<Arc<dyn Plugin>, String> {
+    fn build(&self, conf: &Value, _route: &Arc<RouteInfo>) -> Result<Arc<dyn Plugin>, String> {
         let c: Conf = parse_conf(conf)?;
         c.validate()?;
         let header = HeaderName::from_bytes(c.header_name.as_bytes()).map_err(|e| e.to_string())?;

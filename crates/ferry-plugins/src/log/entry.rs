@@ -3,7 +3,7 @@
 //! route's `ai-proxy` has `logging.summaries` / `logging.payloads`. Secrets are redacted.
 
 use super::json::{Obj, push_str};
-use crate::ctx::Ctx;
+use ferry_core::ctx::Ctx;
 use http::HeaderMap;
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -18,14 +18,6 @@ pub struct LlmLogging {
     pub secret_headers: Vec<String>,
     /// Query arguments whose values never appear (the route's `auth.query`).
     pub secret_args: Vec<String>,
-}
-
-/// What the log phase kept of the response for loggers.
-#[derive(Debug, Default)]
-pub struct ResponseRecord {
-    pub headers: HeaderMap,
-    /// Captured body (when a logger asked for it), capped.
-    pub body: Option<Vec<u8>>,
 }
 
 /// Largest response body a logger captures.
@@ -107,12 +99,6 @@ fn body(o: &mut Obj<'_>, b: &[u8]) {
     };
 }
 
-fn var_num(ctx: &Ctx, name: &str) -> u64 {
-    ctx.var(name)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-}
-
 /// The `messages` (or `input`) of a JSON request body, unparsed.
 #[derive(serde::Deserialize)]
 struct Messages<'a> {
@@ -130,10 +116,10 @@ pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Entr
     let uri = redacted_uri(ctx, secret_args);
     let uri = uri.as_ref();
     let req_body = ctx.body().filter(|b| !b.is_empty());
-    let rec = ctx.ext.get::<ResponseRecord>();
+    let rec = ctx.response.as_ref();
     let total = ctx.elapsed_secs();
     let upstream = ctx.upstream.response_time.unwrap_or(0.0);
-    let stream = ctx.var("llm_stream") == Some("true");
+    let stream = ctx.llm.stream;
     let mut out = String::with_capacity(1536);
     let mut e = Obj::start(&mut out);
     e.obj("request", |r| {
@@ -177,7 +163,7 @@ pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Entr
         }
     });
     e.obj("server", |s| {
-        s.str("hostname", crate::server::hostname())
+        s.str("hostname", ferry_core::fmt::hostname())
             .str("version", concat!("ferry/", env!("CARGO_PKG_VERSION")));
     });
     e.str("client_ip", &ctx.remote_ip)
@@ -201,41 +187,24 @@ pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Entr
     }
     if let Some(l) = llm {
         if l.summaries {
+            let m = &ctx.llm;
             e.obj("llm_summary", |s| {
-                s.str("request_model", ctx.var("request_llm_model").unwrap_or(""))
-                    .str("model", ctx.var("llm_model").unwrap_or(""))
+                s.str("request_model", m.request_model.as_deref().unwrap_or(""))
+                    .str("model", m.model.as_deref().unwrap_or(""))
                     .u64("duration", (total * 1000.0).round() as u64)
-                    .u64(
-                        "time_to_first_token",
-                        var_num(ctx, "llm_time_to_first_token"),
-                    )
-                    .u64("prompt_tokens", var_num(ctx, "llm_prompt_tokens"))
-                    .u64("completion_tokens", var_num(ctx, "llm_completion_tokens"))
-                    .u64("total_tokens", var_num(ctx, "llm_total_tokens"))
-                    .u64(
-                        "upstream_response_time",
-                        var_num(ctx, "apisix_upstream_response_time"),
-                    )
+                    .u64("time_to_first_token", m.ttft_ms.unwrap_or(0))
+                    .u64("prompt_tokens", m.prompt_tokens())
+                    .u64("completion_tokens", m.completion_tokens())
+                    .u64("total_tokens", m.total_tokens())
+                    .u64("upstream_response_time", m.upstream_response_ms.unwrap_or(0))
                     .bool("stream", stream)
-                    .u64("tool_count", var_num(ctx, "llm_tool_count"))
-                    .bool(
-                        "has_tool_calls",
-                        ctx.var("llm_has_tool_calls") == Some("true"),
-                    )
-                    .str("end_user_id", ctx.var("llm_end_user_id").unwrap_or(""))
-                    .u64(
-                        "cache_read_input_tokens",
-                        var_num(ctx, "llm_cache_read_input_tokens"),
-                    )
-                    .u64(
-                        "cache_creation_input_tokens",
-                        var_num(ctx, "llm_cache_creation_input_tokens"),
-                    )
-                    .u64("reasoning_tokens", var_num(ctx, "llm_reasoning_tokens"))
-                    .str(
-                        "content_risk_level",
-                        ctx.var("llm_content_risk_level").unwrap_or(""),
-                    );
+                    .u64("tool_count", m.tool_count)
+                    .bool("has_tool_calls", m.has_tool_calls)
+                    .str("end_user_id", m.end_user.as_deref().unwrap_or(""))
+                    .u64("cache_read_input_tokens", m.cache_read_tokens())
+                    .u64("cache_creation_input_tokens", m.cache_creation_tokens())
+                    .u64("reasoning_tokens", m.reasoning_tokens())
+                    .str("content_risk_level", "");
             });
         }
         if l.payloads {
@@ -250,7 +219,7 @@ pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Entr
                 }
             });
             e.obj("llm_response_text", |t| {
-                t.str("content", ctx.var("llm_response_text").unwrap_or(""));
+                t.str("content", ctx.llm.response_text.as_deref().unwrap_or(""));
             });
         }
     }
@@ -325,7 +294,10 @@ mod tests {
             "127.0.0.1:9080".parse().unwrap(),
         );
         ctx.status = 200;
-        ctx.set_var("llm_prompt_tokens", "7".to_string());
+        ctx.llm.usage = Some(ferry_protocol::Usage {
+            prompt: 7,
+            ..Default::default()
+        });
         ctx.ext.insert(Arc::new(LlmLogging {
             summaries: true,
             payloads: true,

@@ -1,11 +1,13 @@
-//! The per-request context: the request head, the (lazily read) body, the matched route,
-//! variables that plugins publish, and what the log phase needs. One struct per request.
+//! The per-request context: the request head, the (lazily read) body, the matched route as a
+//! read-only [`RouteInfo`], the typed LLM stats plugins record, and what the log phase needs.
+//! One struct per request; it also answers every `$variable` (see [`VarSource`]).
 
 use crate::error::GatewayError;
-use crate::router::Route;
+use crate::fmt::{hostname, millis3, random_id, time_iso8601, time_local};
+use crate::stats::LlmStats;
 use bytes::Bytes;
 use ferry_config::var::Builtin;
-use ferry_config::{Val, Var, VarSource};
+use ferry_config::{LlmVar, Val, Var, VarSource};
 use http::{HeaderMap, Method, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -38,6 +40,23 @@ impl Extensions {
         let i = self.0.iter().position(|b| b.is::<T>())?;
         self.0.swap_remove(i).downcast::<T>().ok().map(|b| *b)
     }
+}
+
+/// The matched route as plugins and logs see it (read-only; shared by every request on it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub service_id: Option<String>,
+    pub service_name: Option<String>,
+}
+
+/// What the log phase keeps of the response for loggers (when a plugin asked for it).
+#[derive(Debug, Default)]
+pub struct ResponseRecord {
+    pub headers: HeaderMap,
+    /// Captured body (when a logger asked for it), capped by the logger.
+    pub body: Option<Vec<u8>>,
 }
 
 /// What the gateway knows about the upstream exchange, for `$upstream_*` variables.
@@ -95,15 +114,18 @@ pub struct Ctx {
     max_body: u64,
     json: OnceCell<Option<Value>>,
     /// The matched route, once routing is done.
-    pub route: Option<Arc<Route>>,
+    pub route: Option<Arc<RouteInfo>>,
     /// `$apisix_request_id`: random per request; `request-id` replaces it with its own.
     pub request_id: String,
-    vars: Vec<(Cow<'static, str>, String)>,
+    /// What an AI plugin recorded (`$llm_*`).
+    pub llm: LlmStats,
     pub upstream: UpstreamInfo,
     pub status: u16,
     pub body_bytes_sent: u64,
     /// Which of the route's plugins run for this request (see `Chain::run`).
     pub plugin_mask: u64,
+    /// The response head (and body) kept for loggers.
+    pub response: Option<ResponseRecord>,
     /// Per-request state of plugins, by type.
     pub ext: Extensions,
     /// When the last byte was handed to the connection (set by the log phase).
@@ -132,11 +154,12 @@ impl Ctx {
             json: OnceCell::new(),
             route: None,
             request_id: random_id(),
-            vars: Vec::new(),
+            llm: LlmStats::default(),
             upstream: UpstreamInfo::default(),
             status: 0,
             body_bytes_sent: 0,
             plugin_mask: u64::MAX,
+            response: None,
             ext: Extensions::default(),
             end: None,
         }
@@ -216,23 +239,6 @@ impl Ctx {
     pub fn take_json(&mut self) -> Option<Value> {
         self.json();
         self.json.take().flatten()
-    }
-
-    /// Publishes a variable for `vars`, the access log and other plugins (e.g. `llm_model`).
-    pub fn set_var(&mut self, name: impl Into<Cow<'static, str>>, value: impl Into<String>) {
-        let name = name.into();
-        let value = value.into();
-        match self.vars.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = value,
-            None => self.vars.push((name, value)),
-        }
-    }
-
-    pub fn var(&self, name: &str) -> Option<&str> {
-        self.vars
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
     }
 
     /// `$host`: the request's host without port, lower-cased.
@@ -352,7 +358,7 @@ impl Ctx {
             Builtin::RequestLength => self.body().map_or(Val::Nil, |b| owned(b.len().to_string())),
             Builtin::ContentType => self.header_str("content-type").map_or(Val::Nil, s),
             Builtin::ContentLength => self.header_str("content-length").map_or(Val::Nil, s),
-            Builtin::Hostname => s(crate::server::hostname()),
+            Builtin::Hostname => s(hostname()),
             Builtin::RouteId => self.route.as_ref().map_or(Val::Nil, |r| s(&r.id)),
             Builtin::RouteName => self
                 .route
@@ -375,8 +381,8 @@ impl Ctx {
                 owned(itoa::Buffer::new().format(self.body_bytes_sent).to_string())
             }
             Builtin::RequestTime => owned(millis3(self.elapsed_secs())),
-            Builtin::TimeLocal => owned(crate::access_log::time_local(self.start_wall)),
-            Builtin::TimeIso8601 => owned(crate::access_log::time_iso8601(self.start_wall)),
+            Builtin::TimeLocal => owned(time_local(self.start_wall)),
+            Builtin::TimeIso8601 => owned(time_iso8601(self.start_wall)),
             Builtin::Msec => owned(millis3(
                 self.start_wall
                     .duration_since(SystemTime::UNIX_EPOCH)
@@ -401,25 +407,44 @@ impl Ctx {
     }
 }
 
-fn secs(v: Option<f64>) -> Val<'static> {
-    v.map_or(Val::Nil, |t| Val::Str(Cow::Owned(millis3(t))))
+impl Ctx {
+    /// `$llm_*`, `$request_type` and friends from the typed stats, with APISIX's defaults.
+    fn llm_var(&self, v: LlmVar) -> Val<'_> {
+        fn num(n: u64) -> Val<'static> {
+            Val::Str(Cow::Owned(itoa::Buffer::new().format(n).to_string()))
+        }
+        fn opt(s: Option<&str>) -> Val<'_> {
+            s.map_or(Val::Nil, Val::str)
+        }
+        fn flag(b: bool) -> Val<'static> {
+            Val::str(if b { "true" } else { "false" })
+        }
+        let l = &self.llm;
+        match v {
+            LlmVar::RequestType => Val::str(l.request_type.as_str()),
+            LlmVar::Provider => opt(l.provider),
+            LlmVar::RequestModel => opt(l.request_model.as_deref()),
+            LlmVar::Model => opt(l.model.as_deref()),
+            LlmVar::Stream => flag(l.stream),
+            LlmVar::PromptTokens => num(l.prompt_tokens()),
+            LlmVar::CompletionTokens => num(l.completion_tokens()),
+            LlmVar::TotalTokens => num(l.total_tokens()),
+            LlmVar::CacheReadInputTokens => num(l.cache_read_tokens()),
+            LlmVar::CacheCreationInputTokens => num(l.cache_creation_tokens()),
+            LlmVar::ReasoningTokens => num(l.reasoning_tokens()),
+            LlmVar::TimeToFirstToken => num(l.ttft_ms.unwrap_or(0)),
+            LlmVar::UpstreamResponseTime => l.upstream_response_ms.map_or(Val::Nil, num),
+            LlmVar::ToolCount => num(l.tool_count),
+            LlmVar::HasToolCalls => flag(l.has_tool_calls),
+            LlmVar::EndUserId => opt(l.end_user.as_deref()),
+            LlmVar::ResponseText => opt(l.response_text.as_deref()),
+            LlmVar::ContentRiskLevel => Val::Nil,
+        }
+    }
 }
 
-/// Seconds with three decimals (`0.012`), as nginx prints times; integer formatting only.
-pub fn millis3(secs: f64) -> String {
-    let ms = (secs.max(0.0) * 1000.0).round() as u64;
-    let mut out = String::with_capacity(8);
-    out.push_str(itoa::Buffer::new().format(ms / 1000));
-    out.push('.');
-    let frac = ms % 1000;
-    if frac < 100 {
-        out.push('0');
-    }
-    if frac < 10 {
-        out.push('0');
-    }
-    out.push_str(itoa::Buffer::new().format(frac));
-    out
+fn secs(v: Option<f64>) -> Val<'static> {
+    v.map_or(Val::Nil, |t| Val::Str(Cow::Owned(millis3(t))))
 }
 
 fn protocol(v: Version) -> &'static str {
@@ -443,10 +468,8 @@ impl VarSource for Ctx {
             Var::PostArgForm(n) => self
                 .form_arg(n)
                 .map_or(Val::Nil, |v| Val::Str(Cow::Owned(v))),
-            Var::Custom(n) => self
-                .var(n)
-                .or_else(|| ferry_config::var::default_value(n))
-                .map_or(Val::Nil, Val::str),
+            Var::Llm(l) => self.llm_var(*l),
+            Var::Custom(_) => Val::Nil,
         }
     }
 }
@@ -494,11 +517,6 @@ fn hex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
 }
 
-/// 32 lower-case hex characters, like nginx's `$request_id`.
-pub fn random_id() -> String {
-    format!("{:032x}", uuid::Uuid::new_v4().as_u128())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,11 +528,5 @@ mod tests {
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(url_decode("a%20b+c%2"), "a b c%2");
         assert_eq!(url_decode("%41%42"), "AB");
-        assert_eq!(random_id().len(), 32);
-        assert_eq!(millis3(0.0), "0.000");
-        assert_eq!(millis3(0.0125), "0.013");
-        assert_eq!(millis3(1.5), "1.500");
-        assert_eq!(millis3(12.3456), "12.346");
-        assert_eq!(millis3(-1.0), "0.000");
     }
 }

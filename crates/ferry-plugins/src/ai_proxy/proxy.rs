@@ -1,158 +1,110 @@
-//! The upstream exchange of `ai-proxy`: shape the body, build the URL and headers, send, and
-//! turn the answer (or the failure) into the client's response.
+//! The upstream exchange of `ai-proxy`, in three steps: [`plan`] shapes the body and builds
+//! the upstream request (URL, method, headers), [`exchange`] sends it and records what the
+//! transport saw, [`respond`] turns the answer into the client's response (a stream passed
+//! through or converted, or a whole body). Failures are one [`GatewayError`], rendered in the
+//! client's protocol by the caller.
 
 use super::conf::Compiled;
 use super::stream::{Converting, SseState, StreamError, UpstreamBody};
-use super::transport::UpError;
-use super::{AiState, client_error, ms_since, publish};
-use crate::body::{Response, full};
-use crate::ctx::Ctx;
+use super::{AiState, ms_since};
+use crate::transport::UpError;
 use bytes::Bytes;
-use ferry_protocol::convert::Pair;
-use ferry_protocol::shape::{Shaping, shape};
+use ferry_core::body::{Response, full};
+use ferry_core::ctx::Ctx;
+use ferry_core::error::GatewayError;
+use ferry_protocol::convert::{Converted, Pair};
+use ferry_protocol::shape::{MaxTokensField, Shaping, shape};
 use ferry_protocol::wire::StreamOptions;
 use ferry_protocol::{Observed, Protocol, observe};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use http_body_util::BodyExt;
-use http_body_util::Full;
+use ferry_provider::headers::{keep_response_header, upstream_request_headers};
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpInfo;
 use serde_json::Value;
 use std::time::Instant;
 
-/// Request headers never forwarded upstream.
-fn skip_request_header(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "host"
-            | "content-length"
-            | "accept-encoding"
-            | "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "expect"
-            | "proxy-authorization"
-            | "proxy-authenticate"
-    )
-}
+type GwResult<T> = Result<T, GatewayError>;
 
-/// Upstream response headers worth passing to the client.
-fn keep_response_header(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    matches!(
-        n,
-        "content-type" | "retry-after" | "x-request-id" | "request-id" | "cache-control"
-    ) || n.starts_with("x-ratelimit-")
-        || n.starts_with("anthropic-ratelimit-")
-        || n.starts_with("openai-")
-}
-
-fn encode_query(pairs: &[(String, String)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .finish()
-}
-
-/// Header rules when converting: toward an OpenAI provider an Anthropic `x-api-key` becomes a
-/// bearer token (unless one is configured) and `anthropic-*` headers go; toward Anthropic the
-/// client's bearer token goes (unless configured) and `anthropic-version` is ensured.
-fn convert_headers(p: Pair, h: &mut HeaderMap, configured: &[(HeaderName, HeaderValue)]) {
-    let set_by_route = |n: &HeaderName| configured.iter().any(|(k, _)| k == n);
-    let drop: Vec<HeaderName> = h
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-stainless-"))
-        .cloned()
-        .collect();
-    for k in drop {
-        h.remove(k);
-    }
-    match p {
-        Pair::AnthropicToOpenAi => {
-            if let Some(key) = h.remove("x-api-key")
-                && !h.contains_key(header::AUTHORIZATION)
-                && !key.is_empty()
-                && let Ok(v) = HeaderValue::from_bytes(&[b"Bearer ", key.as_bytes()].concat())
-            {
-                h.insert(header::AUTHORIZATION, v);
-            }
-            let anthropic: Vec<HeaderName> = h
-                .keys()
-                .filter(|k| k.as_str().starts_with("anthropic-"))
-                .cloned()
-                .collect();
-            for k in anthropic {
-                h.remove(k);
-            }
-        }
-        Pair::OpenAiToAnthropic => {
-            if !set_by_route(&header::AUTHORIZATION) {
-                h.remove(header::AUTHORIZATION);
-            }
-            let openai: Vec<HeaderName> = h
-                .keys()
-                .filter(|k| k.as_str().starts_with("openai-"))
-                .cloned()
-                .collect();
-            for k in openai {
-                h.remove(k);
-            }
-            if !h.contains_key("anthropic-version") {
-                h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
-            }
-        }
-    }
+fn bad_gateway(msg: impl Into<String>) -> GatewayError {
+    GatewayError::upstream(StatusCode::BAD_GATEWAY, msg)
 }
 
 /// Runs the exchange for a request admitted by the access phase.
 pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     let Some(st) = ctx.ext.get::<AiState>() else {
-        return client_error(
-            None,
+        return GatewayError::gateway(StatusCode::INTERNAL_SERVER_ERROR, "ai-proxy state missing")
+            .into_response();
+    };
+    let client = st.client;
+    let result = match plan(conf, ctx) {
+        Ok(p) => match exchange(conf, ctx, p.request, p.port).await {
+            Ok((resp, sent)) => respond(conf, ctx, p.answer, resp, sent).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| e.render(Some(client)))
+}
+
+/// What [`respond`] needs to know about the request that was sent.
+struct Answer {
+    /// The protocol the provider answers in.
+    target: Protocol,
+    pair: Option<Pair>,
+    converted: Option<Converted>,
+    /// Remove the usage-only chunk Ferry asked for on the client's behalf.
+    hide_usage: bool,
+}
+
+/// The upstream request, and how to read its answer.
+struct Plan {
+    request: http::Request<Full<Bytes>>,
+    /// The target's port (its host is in the context's upstream info).
+    port: u16,
+    answer: Answer,
+}
+
+/// Shapes the body, records the request's stats, and builds the upstream request.
+fn plan(conf: &Compiled, ctx: &mut Ctx) -> GwResult<Plan> {
+    let Some(st) = ctx.ext.get::<AiState>() else {
+        return Err(GatewayError::gateway(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ai-proxy state missing",
-        );
+        ));
     };
-    let (client, target, pair) = (st.client, st.target, st.pair);
-    let fail = |status: StatusCode, msg: &str| client_error(Some(client), status, msg);
-
-    // The body: shaped when something must change, else the client's bytes.
+    let (target, pair) = (st.target, st.pair);
     let cap = conf.provider.capability(target);
+    let max_tokens_field = cap.and_then(|c| c.max_tokens);
     let fast = match (&st.peek, pair) {
-        (Some(pk), None) => fast_plan(conf, target, cap.and_then(|c| c.max_tokens), pk),
+        (Some(pk), None) => fast_plan(conf, target, max_tokens_field, pk),
         _ => None,
     };
     let prepared = match fast {
-        Some(plan) => Ok(plan),
-        None => prepare_value(conf, ctx, target, pair, cap.and_then(|c| c.max_tokens)),
+        Some(p) => p,
+        None => prepare_value(conf, ctx, target, pair, max_tokens_field)
+            .map_err(|(status, msg)| GatewayError::client(status, msg))?,
     };
-    let Prepared {
-        out,
-        stream,
-        hide_usage,
-        tool_count,
-        end_user,
-        model,
-        converted,
-    } = match prepared {
-        Ok(p) => p,
-        Err((status, msg)) => return fail(status, &msg),
-    };
-    if let Some(m) = conf.options_model.clone().or(model) {
-        ctx.set_var("llm_model", m);
+    let llm = &mut ctx.llm;
+    if let Some(m) = conf.options_model.clone().or(prepared.model) {
+        llm.model = Some(m);
     }
-    ctx.set_var("request_type", if stream { "ai_stream" } else { "ai_chat" });
-    ctx.set_var("llm_stream", if stream { "true" } else { "false" });
-    ctx.set_var("llm_tool_count", tool_count.to_string());
-    if let Some(u) = end_user {
-        ctx.set_var("llm_end_user_id", u);
+    llm.request_type = if prepared.stream {
+        ferry_core::stats::RequestType::AiStream
+    } else {
+        ferry_core::stats::RequestType::AiChat
+    };
+    llm.stream = prepared.stream;
+    llm.tool_count = prepared.tool_count as u64;
+    if let Some(u) = prepared.end_user {
+        llm.end_user = Some(u);
     }
 
-    // Where it goes.
     let Some(t) = conf.targets.get(&target) else {
-        return fail(StatusCode::BAD_REQUEST, "could not resolve upstream path");
+        return Err(GatewayError::client(
+            StatusCode::BAD_REQUEST,
+            "could not resolve upstream path",
+        ));
     };
     let passthrough = target == Protocol::Passthrough;
     let (uri, path) = match (&t.path, conf.uris.get(&target)) {
@@ -172,57 +124,70 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
                     }
                 }
             }
-            match target_uri(t, &path, &query) {
-                Ok(u) => (u, path),
-                Err(e) => return fail(StatusCode::BAD_REQUEST, &e),
-            }
+            let u = target_uri(t, &path, &query)
+                .map_err(|e| GatewayError::client(StatusCode::BAD_REQUEST, e))?;
+            (u, path)
         }
     };
-    let method = if passthrough {
+    let mut req = http::Request::new(Full::new(prepared.out));
+    *req.method_mut() = if passthrough {
         ctx.method.clone()
     } else {
         http::Method::POST
     };
-
-    let mut headers = HeaderMap::with_capacity(ctx.headers.len() + conf.auth_headers.len() + 1);
-    for (k, v) in &ctx.headers {
-        if !skip_request_header(k) {
-            headers.append(k.clone(), v.clone());
-        }
-    }
-    for (k, v) in &conf.auth_headers {
-        headers.insert(k.clone(), v.clone());
-    }
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(p) = pair {
-        convert_headers(p, &mut headers, &conf.auth_headers);
-    }
-
+    *req.uri_mut() = uri;
+    *req.headers_mut() = upstream_request_headers(&ctx.headers, &conf.auth_headers, pair);
     ctx.upstream.scheme = Some(t.scheme);
     ctx.upstream.host = Some(t.host.clone());
     ctx.upstream.uri = Some(path);
+    Ok(Plan {
+        request: req,
+        port: t.port,
+        answer: Answer {
+            target,
+            pair,
+            converted: prepared.converted,
+            hide_usage: prepared.hide_usage,
+        },
+    })
+}
+
+/// Sends the request; records the upstream's address, status and header time.
+async fn exchange(
+    conf: &Compiled,
+    ctx: &mut Ctx,
+    req: http::Request<Full<Bytes>>,
+    port: u16,
+) -> GwResult<(http::Response<Incoming>, Instant)> {
     let sent = Instant::now();
     if let Some(st) = ctx.ext.get_mut::<AiState>() {
         st.sent = Some(sent);
     }
-    let mut req = http::Request::new(Full::new(out));
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.headers_mut() = headers;
     let resp = match conf.client.send(req).await {
         Ok(r) => r,
-        Err(e) => return transport_failure(ctx, client, sent, &e),
+        Err(e) => return Err(transport_failure(ctx, sent, &e)),
     };
-    let status = resp.status();
     ctx.upstream.header_time = Some(sent.elapsed().as_secs_f64());
-    ctx.upstream.status = Some(status.as_u16());
+    ctx.upstream.status = Some(resp.status().as_u16());
     ctx.upstream.addr = Some(resp.extensions().get::<HttpInfo>().map_or_else(
-        || format!("{}:{}", t.host, t.port),
+        || {
+            let host = ctx.upstream.host.as_deref().unwrap_or("");
+            format!("{host}:{port}")
+        },
         |i| i.remote_addr().to_string(),
     ));
+    Ok((resp, sent))
+}
+
+/// The client's response: a stream (passed through or converted) or a whole body.
+async fn respond(
+    conf: &Compiled,
+    ctx: &mut Ctx,
+    a: Answer,
+    resp: http::Response<Incoming>,
+    sent: Instant,
+) -> GwResult<Response> {
+    let status = resp.status();
     let mut head = http::Response::builder().status(status);
     let is_sse = resp
         .headers()
@@ -236,7 +201,7 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
             }
         }
     }
-
+    let bad_head = |_| bad_gateway("bad upstream response head");
     if is_sse {
         let keep_text = conf.logging.as_ref().is_some_and(|l| l.payloads);
         let mut up = UpstreamBody::new(
@@ -246,49 +211,46 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
             conf.max_stream_duration,
             conf.max_response_bytes,
         );
-        if let (Some(p), Some(c)) = (pair, &converted) {
-            let model = ctx.var("llm_model").map(String::from);
-            let mut conv = Converting::new(up, p.stream(c, model));
-            let first = match conv.first().await {
-                Ok(Some(b)) => b,
-                Ok(None) => {
-                    ctx.set_var("apisix_upstream_response_time", ms_since(sent));
-                    tracing::warn!("streaming response completed without producing any output");
-                    return fail(
-                        StatusCode::BAD_GATEWAY,
-                        "streaming response completed without producing any output; the upstream likely returned a different stream format than the converter expects",
-                    );
-                }
-                Err(e) => {
-                    ctx.set_var("apisix_upstream_response_time", ms_since(sent));
-                    return fail(e.status(), &e.to_string());
-                }
-            };
-            conv.push_front(first);
-            if let Some(st) = ctx.ext.get_mut::<AiState>() {
-                st.sse = Some(SseState::new(client, hide_usage, keep_text));
+        let (body, observed_proto) = match (a.pair, &a.converted) {
+            (Some(p), Some(c)) => {
+                let mut conv = Converting::new(up, p.stream(c, ctx.llm.model.clone()));
+                let first = match conv.first().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => {
+                        ctx.llm.upstream_response_ms = Some(ms_since(sent));
+                        tracing::warn!(
+                            "streaming response completed without producing any output"
+                        );
+                        return Err(bad_gateway(
+                            "streaming response completed without producing any output; the upstream likely returned a different stream format than the converter expects",
+                        ));
+                    }
+                    Err(e) => {
+                        ctx.llm.upstream_response_ms = Some(ms_since(sent));
+                        return Err(GatewayError::upstream(e.status(), e.to_string()));
+                    }
+                };
+                conv.push_front(first);
+                (conv.boxed_unsync(), st_client(ctx))
             }
-            ctx.set_var("llm_time_to_first_token", ms_since(sent));
-            return head
-                .body(conv.boxed_unsync())
-                .unwrap_or_else(|_| fail(StatusCode::BAD_GATEWAY, "bad upstream response head"));
-        }
-        let first = match up.frame().await {
-            Some(Ok(b)) => b,
-            Some(Err(e)) => {
-                ctx.set_var("apisix_upstream_response_time", ms_since(sent));
-                return fail(e.status(), &e.to_string());
+            _ => {
+                let first = match up.frame().await {
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => {
+                        ctx.llm.upstream_response_ms = Some(ms_since(sent));
+                        return Err(GatewayError::upstream(e.status(), e.to_string()));
+                    }
+                    None => Bytes::new(),
+                };
+                up.push_front(first);
+                (up.boxed_unsync(), a.target)
             }
-            None => Bytes::new(),
         };
-        up.push_front(first);
         if let Some(st) = ctx.ext.get_mut::<AiState>() {
-            st.sse = Some(SseState::new(target, hide_usage, keep_text));
+            st.sse = Some(SseState::new(observed_proto, a.hide_usage, keep_text));
         }
-        ctx.set_var("llm_time_to_first_token", ms_since(sent));
-        return head
-            .body(up.boxed_unsync())
-            .unwrap_or_else(|_| fail(StatusCode::BAD_GATEWAY, "bad upstream response head"));
+        ctx.llm.ttft_ms = Some(ms_since(sent));
+        return head.body(body).map_err(bad_head);
     }
 
     // A whole JSON (or other) body.
@@ -303,8 +265,8 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
         tracing::warn!(
             "aborting AI response: Content-Length {len} exceeds max_response_bytes {max}"
         );
-        ctx.set_var("apisix_upstream_response_time", ms_since(sent));
-        return fail(StatusCode::BAD_GATEWAY, "max_response_bytes exceeded");
+        ctx.llm.upstream_response_ms = Some(ms_since(sent));
+        return Err(bad_gateway("max_response_bytes exceeded"));
     }
     let mut up = UpstreamBody::new(
         resp.into_body(),
@@ -317,24 +279,24 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
         Ok(b) => b,
         Err(StreamError::Bytes) => {
             tracing::warn!("aborting AI response: body size exceeds max_response_bytes");
-            ctx.set_var("apisix_upstream_response_time", ms_since(sent));
-            return fail(StatusCode::BAD_GATEWAY, "max_response_bytes exceeded");
+            ctx.llm.upstream_response_ms = Some(ms_since(sent));
+            return Err(bad_gateway("max_response_bytes exceeded"));
         }
-        Err(StreamError::Upstream(e)) => return transport_failure(ctx, client, sent, &e),
-        Err(e) => return fail(e.status(), &e.to_string()),
+        Err(StreamError::Upstream(e)) => return Err(transport_failure(ctx, sent, &e)),
+        Err(e) => return Err(GatewayError::upstream(e.status(), e.to_string())),
     };
     let took = ms_since(sent);
-    ctx.set_var("llm_time_to_first_token", took.clone());
-    ctx.set_var("apisix_upstream_response_time", took);
+    ctx.llm.ttft_ms = Some(took);
+    ctx.llm.upstream_response_ms = Some(took);
     ctx.upstream.response_time = Some(sent.elapsed().as_secs_f64());
     ctx.upstream.response_length = body.len() as u64;
-    let body = match (pair, &converted) {
+    let body = match (a.pair, &a.converted) {
         (Some(p), Some(c)) => {
             let parsed = serde_json::from_slice::<Value>(&body).ok();
             if status.is_success()
                 && let Some(v) = &parsed
             {
-                publish(ctx, &Observed::from_json(target, v));
+                ctx.llm.record(Observed::from_json(a.target, v));
             }
             let Some(v) = parsed else {
                 let st = if status.is_success() {
@@ -342,30 +304,27 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
                 } else {
                     status
                 };
-                return fail(
+                return Err(GatewayError::upstream(
                     st,
-                    &format!("the provider answered {status} in an unexpected format"),
-                );
+                    format!("the provider answered {status} in an unexpected format"),
+                ));
             };
-            let model = ctx.var("llm_model").map(String::from);
-            match p.response(&v, c, model.as_deref()) {
-                Ok(out) => {
-                    if let Some(h) = head.headers_mut() {
-                        h.insert(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/json"),
-                        );
-                    }
-                    Bytes::from(out.to_string())
-                }
-                Err(e) => return fail(StatusCode::BAD_GATEWAY, &e),
+            let out = p
+                .response(&v, c, ctx.llm.model.as_deref())
+                .map_err(bad_gateway)?;
+            if let Some(h) = head.headers_mut() {
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
             }
+            Bytes::from(out.to_string())
         }
         _ => {
             if status.is_success()
-                && let Some(o) = Observed::from_slice(target, &body)
+                && let Some(o) = Observed::from_slice(a.target, &body)
             {
-                publish(ctx, &o);
+                ctx.llm.record(o);
             }
             body
         }
@@ -373,8 +332,14 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     if let Some(h) = head.headers_mut() {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
-    head.body(full(body))
-        .unwrap_or_else(|_| fail(StatusCode::BAD_GATEWAY, "bad upstream response head"))
+    head.body(full(body)).map_err(bad_head)
+}
+
+/// The protocol the client speaks (what a converted stream is observed in).
+fn st_client(ctx: &Ctx) -> Protocol {
+    ctx.ext
+        .get::<AiState>()
+        .map_or(Protocol::OpenAiChat, |s| s.client)
 }
 
 /// The upstream body and what was learnt shaping it.
@@ -387,7 +352,7 @@ struct Prepared {
     end_user: Option<String>,
     /// The body's `model`.
     model: Option<String>,
-    converted: Option<ferry_protocol::convert::Converted>,
+    converted: Option<Converted>,
 }
 
 /// The body without a full parse, when the request was read through the peek and nothing but
@@ -396,7 +361,7 @@ struct Prepared {
 fn fast_plan(
     conf: &Compiled,
     target: Protocol,
-    max_tokens_field: Option<ferry_protocol::shape::MaxTokensField>,
+    max_tokens_field: Option<MaxTokensField>,
     pk: &super::PeekInfo,
 ) -> Option<Prepared> {
     let shaping_target = target != Protocol::Passthrough;
@@ -452,7 +417,7 @@ fn prepare_value(
     ctx: &mut Ctx,
     target: Protocol,
     pair: Option<Pair>,
-    max_tokens_field: Option<ferry_protocol::shape::MaxTokensField>,
+    max_tokens_field: Option<MaxTokensField>,
 ) -> Result<Prepared, (StatusCode, String)> {
     let encode = |v: &Value| {
         serde_json::to_vec(v).map(Bytes::from).map_err(|e| {
@@ -509,8 +474,8 @@ fn prepare_value(
 }
 
 /// A failure before or while reading the response: 504 on timeouts, 502 otherwise.
-fn transport_failure(ctx: &mut Ctx, client: Protocol, sent: Instant, e: &UpError) -> Response {
-    ctx.set_var("apisix_upstream_response_time", ms_since(sent));
+fn transport_failure(ctx: &mut Ctx, sent: Instant, e: &UpError) -> GatewayError {
+    ctx.llm.upstream_response_ms = Some(ms_since(sent));
     ctx.upstream.response_time = Some(sent.elapsed().as_secs_f64());
     let status = if e.is_timeout() {
         StatusCode::GATEWAY_TIMEOUT
@@ -518,7 +483,13 @@ fn transport_failure(ctx: &mut Ctx, client: Protocol, sent: Instant, e: &UpError
         StatusCode::BAD_GATEWAY
     };
     tracing::warn!("AI upstream request {e}");
-    client_error(Some(client), status, &format!("upstream request {e}"))
+    GatewayError::upstream(status, format!("upstream request {e}"))
+}
+
+fn encode_query(pairs: &[(String, String)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .finish()
 }
 
 /// The upstream URI for a target, path and query.

@@ -1,27 +1,27 @@
-//! APISIX's `ai-proxy` plugin (priority 1040): checks and detects the client's request in the
-//! access phase, then in before_proxy shapes it for the provider, sends it, and returns the
-//! answer (JSON read whole; SSE streamed through as it arrives), recording tokens, latency and
-//! models in `$llm_*` variables.
+//! APISIX's `ai-proxy` plugin (priority 1040): in the (async) access phase it checks the
+//! content type, reads the body, and detects the client's protocol; in before_proxy it shapes
+//! the request for the provider, sends it, and returns the answer (JSON read whole; SSE
+//! streamed through as it arrives), recording tokens, latency and models in the context's
+//! typed LLM stats.
 
 mod conf;
 mod proxy;
 mod stream;
-pub mod transport;
 
-use super::{Flow, Plugin, PluginFactory, ProxyFuture, parse_conf};
-use crate::body::Response;
-use crate::ctx::Ctx;
-use crate::error::json_response;
+use crate::transport::Transport;
 use bytes::Bytes;
 use conf::{Compiled, Conf};
+use ferry_core::ctx::{Ctx, RouteInfo};
+use ferry_core::error::GatewayError;
+use ferry_core::plugin::{Flow, Phase, Plugin, PluginFactory, ProxyFuture, parse_conf};
+use ferry_core::stats::RequestType;
 use ferry_protocol::convert::{self, Pair};
 use ferry_protocol::wire::{RequestPeek, Shape};
-use ferry_protocol::{Observed, Protocol, detect, observe};
-use http::StatusCode;
+use ferry_protocol::{Protocol, detect, observe};
+use http::{StatusCode, header};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
-use transport::Transport;
 
 /// Builds `ai-proxy` instances; holds the shared upstream clients.
 pub struct Factory {
@@ -72,7 +72,7 @@ impl PluginFactory for Factory {
         serde_json::to_value(&c).map_err(|e| e.to_string())
     }
 
-    fn build(&self, conf: &Value) -> Result<Arc<dyn Plugin>, String> {
+    fn build(&self, conf: &Value, _route: &Arc<RouteInfo>) -> Result<Arc<dyn Plugin>, String> {
         let c: Conf = parse_conf(conf)?;
         Ok(Arc::new(AiProxy {
             conf: Compiled::build(c, &self.transport)?,
@@ -108,40 +108,27 @@ pub(crate) struct PeekInfo {
     stream_options: ferry_protocol::wire::StreamOptions,
 }
 
-/// An error in the client's protocol: OpenAI's `{"error": {...}}`, Anthropic's
-/// `{"type": "error", ...}`, or APISIX's `{"error_msg": ...}` for other clients.
-pub(crate) fn client_error(proto: Option<Protocol>, status: StatusCode, msg: &str) -> Response {
-    let kind = match status.as_u16() {
-        401 => "authentication_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        400..=499 => "invalid_request_error",
-        504 => "timeout_error",
-        _ => "api_error",
-    };
-    let body = match proto {
-        Some(Protocol::AnthropicMessages) => {
-            json!({"type": "error", "error": {"type": kind, "message": msg}})
-        }
-        Some(Protocol::Passthrough) => json!({"error_msg": msg}),
-        _ => json!({"error": {"message": msg, "type": kind, "param": null, "code": null}}),
-    };
-    json_response(status, &body)
+/// Why the access phase refused a request, and the protocol to say it in.
+struct Refusal(Protocol, GatewayError);
+
+fn too_large(len: u64, max: u64) -> GatewayError {
+    GatewayError::client(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("could not get body: request size {len} is greater than the maximum size {max} allowed"),
+    )
 }
 
-/// Why the access phase refused a request: rendered by [`client_error`].
-struct Refusal(Protocol, StatusCode, String);
-
 impl AiProxy {
-    /// The access phase's checks; a refusal when the request cannot go upstream.
-    fn admit(&self, ctx: &mut Ctx) -> Result<AiState, Refusal> {
+    /// The access phase's checks; a refusal when the request cannot go upstream. What can be
+    /// judged from the head (content type, a declared length) is judged before the body is
+    /// read.
+    async fn admit(&self, ctx: &mut Ctx) -> Result<AiState, Refusal> {
         let guess = if ctx.uri.path().ends_with("/v1/messages") {
             Protocol::AnthropicMessages
         } else {
             Protocol::OpenAiChat
         };
-        let fail = |status, msg: String| Refusal(guess, status, msg);
+        let fail = |status, msg: String| Refusal(guess, GatewayError::client(status, msg));
         let ct = ctx.header_str("content-type").unwrap_or("application/json");
         if !ct.starts_with("application/json") {
             return Err(fail(
@@ -149,16 +136,20 @@ impl AiProxy {
                 format!("unsupported content-type: {ct}, only application/json is supported"),
             ));
         }
-        let body: Bytes = ctx.body().cloned().unwrap_or_default();
-        if body.len() as u64 > self.conf.max_req_body_size {
-            return Err(fail(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "could not get body: request size {} is greater than the maximum size {} allowed",
-                    body.len(),
-                    self.conf.max_req_body_size
-                ),
-            ));
+        let max = self.conf.max_req_body_size;
+        if let Some(len) = ctx
+            .header_str(header::CONTENT_LENGTH.as_str())
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|len| *len > max)
+        {
+            return Err(Refusal(guess, too_large(len, max)));
+        }
+        let body: Bytes = match ctx.read_body().await {
+            Ok(b) => b.clone(),
+            Err(e) => return Err(Refusal(guess, e)),
+        };
+        if body.len() as u64 > max {
+            return Err(Refusal(guess, too_large(body.len() as u64, max)));
         }
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(fail(
@@ -190,20 +181,24 @@ impl AiProxy {
         } else {
             return Err(Refusal(
                 client,
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "provider {} does not support {} protocol (supported: {})",
-                    provider.name,
-                    client.name(),
-                    provider.protocol_names()
+                GatewayError::client(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "provider {} does not support {} protocol (supported: {})",
+                        provider.name,
+                        client.name(),
+                        provider.protocol_names()
+                    ),
                 ),
             ));
         };
-        ctx.set_var("request_type", if stream { "ai_stream" } else { "ai_chat" });
-        ctx.set_var("llm_provider", provider.name);
-        if let Some(m) = request_model {
-            ctx.set_var("request_llm_model", m);
-        }
+        ctx.llm.request_type = if stream {
+            RequestType::AiStream
+        } else {
+            RequestType::AiChat
+        };
+        ctx.llm.provider = Some(provider.name);
+        ctx.llm.request_model = request_model;
         Ok(AiState {
             client,
             target,
@@ -296,23 +291,19 @@ const STREAM_NOT_BOOL: &str = "invalid request body: \"stream\" must be a boolea
 const NO_PROTOCOL: &str = "no matching AI protocol for the request";
 
 impl Plugin for AiProxy {
-    fn needs_body(&self) -> bool {
-        true
-    }
-
-    fn access(&self, ctx: &mut Ctx) -> Flow {
-        match self.admit(ctx) {
-            Ok(st) => {
-                ctx.ext.insert(st);
-                if let Some(l) = &self.conf.logging {
-                    ctx.ext.insert(l.clone());
+    fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Phase<'a> {
+        Phase::Wait(Box::pin(async move {
+            match self.admit(ctx).await {
+                Ok(st) => {
+                    ctx.ext.insert(st);
+                    if let Some(l) = &self.conf.logging {
+                        ctx.ext.insert(l.clone());
+                    }
+                    Flow::Continue
                 }
-                Flow::Continue
+                Err(Refusal(proto, e)) => Flow::Respond(e.render(Some(proto))),
             }
-            Err(Refusal(proto, status, msg)) => {
-                Flow::Respond(client_error(Some(proto), status, &msg))
-            }
-        }
+        }))
     }
 
     fn before_proxy<'a>(&'a self, ctx: &'a mut Ctx) -> Option<ProxyFuture<'a>> {
@@ -329,27 +320,7 @@ impl Plugin for AiProxy {
     }
 }
 
-/// Publishes what was observed as `$llm_*` variables.
-pub(crate) fn publish(ctx: &mut Ctx, o: &Observed) {
-    if let Some(u) = o.usage {
-        ctx.set_var("llm_prompt_tokens", u.prompt.to_string());
-        ctx.set_var("llm_completion_tokens", u.completion.to_string());
-        ctx.set_var("llm_total_tokens", u.total.to_string());
-        ctx.set_var("llm_cache_read_input_tokens", u.cache_read.to_string());
-        ctx.set_var(
-            "llm_cache_creation_input_tokens",
-            u.cache_creation.to_string(),
-        );
-        ctx.set_var("llm_reasoning_tokens", u.reasoning.to_string());
-    }
-    ctx.set_var(
-        "llm_has_tool_calls",
-        if o.tool_calls { "true" } else { "false" },
-    );
-    ctx.set_var("llm_response_text", o.text.clone());
-}
-
-/// Milliseconds since `t`, as an integer string.
-pub(crate) fn ms_since(t: Instant) -> String {
-    t.elapsed().as_millis().to_string()
+/// Milliseconds since `t`.
+pub(crate) fn ms_since(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

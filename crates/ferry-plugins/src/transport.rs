@@ -1,9 +1,10 @@
 //! Upstream HTTP clients (hyper-util's pooled client over rustls): one per distinct (TLS
-//! verification, keep-alive, timeout) setting, shared by every route that uses it and made at
-//! config load. Extra trusted CAs (`apisix.ssl.ssl_trusted_certificate`) and host overrides
+//! verification, keep-alive, timeout) setting, shared by every plugin instance that uses it,
+//! made at config load and released (with its pool) when no instance uses it any more. Extra trusted CAs (`apisix.ssl.ssl_trusted_certificate`) and host overrides
 //! (`ferry.resolve`) apply to all. HTTP/2 is used when a TLS upstream offers it (ALPN).
 
 use bytes::Bytes;
+use ferry_core::shared::WeakCache;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -19,7 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,7 +37,6 @@ pub struct ClientKey {
 type Connector = HttpsConnector<HttpConnector<Resolver>>;
 
 /// A pooled upstream client with its timeout (connect, response head, and each body read).
-#[derive(Clone)]
 pub struct Upstream {
     client: Client<Connector, Full<Bytes>>,
     pub timeout: Duration,
@@ -134,7 +134,7 @@ impl tower_service::Service<Name> for Resolver {
 pub struct Transport {
     roots: Arc<RootCertStore>,
     resolver: Resolver,
-    clients: Mutex<HashMap<ClientKey, Upstream>>,
+    clients: WeakCache<ClientKey, Upstream>,
 }
 
 impl Default for Transport {
@@ -145,7 +145,7 @@ impl Default for Transport {
                 overrides: Arc::default(),
                 gai: GaiResolver::new(),
             },
-            clients: Mutex::default(),
+            clients: WeakCache::default(),
         })
     }
 }
@@ -178,19 +178,21 @@ impl Transport {
                 overrides: Arc::new(resolve.into_iter().collect()),
                 gai: GaiResolver::new(),
             },
-            clients: Mutex::new(HashMap::new()),
+            clients: WeakCache::default(),
         })
     }
 
-    /// The client for these settings (built once).
-    pub fn client(&self, key: ClientKey) -> Result<Upstream, String> {
-        let mut map = self
-            .clients
-            .lock()
-            .map_err(|_| "transport lock poisoned".to_string())?;
-        if let Some(c) = map.get(&key) {
-            return Ok(c.clone());
-        }
+    /// The client for these settings (shared while in use).
+    pub fn client(&self, key: ClientKey) -> Result<Arc<Upstream>, String> {
+        self.clients.get_or_try_insert(key, || self.build(key))
+    }
+
+    /// The number of clients in use (for tests: clients are released with their users).
+    pub fn clients_in_use(&self) -> usize {
+        self.clients.live().len()
+    }
+
+    fn build(&self, key: ClientKey) -> Result<Arc<Upstream>, String> {
         let timeout = Duration::from_millis(key.timeout_ms);
         let mut http = HttpConnector::new_with_resolver(self.resolver.clone());
         http.enforce_http(false);
@@ -226,9 +228,7 @@ impl Transport {
                 0
             })
             .build(https);
-        let c = Upstream { client, timeout };
-        map.insert(key, c.clone());
-        Ok(c)
+        Ok(Arc::new(Upstream { client, timeout }))
     }
 }
 

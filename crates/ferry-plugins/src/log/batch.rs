@@ -5,6 +5,7 @@
 //! sink. Pending entries are flushed on graceful shutdown.
 
 use super::entry::Entry;
+use ferry_core::shared::WeakCache;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
@@ -157,10 +158,11 @@ impl Batcher {
     }
 }
 
-/// Processors shared by identical logger configurations, so a config reload reuses the one
-/// already running (and its queue) instead of starting another.
+/// Processors shared by instances with identical logger configurations, so a rebuilt route
+/// keeps the one already running (and its queue); a processor no instance uses any more ends
+/// (after sending what it holds), and with it its sink's connections or producer.
 #[derive(Default)]
-pub struct SharedBatchers(Mutex<std::collections::HashMap<String, Arc<Batcher>>>);
+pub struct SharedBatchers(WeakCache<String, Batcher>);
 
 impl SharedBatchers {
     /// The processor for `key` (the serialised configuration), started with `sink()` if new.
@@ -170,16 +172,8 @@ impl SharedBatchers {
         conf: &BatchConf,
         sink: impl FnOnce() -> Result<Arc<dyn Sink>, String>,
     ) -> Result<Arc<Batcher>, String> {
-        let mut map = self
-            .0
-            .lock()
-            .map_err(|_| "logger registry poisoned".to_string())?;
-        if let Some(b) = map.get(&key) {
-            return Ok(b.clone());
-        }
-        let b = Batcher::start(conf, sink()?);
-        map.insert(key, b.clone());
-        Ok(b)
+        self.0
+            .get_or_try_insert(key, || Ok(Batcher::start(conf, sink()?)))
     }
 }
 

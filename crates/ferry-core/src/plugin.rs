@@ -1,15 +1,13 @@
-//! The plugin chain: APISIX's phases (rewrite, access, before_proxy, header_filter,
-//! body_filter, log) as a trait, a registry of plugin factories by name, and the per-route
-//! chain compiled at config load and ordered by priority.
-
-pub mod ai_proxy;
-pub mod kafka_logger;
-pub mod loggers;
-pub mod prometheus;
-pub mod request_id;
+//! The plugin contract: APISIX's phases (rewrite, access, before_proxy, header_filter,
+//! body_filter, log) as a trait with an async access phase, factories that check and build
+//! instances, the per-route chain ordered by priority, and the registry of factories by name.
+//!
+//! An instance is built from (plugin name, checked configuration, the route it serves); a
+//! rebuilt chain takes the previous chain's instance whenever all three are unchanged, so its
+//! state (counters, positions, health) survives writes to anything else.
 
 use crate::body::Response;
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, RouteInfo};
 use bytes::Bytes;
 use ferry_config::{Expr, PluginCheckError, PluginChecker};
 use serde::de::DeserializeOwned;
@@ -26,20 +24,29 @@ pub enum Flow {
     Respond(Response),
 }
 
+/// The access phase's answer: decided at once, or after waiting (reading the body, a Redis
+/// call, a token fetch) without blocking a worker.
+pub enum Phase<'a> {
+    Done(Flow),
+    Wait(Pin<Box<dyn Future<Output = Flow> + Send + 'a>>),
+}
+
+impl Phase<'_> {
+    pub const CONTINUE: Phase<'static> = Phase::Done(Flow::Continue);
+}
+
 /// The future a plugin returns when it produces the response itself (e.g. `ai-proxy`).
 pub type ProxyFuture<'a> = Pin<Box<dyn Future<Output = Response> + Send + 'a>>;
 
-/// A compiled plugin instance for one route. Every phase is optional.
+/// A plugin instance serving one route. Every phase is optional. The request body is not
+/// read for a plugin: one that needs it calls [`Ctx::read_body`] in its access phase, so
+/// plugins that run earlier (authentication) can refuse a request before it is read.
 pub trait Plugin: Send + Sync {
-    /// True when the plugin needs the request body read before `rewrite`.
-    fn needs_body(&self) -> bool {
-        false
-    }
     fn rewrite(&self, _ctx: &mut Ctx) -> Flow {
         Flow::Continue
     }
-    fn access(&self, _ctx: &mut Ctx) -> Flow {
-        Flow::Continue
+    fn access<'a>(&'a self, _ctx: &'a mut Ctx) -> Phase<'a> {
+        Phase::CONTINUE
     }
     /// Produce the response (the upstream call). The first plugin that returns one wins.
     fn before_proxy<'a>(&'a self, _ctx: &'a mut Ctx) -> Option<ProxyFuture<'a>> {
@@ -68,8 +75,8 @@ pub trait PluginFactory: Send + Sync {
     fn schema(&self) -> Value;
     /// Checks a configuration and returns it with defaults filled in.
     fn check(&self, conf: &Value) -> Result<Value, String>;
-    /// Builds an instance from a checked configuration.
-    fn build(&self, conf: &Value) -> Result<Arc<dyn Plugin>, String>;
+    /// Builds an instance from a checked configuration for the route it will serve.
+    fn build(&self, conf: &Value, route: &Arc<RouteInfo>) -> Result<Arc<dyn Plugin>, String>;
 }
 
 /// Deserializes a typed plugin configuration, naming the field path on error.
@@ -84,32 +91,27 @@ pub fn parse_conf<T: DeserializeOwned>(conf: &Value) -> Result<T, String> {
     })
 }
 
-/// All plugins Ferry has, by name.
+/// Every plugin Ferry has, by name.
 #[derive(Clone, Default)]
 pub struct Registry {
     factories: BTreeMap<&'static str, Arc<dyn PluginFactory>>,
 }
 
 impl Registry {
-    /// The registry with every built-in plugin; `transport` makes the upstream clients of
-    /// `ai-proxy` and `http-logger`.
-    pub fn builtin(transport: Arc<ai_proxy::transport::Transport>) -> Registry {
-        let mut r = Registry::default();
-        r.add(Arc::new(request_id::Factory));
-        r.add(Arc::new(loggers::HttpFactory::new(transport.clone())));
-        r.add(Arc::new(ai_proxy::Factory { transport }));
-        r.add(Arc::new(loggers::FileFactory::default()));
-        r.add(Arc::new(kafka_logger::Factory::default()));
-        r.add(Arc::new(prometheus::Factory));
-        r
-    }
-
     pub fn add(&mut self, f: Arc<dyn PluginFactory>) {
         self.factories.insert(f.name(), f);
     }
 
-    /// Builds the chain for a merged `plugins` object (already checked at write time).
-    pub fn build_chain(&self, plugins: &Map<String, Value>) -> Result<Chain, String> {
+    /// Builds the chain of a route from its merged `plugins` object (checked at write time).
+    /// Instances of `prev` (the route's chain before this change) are reused where the name,
+    /// configuration and route are unchanged.
+    pub fn build_chain(
+        &self,
+        plugins: &Map<String, Value>,
+        route: &Arc<RouteInfo>,
+        prev: Option<&Chain>,
+    ) -> Result<Chain, String> {
+        let prev = prev.filter(|p| *p.route == **route);
         let mut entries = Vec::with_capacity(plugins.len());
         for (name, conf) in plugins {
             let f = self
@@ -120,19 +122,30 @@ impl Registry {
             if meta.disable {
                 continue;
             }
-            let plugin = f.build(&conf).map_err(|e| format!("plugin {name}: {e}"))?;
+            let reused = prev.and_then(|p| {
+                p.entries
+                    .iter()
+                    .find(|e| e.name == f.name() && e.conf == conf)
+                    .map(|e| e.plugin.clone())
+            });
+            let plugin = match reused {
+                Some(p) => p,
+                None => f
+                    .build(&conf, route)
+                    .map_err(|e| format!("plugin {name}: {e}"))?,
+            };
             entries.push(Entry {
                 name: f.name(),
                 priority: meta.priority.unwrap_or(f.priority() as i64),
                 filter: meta.filter,
+                conf,
                 plugin,
             });
         }
         entries.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(b.name)));
-        Ok(Chain::new(entries))
+        Ok(Chain::new(entries, route.clone()))
     }
 }
-
 impl PluginChecker for Registry {
     fn check(&self, name: &str, conf: &Value) -> Result<Value, PluginCheckError> {
         let f = self.factories.get(name).ok_or(PluginCheckError::Unknown)?;
@@ -207,42 +220,56 @@ struct Entry {
     name: &'static str,
     priority: i64,
     filter: Option<Expr>,
+    /// The checked configuration (without `_meta`) the instance was built from.
+    conf: Value,
     plugin: Arc<dyn Plugin>,
 }
 
 /// A route's plugins in execution order.
 pub struct Chain {
     entries: Vec<Entry>,
-    needs_body: bool,
+    route: Arc<RouteInfo>,
+    /// A `_meta.filter` reads the body (`post_arg.*`): it is read before the filters run.
+    filters_need_body: bool,
     body_filters: bool,
     response_record: bool,
 }
 
 impl Chain {
-    fn new(entries: Vec<Entry>) -> Chain {
-        let needs_body = entries
+    fn new(entries: Vec<Entry>, route: Arc<RouteInfo>) -> Chain {
+        let filters_need_body = entries
             .iter()
-            .any(|e| e.plugin.needs_body() || e.filter.as_ref().is_some_and(Expr::needs_body));
+            .any(|e| e.filter.as_ref().is_some_and(Expr::needs_body));
         let body_filters = entries.iter().any(|e| e.plugin.has_body_filter());
         let response_record = entries.iter().any(|e| e.plugin.wants_response_record());
         Chain {
             entries,
-            needs_body,
+            route,
+            filters_need_body,
             body_filters,
             response_record,
         }
     }
 
-    pub fn empty() -> Chain {
-        Chain::new(Vec::new())
+    pub fn empty(route: Arc<RouteInfo>) -> Chain {
+        Chain::new(Vec::new(), route)
     }
 
     pub fn names(&self) -> Vec<&'static str> {
         self.entries.iter().map(|e| e.name).collect()
     }
 
-    pub fn needs_body(&self) -> bool {
-        self.needs_body
+    /// The route this chain serves.
+    pub fn route(&self) -> &Arc<RouteInfo> {
+        &self.route
+    }
+
+    /// The instance of plugin `name` (to check, in tests, that it was kept or rebuilt).
+    pub fn instance(&self, name: &str) -> Option<&Arc<dyn Plugin>> {
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| &e.plugin)
     }
 
     pub fn has_body_filters(&self) -> bool {
@@ -277,6 +304,12 @@ impl Chain {
     /// Runs rewrite, access and before_proxy. Returns the response a plugin produced, or
     /// `None` when no plugin answers (the route has no upstream).
     pub async fn run(&self, ctx: &mut Ctx) -> Option<Response> {
+        if self.filters_need_body
+            && ctx.body().is_none()
+            && let Err(e) = ctx.read_body().await
+        {
+            return Some(e.into_response());
+        }
         ctx.plugin_mask = self.select(ctx);
         let mask = ctx.plugin_mask;
         for e in self.on(mask) {
@@ -285,7 +318,11 @@ impl Chain {
             }
         }
         for e in self.on(mask) {
-            if let Flow::Respond(r) = e.plugin.access(ctx) {
+            let flow = match e.plugin.access(ctx) {
+                Phase::Done(f) => f,
+                Phase::Wait(fut) => fut.await,
+            };
+            if let Flow::Respond(r) = flow {
                 return Some(r);
             }
         }

@@ -2,9 +2,9 @@
 //! with librdkafka, one record per entry, through the shared batch processor (bounded queue,
 //! retries, drops counted). `meta_format: origin` sends the raw HTTP request instead.
 
-use super::loggers::{Deliver, Logger};
-use super::{Plugin, PluginFactory, parse_conf};
-use crate::ctx::Ctx;
+use crate::loggers::{Deliver, Logger};
+use ferry_core::plugin::{Plugin, PluginFactory, parse_conf};
+use ferry_core::ctx::{Ctx, RouteInfo};
 use crate::log::batch::{self, BatchConf, Batcher, SharedBatchers, Sink};
 use crate::log::entry::Entry;
 use rdkafka::ClientConfig;
@@ -316,7 +316,7 @@ impl PluginFactory for Factory {
         serde_json::to_value(&c).map_err(|e| e.to_string())
     }
 
-    fn build(&self, conf: &Value) -> Result<Arc<dyn Plugin>, String> {
+    fn build(&self, conf: &Value, _route: &Arc<RouteInfo>) -> Result<Arc<dyn Plugin>, String> {
         let c: Conf = parse_conf(conf)?;
         c.validate()?;
         let key = serde_json::to_string(&c).map_err(|e| e.to_string())?;

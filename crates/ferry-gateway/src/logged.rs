@@ -1,50 +1,39 @@
-//! Response body types, and the wrapper that runs the body-filter and log phases as the body
-//! is sent (the log phase runs exactly once: at end of stream, or when the client goes away).
+//! The response body wrapper that runs the body-filter and log phases as the body is sent
+//! (the log phase runs exactly once: at end of stream, or when the client goes away).
 
-use crate::ctx::Ctx;
+use crate::router::Route;
 use crate::server::Shared;
 use bytes::Bytes;
+use ferry_core::body::{BoxError, GwBody};
+use ferry_core::ctx::Ctx;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Empty, Full};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type every response of the data plane uses.
-pub type GwBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-pub type Response = http::Response<GwBody>;
-
-/// A body from bytes.
-pub fn full(b: impl Into<Bytes>) -> GwBody {
-    Full::new(b.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-/// An empty body.
-pub fn empty() -> GwBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
 
 /// Wraps a response body: counts bytes, feeds plugins' body filters, and runs the log phase.
 pub struct LoggedBody {
     inner: GwBody,
     ctx: Option<Box<Ctx>>,
+    /// The matched route, whose chain runs the filters and the log phase.
+    route: Option<Arc<Route>>,
     shared: Arc<Shared>,
     filters: bool,
     ended: bool,
 }
 
 impl LoggedBody {
-    pub fn new(inner: GwBody, ctx: Box<Ctx>, shared: Arc<Shared>) -> Self {
-        let filters = ctx
-            .route
-            .as_ref()
-            .is_some_and(|r| r.chain.has_body_filters());
+    pub fn new(
+        inner: GwBody,
+        ctx: Box<Ctx>,
+        route: Option<Arc<Route>>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let filters = route.as_ref().is_some_and(|r| r.chain.has_body_filters());
         LoggedBody {
             inner,
             ctx: Some(ctx),
+            route,
             shared,
             filters,
             ended: false,
@@ -56,11 +45,11 @@ impl LoggedBody {
             // A body that ended early (client gone, error) still gets its final filter call.
             if self.filters
                 && !self.ended
-                && let Some(route) = ctx.route.clone()
+                && let Some(route) = &self.route
             {
                 route.chain.body_filter(&mut ctx, &mut Bytes::new(), true);
             }
-            self.shared.log_phase(ctx);
+            self.shared.log_phase(ctx, self.route.as_deref());
         }
     }
 }
@@ -84,7 +73,7 @@ impl Body for LoggedBody {
                     Ok(mut data) => {
                         if let Some(ctx) = this.ctx.as_mut() {
                             if this.filters
-                                && let Some(route) = ctx.route.clone()
+                                && let Some(route) = &this.route
                             {
                                 route.chain.body_filter(ctx, &mut data, false);
                             }
@@ -103,7 +92,7 @@ impl Body for LoggedBody {
             Poll::Ready(None) => {
                 if this.filters
                     && let Some(ctx) = this.ctx.as_mut()
-                    && let Some(route) = ctx.route.clone()
+                    && let Some(route) = &this.route
                 {
                     let mut tail = Bytes::new();
                     route.chain.body_filter(ctx, &mut tail, true);

@@ -1,16 +1,17 @@
 //! Streaming: the upstream body as it arrives (with `max_stream_duration_ms` enforced by a
-//! timer and `max_response_bytes` by count), and the body filter that decodes the SSE events
-//! passing through to record usage, text and tool calls, optionally removing the usage-only
-//! chunk Ferry asked for on the client's behalf.
+//! timer and `max_response_bytes` by count), the body filter that watches the SSE events
+//! passing through (`ferry_protocol::observe_stream`) and records what they carried, and the
+//! event-by-event conversion into the client's protocol.
 
-use super::transport::UpError;
-use super::{AiState, ms_since, publish};
-use crate::body::BoxError;
-use crate::ctx::Ctx;
+use super::{AiState, ms_since};
+use crate::transport::UpError;
 use bytes::{Bytes, BytesMut};
+use ferry_core::body::BoxError;
+use ferry_core::ctx::Ctx;
+use ferry_protocol::Protocol;
 use ferry_protocol::convert::{OutEvent, StreamConverter};
+use ferry_protocol::observe_stream::StreamObserver;
 use ferry_protocol::sse::Decoder;
-use ferry_protocol::{Observed, Protocol};
 use http::StatusCode;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
@@ -188,11 +189,7 @@ impl Body for UpstreamBody {
 
 /// What the body filter keeps for an SSE response.
 pub struct SseState {
-    proto: Protocol,
-    hide_usage: bool,
-    decoder: Decoder,
-    observed: Observed,
-    bytes: u64,
+    observer: StreamObserver,
     finished: bool,
 }
 
@@ -201,106 +198,38 @@ impl SseState {
     pub fn new(proto: Protocol, hide_usage: bool, keep_text: bool) -> SseState {
         metrics::gauge!("apisix_llm_active_connections").increment(1.0);
         SseState {
-            proto,
-            hide_usage,
-            decoder: if hide_usage {
-                Decoder::keeping_raw()
-            } else {
-                Decoder::new()
-            },
-            observed: Observed {
-                skip_text: !keep_text,
-                ..Observed::default()
-            },
-            bytes: 0,
+            observer: StreamObserver::new(proto, hide_usage, keep_text),
             finished: false,
         }
-    }
-
-    /// Observes a chunk; returns the bytes to send instead when events were removed (or held
-    /// back until complete, so that a removed event never goes out in part).
-    fn feed(&mut self, chunk: &Bytes, end: bool) -> Option<Bytes> {
-        self.bytes += chunk.len() as u64;
-        let (proto, observed) = (self.proto, &mut self.observed);
-        if !self.hide_usage {
-            self.decoder
-                .feed_each(chunk, |e| _ = observed.event(proto, e.kind, e.data));
-            if end {
-                self.decoder
-                    .finish_each(|e| _ = observed.event(proto, e.kind, e.data));
-            }
-            return None;
-        }
-        // Events made only of this chunk's bytes are slices of it: note the removed ranges
-        // and cut them out at the end (usually nothing, or the one usage chunk).
-        let carried = self.decoder.pending_raw() > 0;
-        let mut kept = Vec::new();
-        let mut cut: Vec<(usize, usize)> = Vec::new();
-        let mut pos = 0usize;
-        let mut on_event = |e: ferry_protocol::sse::EventRef<'_>| {
-            let usage_only = observed.event(proto, e.kind, e.data);
-            if carried {
-                if !usage_only {
-                    kept.extend_from_slice(e.raw);
-                }
-            } else if usage_only {
-                cut.push((pos, pos + e.raw.len()));
-            }
-            pos += e.raw.len();
-        };
-        self.decoder.feed_each(chunk, &mut on_event);
-        let rest = if end {
-            let rest = self.decoder.finish_each(&mut on_event);
-            Some(rest)
-        } else {
-            None
-        };
-        if carried {
-            if let Some(r) = rest {
-                kept.extend_from_slice(&r);
-            }
-            return Some(Bytes::from(kept));
-        }
-        // Bytes of an event still incomplete wait for it; at the end they go out as they are.
-        let complete = if end { chunk.len() } else { pos };
-        if cut.is_empty() {
-            return (complete < chunk.len()).then(|| chunk.slice(..complete));
-        }
-        let mut out = Vec::with_capacity(complete);
-        let mut from = 0;
-        for (a, b) in cut {
-            out.extend_from_slice(&chunk[from..a]);
-            from = b;
-        }
-        out.extend_from_slice(&chunk[from..complete]);
-        Some(Bytes::from(out))
     }
 }
 
 /// `ai-proxy`'s body filter: observes SSE responses chunk by chunk; at the end (or when the
-/// client goes away) publishes the totals.
+/// client goes away) records the totals.
 pub fn body_filter(ctx: &mut Ctx, chunk: &mut Bytes, end: bool) {
-    let Some(mut st) = ctx.ext.remove::<AiState>() else {
+    let Some(st) = ctx.ext.get_mut::<AiState>() else {
         return;
     };
-    if let Some(sse) = st.sse.as_mut().filter(|s| !s.finished) {
-        if let Some(replaced) = sse.feed(chunk, end) {
-            *chunk = replaced;
-        }
-        if end {
-            sse.finished = true;
-            metrics::gauge!("apisix_llm_active_connections").decrement(1.0);
-            let observed = std::mem::take(&mut sse.observed);
-            let bytes = sse.bytes;
-            publish(ctx, &observed);
-            if let Some(sent) = st.sent {
-                ctx.set_var("apisix_upstream_response_time", ms_since(sent));
-                ctx.upstream.response_time = Some(sent.elapsed().as_secs_f64());
-            }
-            ctx.upstream.response_length = bytes;
-        }
+    let sent = st.sent;
+    let Some(sse) = st.sse.as_mut().filter(|s| !s.finished) else {
+        return;
+    };
+    if let Some(replaced) = sse.observer.feed(chunk, end) {
+        *chunk = replaced;
     }
-    ctx.ext.insert(st);
+    if !end {
+        return;
+    }
+    sse.finished = true;
+    metrics::gauge!("apisix_llm_active_connections").decrement(1.0);
+    let observed = std::mem::take(&mut sse.observer.observed);
+    let bytes = sse.observer.bytes;
+    ctx.llm.record(observed);
+    if let Some(sent) = sent {
+        ctx.llm.upstream_response_ms = Some(ms_since(sent));
+        ctx.upstream.response_time = Some(sent.elapsed().as_secs_f64());
+    }
+    ctx.upstream.response_length = bytes;
 }
 
 /// An upstream event stream converted event by event into the client's protocol.
@@ -409,48 +338,5 @@ impl Body for Converting {
 
     fn is_end_stream(&self) -> bool {
         self.ended && self.pending.is_none()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CHUNK: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
-    const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n";
-    const DONE: &str = "data: [DONE]\n\n";
-
-    /// Whatever the chunk boundaries, the client gets the stream without the usage-only
-    /// chunk, and the usage is still observed.
-    #[test]
-    fn usage_chunk_removed_at_every_split() {
-        let input = format!("{CHUNK}{CHUNK}{USAGE}{DONE}");
-        let expected = format!("{CHUNK}{CHUNK}{DONE}");
-        let b = Bytes::from(input.clone());
-        for i in 0..=b.len() {
-            for j in i..=b.len() {
-                let mut st = SseState::new(Protocol::OpenAiChat, true, true);
-                let mut out = Vec::new();
-                let parts = [b.slice(..i), b.slice(i..j), b.slice(j..)];
-                for (n, p) in parts.iter().enumerate() {
-                    let sent = st.feed(p, n == 2).unwrap_or_else(|| p.clone());
-                    out.extend_from_slice(&sent);
-                }
-                assert_eq!(String::from_utf8(out).unwrap(), expected, "split {i},{j}");
-                assert_eq!(st.observed.usage.map(|u| u.total), Some(4));
-                assert_eq!(st.observed.text, "hihi");
-            }
-        }
-    }
-
-    /// Without hiding, chunks pass through untouched (no copy) and are still observed.
-    #[test]
-    fn observed_without_rewriting() {
-        let mut st = SseState::new(Protocol::OpenAiChat, false, true);
-        let input = Bytes::from(format!("{CHUNK}{USAGE}{DONE}"));
-        assert!(st.feed(&input.slice(..10), false).is_none());
-        assert!(st.feed(&input.slice(10..), true).is_none());
-        assert_eq!(st.observed.usage.map(|u| u.total), Some(4));
-        assert!(st.observed.done);
     }
 }

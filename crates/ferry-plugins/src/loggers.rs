@@ -1,23 +1,24 @@
 //! APISIX's `http-logger` (priority 410) and `file-logger` (priority 399): each request's log
 //! entry (see `log::entry`) sent in batches to an HTTP receiver, or appended as a JSON line to
-//! a file. Processors are shared by identical configurations across config reloads.
+//! a file. Processors and files are shared by instances with equal settings and released with
+//! the last instance that uses them.
 
-use super::ai_proxy::transport::{ClientKey, Transport, UpError, Upstream};
-use super::{Plugin, PluginFactory, parse_conf};
-use crate::ctx::Ctx;
-use crate::line_file::LineFile;
+use crate::transport::{ClientKey, Transport, UpError, Upstream};
+use ferry_core::ctx::{Ctx, RouteInfo};
+use ferry_core::plugin::{Plugin, PluginFactory, parse_conf};
+use ferry_core::shared::WeakCache;
+use ferry_core::line_file::LineFile;
 use crate::log::batch::{self, BatchConf, Batcher, SharedBatchers, Sink};
-use crate::log::entry::{self, Entry, MAX_CAPTURED_BODY, ResponseRecord};
+use crate::log::entry::{self, Entry, MAX_CAPTURED_BODY};
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn no() -> bool {
@@ -26,7 +27,7 @@ fn no() -> bool {
 
 /// Keeps the response body (capped) for the log entry, when a logger asked for it.
 pub(crate) fn capture(ctx: &mut Ctx, chunk: &Bytes) {
-    if let Some(r) = ctx.ext.get_mut::<ResponseRecord>() {
+    if let Some(r) = ctx.response.as_mut() {
         let body = r.body.get_or_insert_with(Vec::new);
         let room = MAX_CAPTURED_BODY.saturating_sub(body.len());
         body.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -104,7 +105,7 @@ impl HttpConf {
 }
 
 struct HttpSink {
-    client: Upstream,
+    client: Arc<Upstream>,
     uri: http::Uri,
     conf: HttpConf,
 }
@@ -209,7 +210,7 @@ impl PluginFactory for HttpFactory {
         serde_json::to_value(&c).map_err(|e| e.to_string())
     }
 
-    fn build(&self, conf: &Value) -> Result<Arc<dyn Plugin>, String> {
+    fn build(&self, conf: &Value, _route: &Arc<RouteInfo>) -> Result<Arc<dyn Plugin>, String> {
         let c: HttpConf = parse_conf(conf)?;
         c.validate()?;
         let key = serde_json::to_string(&c).map_err(|e| e.to_string())?;
@@ -295,10 +296,10 @@ struct FileConf {
     include_resp_body: bool,
 }
 
-/// Builds `file-logger` instances; one writer per file.
+/// Builds `file-logger` instances; one writer per file while some route uses it.
 #[derive(Default)]
 pub struct FileFactory {
-    files: Mutex<HashMap<PathBuf, Arc<LineFile>>>,
+    files: WeakCache<PathBuf, LineFile>,
 }
 
 impl PluginFactory for FileFactory {
@@ -323,20 +324,11 @@ impl PluginFactory for FileFactory {
         serde_json::to_value(&c).map_err(|e| e.to_string())
     }
 
-    fn build(&self, conf: &Value) -> Result<Arc<dyn Plugin>, String> {
+    fn build(&self, conf: &Value, _route: &Arc<RouteInfo>) -> Result<Arc<dyn Plugin>, String> {
         let c: FileConf = parse_conf(conf)?;
-        let mut files = self
-            .files
-            .lock()
-            .map_err(|_| "logger registry poisoned".to_string())?;
-        let file = match files.get(&c.path) {
-            Some(f) => f.clone(),
-            None => {
-                let f = LineFile::open_lenient(&c.path, "file-logger")?;
-                files.insert(c.path.clone(), f.clone());
-                f
-            }
-        };
+        let file = self.files.get_or_try_insert(c.path.clone(), || {
+            LineFile::open_lenient(&c.path, "file-logger")
+        })?;
         Ok(Arc::new(Logger {
             output: file,
             req_body: c.include_req_body,

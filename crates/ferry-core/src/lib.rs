@@ -1,0 +1,18 @@
+//! Ferry's gateway core, the layer every plugin builds on: the request context (with the
+//! resolved route as a read-only [`RouteInfo`] and typed [`LlmStats`]), response body types, the
+//! one data-plane error type, the plugin contract (phases, factories, chains, registry), and
+//! small shared pieces (time formats, line files, caches of shared resources). No server here.
+
+pub mod body;
+pub mod ctx;
+pub mod error;
+pub mod fmt;
+pub mod line_file;
+pub mod plugin;
+pub mod shared;
+pub mod stats;
+
+pub use ctx::{Ctx, RouteInfo};
+pub use error::GatewayError;
+pub use plugin::{Chain, Flow, Phase, Plugin, PluginFactory, Registry};
+pub use stats::LlmStats;

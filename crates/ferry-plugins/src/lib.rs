@@ -1,0 +1,28 @@
+//! Ferry's built-in plugins on the core's contract: `ai-proxy`, the loggers (`http-logger`,
+//! `file-logger`, `kafka-logger`) with their shared batch processor and log entry, `prometheus`
+//! and `request-id`; plus the upstream transport they share. [`builtin`] is the registry.
+
+pub mod ai_proxy;
+pub mod kafka_logger;
+pub mod log;
+pub mod loggers;
+pub mod prometheus;
+pub mod request_id;
+pub mod transport;
+
+use ferry_core::plugin::Registry;
+use std::sync::Arc;
+use transport::Transport;
+
+/// The registry with every built-in plugin; `transport` makes the upstream clients of
+/// `ai-proxy` and `http-logger`.
+pub fn builtin(transport: Arc<Transport>) -> Registry {
+    let mut r = Registry::default();
+    r.add(Arc::new(request_id::Factory));
+    r.add(Arc::new(loggers::HttpFactory::new(transport.clone())));
+    r.add(Arc::new(ai_proxy::Factory { transport }));
+    r.add(Arc::new(loggers::FileFactory::default()));
+    r.add(Arc::new(kafka_logger::Factory::default()));
+    r.add(Arc::new(prometheus::Factory));
+    r
+}

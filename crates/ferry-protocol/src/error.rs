@@ -1,0 +1,57 @@
+//! Error bodies in the protocol the client spoke: OpenAI's `{"error": {...}}`, Anthropic's
+//! `{"type": "error", "error": {...}}`, and APISIX's `{"error_msg": "..."}` for every other
+//! client. Each body ends with a newline, as APISIX's do.
+
+use crate::Protocol;
+use serde_json::json;
+
+/// The error `type` both OpenAI and Anthropic use for an HTTP status.
+pub fn error_kind(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        504 => "timeout_error",
+        _ => "api_error",
+    }
+}
+
+/// The body of an error with `status` and `msg` for a client speaking `proto` (`None`: a
+/// client whose protocol is not known, answered as APISIX answers).
+pub fn error_body(proto: Option<Protocol>, status: u16, msg: &str) -> Vec<u8> {
+    let kind = error_kind(status);
+    let v = match proto {
+        Some(Protocol::AnthropicMessages) => {
+            json!({"type": "error", "error": {"type": kind, "message": msg}})
+        }
+        None | Some(Protocol::Passthrough) => json!({"error_msg": msg}),
+        Some(_) => json!({"error": {"message": msg, "type": kind, "param": null, "code": null}}),
+    };
+    let mut out = v.to_string().into_bytes();
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_per_protocol() {
+        let v = |p, s| -> serde_json::Value { serde_json::from_slice(&error_body(p, s, "m")).unwrap() };
+        assert_eq!(v(None, 404), json!({"error_msg": "m"}));
+        assert_eq!(v(Some(Protocol::Passthrough), 502), json!({"error_msg": "m"}));
+        assert_eq!(
+            v(Some(Protocol::AnthropicMessages), 429),
+            json!({"type": "error", "error": {"type": "rate_limit_error", "message": "m"}})
+        );
+        assert_eq!(
+            v(Some(Protocol::OpenAiChat), 504)["error"]["type"],
+            "timeout_error"
+        );
+        assert_eq!(v(Some(Protocol::OpenAiChat), 400)["error"]["param"], serde_json::Value::Null);
+        assert!(error_body(None, 500, "x").ends_with(b"}\n"));
+    }
+}
