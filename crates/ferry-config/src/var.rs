@@ -135,7 +135,10 @@ const LLM_VARS: &[(&str, LlmVar)] = &[
     ),
     ("llm_reasoning_tokens", LlmVar::ReasoningTokens),
     ("llm_time_to_first_token", LlmVar::TimeToFirstToken),
-    ("apisix_upstream_response_time", LlmVar::UpstreamResponseTime),
+    (
+        "apisix_upstream_response_time",
+        LlmVar::UpstreamResponseTime,
+    ),
     ("llm_tool_count", LlmVar::ToolCount),
     ("llm_has_tool_calls", LlmVar::HasToolCalls),
     ("llm_end_user_id", LlmVar::EndUserId),

@@ -45,7 +45,8 @@ impl GatewayError {
 
     /// The error as a response in the client's protocol (`None`: APISIX's `error_msg`).
     pub fn render(&self, proto: Option<Protocol>) -> Response {
-        let mut r = http::Response::new(full(error_body(proto, self.status.as_u16(), &self.message)));
+        let mut r =
+            http::Response::new(full(error_body(proto, self.status.as_u16(), &self.message)));
         *r.status_mut() = self.status;
         r.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -55,7 +55,11 @@ fn one_route_write(b: Bencher, n: usize) {
     let mut rev = n as u64;
     b.bench_local(|| {
         rev += 1;
-        let model = if rev % 2 == 0 { "gpt-4o-mini" } else { "gpt-4o" };
+        let model = if rev.is_multiple_of(2) {
+            "gpt-4o-mini"
+        } else {
+            "gpt-4o"
+        };
         let id = (rev as usize * 7919) % n;
         let change = Change {
             revision: rev,

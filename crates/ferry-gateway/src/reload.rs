@@ -16,7 +16,11 @@ pub async fn load(store: &dyn Store, registry: &Registry) -> Result<Compiler, St
     Ok(c)
 }
 
-async fn reload_all(c: &mut Compiler, store: &dyn Store, registry: &Registry) -> Result<(), StoreError> {
+async fn reload_all(
+    c: &mut Compiler,
+    store: &dyn Store,
+    registry: &Registry,
+) -> Result<(), StoreError> {
     let s = store.snapshot().await?;
     report(s.revision, c.load(&s, registry));
     Ok(())

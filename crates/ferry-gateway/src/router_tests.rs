@@ -34,7 +34,10 @@ fn probe<'a>(path: &'a str, host: &'a str, method: &'a str) -> Probe<'a> {
 }
 
 fn ids(r: &Router, p: Probe<'_>) -> Vec<String> {
-    r.candidates(&p).iter().map(|r| r.id().to_string()).collect()
+    r.candidates(&p)
+        .iter()
+        .map(|r| r.id().to_string())
+        .collect()
 }
 
 #[test]

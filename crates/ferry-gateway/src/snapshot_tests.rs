@@ -106,8 +106,18 @@ fn two_routes() -> StoreSnapshot {
     StoreSnapshot {
         revision: 2,
         records: vec![
-            rec(Kind::Routes, "a", json!({"id": "a", "uri": "/a", "plugins": {"counting": {"n": 1}}}), 1),
-            rec(Kind::Routes, "b", json!({"id": "b", "uri": "/b", "plugins": {"counting": {"n": 1}}}), 2),
+            rec(
+                Kind::Routes,
+                "a",
+                json!({"id": "a", "uri": "/a", "plugins": {"counting": {"n": 1}}}),
+                1,
+            ),
+            rec(
+                Kind::Routes,
+                "b",
+                json!({"id": "b", "uri": "/b", "plugins": {"counting": {"n": 1}}}),
+                2,
+            ),
         ],
     }
 }
@@ -126,14 +136,26 @@ async fn a_route_write_leaves_other_routes_and_their_state_untouched() {
 
     // Route a changes its plugin configuration: a new instance for a, nothing else rebuilt.
     let errs = c.apply(
-        &[put(Kind::Routes, "a", json!({"id": "a", "uri": "/a", "plugins": {"counting": {"n": 2}}}), 3)],
+        &[put(
+            Kind::Routes,
+            "a",
+            json!({"id": "a", "uri": "/a", "plugins": {"counting": {"n": 2}}}),
+            3,
+        )],
         &reg,
     );
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(c.revision(), 3);
-    assert_eq!(built.load(Ordering::Relaxed), 3, "only a's plugin was built");
+    assert_eq!(
+        built.load(Ordering::Relaxed),
+        3,
+        "only a's plugin was built"
+    );
     assert_ne!(instance(&c, "a"), a_before);
-    assert!(Arc::ptr_eq(c.route("b").unwrap(), &b_route), "route b not recompiled");
+    assert!(
+        Arc::ptr_eq(c.route("b").unwrap(), &b_route),
+        "route b not recompiled"
+    );
     assert_eq!(instance(&c, "b"), b_before);
     assert_eq!(hit(&c, "b").await, "3", "b's counter went on");
     assert_eq!(hit(&c, "a").await, "1", "a's new instance starts afresh");
@@ -141,7 +163,12 @@ async fn a_route_write_leaves_other_routes_and_their_state_untouched() {
     // Route a moves to another uri with the same plugins: its instance (and count) stay.
     let a_now = instance(&c, "a");
     c.apply(
-        &[put(Kind::Routes, "a", json!({"id": "a", "uri": "/a2", "plugins": {"counting": {"n": 2}}}), 4)],
+        &[put(
+            Kind::Routes,
+            "a",
+            json!({"id": "a", "uri": "/a2", "plugins": {"counting": {"n": 2}}}),
+            4,
+        )],
         &reg,
     );
     assert_eq!(built.load(Ordering::Relaxed), 3);
@@ -153,8 +180,18 @@ async fn a_route_write_leaves_other_routes_and_their_state_untouched() {
     let store = StoreSnapshot {
         revision: 4,
         records: vec![
-            rec(Kind::Routes, "a", json!({"id": "a", "uri": "/a2", "plugins": {"counting": {"n": 2}}}), 1),
-            rec(Kind::Routes, "b", json!({"id": "b", "uri": "/b", "plugins": {"counting": {"n": 1}}}), 2),
+            rec(
+                Kind::Routes,
+                "a",
+                json!({"id": "a", "uri": "/a2", "plugins": {"counting": {"n": 2}}}),
+                1,
+            ),
+            rec(
+                Kind::Routes,
+                "b",
+                json!({"id": "b", "uri": "/b", "plugins": {"counting": {"n": 1}}}),
+                2,
+            ),
         ],
     };
     assert!(c.load(&store, &reg).is_empty());
@@ -175,11 +212,36 @@ async fn service_and_plugin_config_writes_recompile_only_their_routes() {
     let store = StoreSnapshot {
         revision: 5,
         records: vec![
-            rec(Kind::Services, "s", json!({"id": "s", "name": "svc", "plugins": {"counting": {"v": 1}}}), 1),
-            rec(Kind::PluginConfigs, "p", json!({"id": "p", "plugins": {}}), 2),
-            rec(Kind::Routes, "uses-s", json!({"id": "uses-s", "uri": "/s", "service_id": "s"}), 3),
-            rec(Kind::Routes, "uses-p", json!({"id": "uses-p", "uri": "/p", "plugin_config_id": "p", "plugins": {"counting": {}}}), 4),
-            rec(Kind::Routes, "alone", json!({"id": "alone", "uri": "/x", "plugins": {"counting": {}}}), 5),
+            rec(
+                Kind::Services,
+                "s",
+                json!({"id": "s", "name": "svc", "plugins": {"counting": {"v": 1}}}),
+                1,
+            ),
+            rec(
+                Kind::PluginConfigs,
+                "p",
+                json!({"id": "p", "plugins": {}}),
+                2,
+            ),
+            rec(
+                Kind::Routes,
+                "uses-s",
+                json!({"id": "uses-s", "uri": "/s", "service_id": "s"}),
+                3,
+            ),
+            rec(
+                Kind::Routes,
+                "uses-p",
+                json!({"id": "uses-p", "uri": "/p", "plugin_config_id": "p", "plugins": {"counting": {}}}),
+                4,
+            ),
+            rec(
+                Kind::Routes,
+                "alone",
+                json!({"id": "alone", "uri": "/x", "plugins": {"counting": {}}}),
+                5,
+            ),
         ],
     };
     assert!(c.load(&store, &reg).is_empty());
@@ -192,15 +254,28 @@ async fn service_and_plugin_config_writes_recompile_only_their_routes() {
 
     // The service's plugin changes: its route gets a new instance; the others are untouched.
     c.apply(
-        &[put(Kind::Services, "s", json!({"id": "s", "name": "svc", "plugins": {"counting": {"v": 2}}}), 6)],
+        &[put(
+            Kind::Services,
+            "s",
+            json!({"id": "s", "name": "svc", "plugins": {"counting": {"v": 2}}}),
+            6,
+        )],
         &reg,
     );
     assert_eq!(built.load(Ordering::Relaxed), 4);
-    assert_eq!((instance(&c, "uses-p"), instance(&c, "alone")), (p0, alone0));
+    assert_eq!(
+        (instance(&c, "uses-p"), instance(&c, "alone")),
+        (p0, alone0)
+    );
 
     // Renaming the service changes what its route's plugins see: rebuilt, with the new name.
     c.apply(
-        &[put(Kind::Services, "s", json!({"id": "s", "name": "svc2", "plugins": {"counting": {"v": 2}}}), 7)],
+        &[put(
+            Kind::Services,
+            "s",
+            json!({"id": "s", "name": "svc2", "plugins": {"counting": {"v": 2}}}),
+            7,
+        )],
         &reg,
     );
     assert_eq!(built.load(Ordering::Relaxed), 5);
@@ -212,7 +287,12 @@ async fn service_and_plugin_config_writes_recompile_only_their_routes() {
     // A plugin config that gains a plugin the route overrides: the route's own conf wins, and
     // the instance built from it is kept.
     c.apply(
-        &[put(Kind::PluginConfigs, "p", json!({"id": "p", "plugins": {"counting": {"from": "pc"}}}), 8)],
+        &[put(
+            Kind::PluginConfigs,
+            "p",
+            json!({"id": "p", "plugins": {"counting": {"from": "pc"}}}),
+            8,
+        )],
         &reg,
     );
     assert_eq!(built.load(Ordering::Relaxed), 5);
@@ -220,16 +300,36 @@ async fn service_and_plugin_config_writes_recompile_only_their_routes() {
 
     // The route leaves its service: the service no longer lists it as a user.
     c.apply(
-        &[put(Kind::Routes, "uses-s", json!({"id": "uses-s", "uri": "/s"}), 9)],
+        &[put(
+            Kind::Routes,
+            "uses-s",
+            json!({"id": "uses-s", "uri": "/s"}),
+            9,
+        )],
         &reg,
     );
-    assert!(c.route("uses-s").unwrap().chain.instance("counting").is_none());
+    assert!(
+        c.route("uses-s")
+            .unwrap()
+            .chain
+            .instance("counting")
+            .is_none()
+    );
     let before = built.load(Ordering::Relaxed);
     c.apply(
-        &[put(Kind::Services, "s", json!({"id": "s", "plugins": {"counting": {"v": 3}}}), 10)],
+        &[put(
+            Kind::Services,
+            "s",
+            json!({"id": "s", "plugins": {"counting": {"v": 3}}}),
+            10,
+        )],
         &reg,
     );
-    assert_eq!(built.load(Ordering::Relaxed), before, "no route uses the service now");
+    assert_eq!(
+        built.load(Ordering::Relaxed),
+        before,
+        "no route uses the service now"
+    );
     assert_eq!(c.revision(), 10);
 }
 
@@ -239,8 +339,18 @@ fn a_disabled_route_is_not_served_and_a_broken_one_is_reported() {
     let mut c = Compiler::default();
     let errs = c.apply(
         &[
-            put(Kind::Routes, "off", json!({"id": "off", "uri": "/o", "status": 0}), 1),
-            put(Kind::Routes, "bad", json!({"id": "bad", "uri": "/b", "plugins": {"nope": {}}}), 2),
+            put(
+                Kind::Routes,
+                "off",
+                json!({"id": "off", "uri": "/o", "status": 0}),
+                1,
+            ),
+            put(
+                Kind::Routes,
+                "bad",
+                json!({"id": "bad", "uri": "/b", "plugins": {"nope": {}}}),
+                2,
+            ),
         ],
         &reg,
     );

@@ -2,11 +2,11 @@
 //! with librdkafka, one record per entry, through the shared batch processor (bounded queue,
 //! retries, drops counted). `meta_format: origin` sends the raw HTTP request instead.
 
-use crate::loggers::{Deliver, Logger};
-use ferry_core::plugin::{Plugin, PluginFactory, parse_conf};
-use ferry_core::ctx::{Ctx, RouteInfo};
 use crate::log::batch::{self, BatchConf, Batcher, SharedBatchers, Sink};
 use crate::log::entry::Entry;
+use crate::loggers::{Deliver, Logger};
+use ferry_core::ctx::{Ctx, RouteInfo};
+use ferry_core::plugin::{Plugin, PluginFactory, parse_conf};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};

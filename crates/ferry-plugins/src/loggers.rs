@@ -3,14 +3,14 @@
 //! a file. Processors and files are shared by instances with equal settings and released with
 //! the last instance that uses them.
 
-use crate::transport::{ClientKey, Transport, UpError, Upstream};
-use ferry_core::ctx::{Ctx, RouteInfo};
-use ferry_core::plugin::{Plugin, PluginFactory, parse_conf};
-use ferry_core::shared::WeakCache;
-use ferry_core::line_file::LineFile;
 use crate::log::batch::{self, BatchConf, Batcher, SharedBatchers, Sink};
 use crate::log::entry::{self, Entry, MAX_CAPTURED_BODY};
+use crate::transport::{ClientKey, Transport, UpError, Upstream};
 use bytes::Bytes;
+use ferry_core::ctx::{Ctx, RouteInfo};
+use ferry_core::line_file::LineFile;
+use ferry_core::plugin::{Plugin, PluginFactory, parse_conf};
+use ferry_core::shared::WeakCache;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};

@@ -2,8 +2,8 @@
 //! nanoid, range_id, ksuid), forwards it upstream, returns it to the client, and makes it
 //! `$apisix_request_id`.
 
-use ferry_core::plugin::{Flow, Plugin, PluginFactory, parse_conf};
 use ferry_core::ctx::{Ctx, RouteInfo};
+use ferry_core::plugin::{Flow, Plugin, PluginFactory, parse_conf};
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -289,3 +289,35 @@ impl ServerCertVerifier for NoVerify {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client is shared by equal settings and released with its last user.
+    #[test]
+    fn clients_are_shared_then_released() {
+        let t = Transport::default();
+        let key = ClientKey {
+            ssl_verify: true,
+            keepalive: true,
+            keepalive_timeout_ms: 60_000,
+            keepalive_pool: 4,
+            timeout_ms: 1000,
+        };
+        let a = t.client(key).unwrap();
+        let b = t.client(key).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = t
+            .client(ClientKey {
+                timeout_ms: 2000,
+                ..key
+            })
+            .unwrap();
+        assert_eq!(t.clients_in_use(), 2);
+        drop((a, b));
+        assert_eq!(t.clients_in_use(), 1);
+        drop(c);
+        assert_eq!(t.clients_in_use(), 0);
+    }
+}

@@ -40,9 +40,13 @@ mod tests {
 
     #[test]
     fn bodies_per_protocol() {
-        let v = |p, s| -> serde_json::Value { serde_json::from_slice(&error_body(p, s, "m")).unwrap() };
+        let v =
+            |p, s| -> serde_json::Value { serde_json::from_slice(&error_body(p, s, "m")).unwrap() };
         assert_eq!(v(None, 404), json!({"error_msg": "m"}));
-        assert_eq!(v(Some(Protocol::Passthrough), 502), json!({"error_msg": "m"}));
+        assert_eq!(
+            v(Some(Protocol::Passthrough), 502),
+            json!({"error_msg": "m"})
+        );
         assert_eq!(
             v(Some(Protocol::AnthropicMessages), 429),
             json!({"type": "error", "error": {"type": "rate_limit_error", "message": "m"}})
@@ -51,7 +55,10 @@ mod tests {
             v(Some(Protocol::OpenAiChat), 504)["error"]["type"],
             "timeout_error"
         );
-        assert_eq!(v(Some(Protocol::OpenAiChat), 400)["error"]["param"], serde_json::Value::Null);
+        assert_eq!(
+            v(Some(Protocol::OpenAiChat), 400)["error"]["param"],
+            serde_json::Value::Null
+        );
         assert!(error_body(None, 500, "x").ends_with(b"}\n"));
     }
 }

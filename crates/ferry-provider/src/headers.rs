@@ -165,10 +165,20 @@ mod tests {
 
     #[test]
     fn response_allowlist() {
-        for n in ["content-type", "retry-after", "x-ratelimit-remaining-tokens", "openai-processing-ms"] {
+        for n in [
+            "content-type",
+            "retry-after",
+            "x-ratelimit-remaining-tokens",
+            "openai-processing-ms",
+        ] {
             assert!(keep_response_header(&HeaderName::from_static(n)), "{n}");
         }
-        for n in ["set-cookie", "server", "content-length", "transfer-encoding"] {
+        for n in [
+            "set-cookie",
+            "server",
+            "content-length",
+            "transfer-encoding",
+        ] {
             assert!(!keep_response_header(&HeaderName::from_static(n)), "{n}");
         }
     }

@@ -105,3 +105,54 @@ async fn route_and_llm_metrics() {
     let r = send("GET", &format!("http://127.0.0.1:{port}/other"), &[], "").await;
     assert_eq!(r.status, 404);
 }
+
+/// A client cannot create unbounded series: past the per-route cap, models count as `other`.
+#[tokio::test]
+async fn model_label_is_bounded_per_route() {
+    let env = Env::start("metrics-cap").await;
+    let mut ai = env.ai("openai", "");
+    ai.as_object_mut().unwrap().remove("options");
+    env.route_with(
+        json!({"id": "cap", "uri": "/cap", "plugins": {"ai-proxy": ai, "prometheus": {}}}),
+    )
+    .await;
+    let n = ferry_plugins::prometheus::MODEL_LABELS + 6;
+    for i in 0..n {
+        let body =
+            json!({"model": format!("m-{i}"), "messages": [{"role": "user", "content": "hi"}]});
+        let r = send("POST", &env.url("/cap"), &JSON, body.to_string()).await;
+        assert_eq!(r.status, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let port = env.ferry.metrics_port.unwrap();
+    let r = send(
+        "GET",
+        &format!("http://127.0.0.1:{port}/apisix/prometheus/metrics"),
+        &[],
+        "",
+    )
+    .await;
+    let m = parse(&r.text());
+    let series: Vec<&String> = m
+        .keys()
+        .filter(|k| k.starts_with("apisix_llm_requests_total{") && k.contains("route=\"cap\""))
+        .collect();
+    assert_eq!(
+        series.len(),
+        ferry_plugins::prometheus::MODEL_LABELS + 1,
+        "{series:?}"
+    );
+    assert_eq!(
+        find(
+            &m,
+            "apisix_llm_requests_total",
+            &["route=\"cap\"", "model=\"other\""]
+        ),
+        6.0
+    );
+    assert_eq!(
+        find(&m, "apisix_llm_requests_total", &["route=\"cap\""]),
+        n as f64,
+        "every request is counted"
+    );
+}

@@ -86,7 +86,11 @@ mod tests {
         let last = 10 + WINDOW as u64 + 5;
         assert_eq!(log.since(last - 2).unwrap().len(), 2);
         assert_eq!(log.since(last).unwrap().len(), 0);
-        assert_eq!(log.since(10), None, "the first changes fell out of the window");
+        assert_eq!(
+            log.since(10),
+            None,
+            "the first changes fell out of the window"
+        );
         assert_eq!(log.since(15).map(|v| v.len()), Some(WINDOW));
     }
 }

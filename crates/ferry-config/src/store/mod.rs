@@ -4,8 +4,8 @@
 mod changelog;
 mod sqlite;
 
-pub use sqlite::SqliteStore;
 pub use changelog::ChangeLog;
+pub use sqlite::SqliteStore;
 
 use crate::resource::{Kind, Ref};
 use serde_json::Value;

@@ -375,7 +375,11 @@ mod tests {
         assert_eq!(snap.revision, 6);
         assert_eq!(snap.records.len(), 1);
         assert_eq!(snap.records[0].value["uri"], "/b");
-        assert_eq!(s.changes_since(5).await.unwrap(), None, "before this process");
+        assert_eq!(
+            s.changes_since(5).await.unwrap(),
+            None,
+            "before this process"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -114,7 +114,9 @@ struct Refusal(Protocol, GatewayError);
 fn too_large(len: u64, max: u64) -> GatewayError {
     GatewayError::client(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("could not get body: request size {len} is greater than the maximum size {max} allowed"),
+        format!(
+            "could not get body: request size {len} is greater than the maximum size {max} allowed"
+        ),
     )
 }
 

@@ -37,13 +37,12 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
             .into_response();
     };
     let client = st.client;
-    let result = match plan(conf, ctx) {
-        Ok(p) => match exchange(conf, ctx, p.request, p.port).await {
-            Ok((resp, sent)) => respond(conf, ctx, p.answer, resp, sent).await,
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
+    let result = async {
+        let p = plan(conf, ctx)?;
+        let (resp, sent) = exchange(conf, ctx, p.request, p.port).await?;
+        respond(conf, ctx, p.answer, resp, sent).await
+    }
+    .await;
     result.unwrap_or_else(|e| e.render(Some(client)))
 }
 
@@ -218,9 +217,7 @@ async fn respond(
                     Ok(Some(b)) => b,
                     Ok(None) => {
                         ctx.llm.upstream_response_ms = Some(ms_since(sent));
-                        tracing::warn!(
-                            "streaming response completed without producing any output"
-                        );
+                        tracing::warn!("streaming response completed without producing any output");
                         return Err(bad_gateway(
                             "streaming response completed without producing any output; the upstream likely returned a different stream format than the converter expects",
                         ));

@@ -196,7 +196,10 @@ pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Entr
                     .u64("prompt_tokens", m.prompt_tokens())
                     .u64("completion_tokens", m.completion_tokens())
                     .u64("total_tokens", m.total_tokens())
-                    .u64("upstream_response_time", m.upstream_response_ms.unwrap_or(0))
+                    .u64(
+                        "upstream_response_time",
+                        m.upstream_response_ms.unwrap_or(0),
+                    )
                     .bool("stream", stream)
                     .u64("tool_count", m.tool_count)
                     .bool("has_tool_calls", m.has_tool_calls)

@@ -3,11 +3,13 @@
 //! cannot create unbounded series.
 
 use arc_swap::ArcSwap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Handles by key, at most `cap` of them.
 pub struct LabelCache<K, V> {
     entries: ArcSwap<Vec<(K, V)>>,
+    /// Serialises inserts, so a handle is made only when it will be kept.
+    insert: Mutex<()>,
     cap: usize,
 }
 
@@ -15,40 +17,38 @@ impl<K: Clone + PartialEq, V: Clone> LabelCache<K, V> {
     pub fn new(cap: usize) -> Self {
         LabelCache {
             entries: ArcSwap::from_pointee(Vec::new()),
+            insert: Mutex::new(()),
             cap,
         }
     }
 
     /// The handle for a key matching `is_key`, made by `make` when new; `None` when the cache
-    /// is full and the key is not in it.
+    /// is full and the key is not in it (then nothing is made).
     pub fn get_or_make(
         &self,
         is_key: impl Fn(&K) -> bool,
         key: impl FnOnce() -> K,
         make: impl FnOnce(&K) -> V,
     ) -> Option<V> {
-        if let Some((_, v)) = self.entries.load().iter().find(|(k, _)| is_key(k)) {
-            return Some(v.clone());
+        let find = |v: &Vec<(K, V)>| v.iter().find(|(k, _)| is_key(k)).map(|(_, v)| v.clone());
+        if let Some(v) = find(&self.entries.load()) {
+            return Some(v);
+        }
+        let _g = self.insert.lock().ok()?;
+        let cur = self.entries.load_full();
+        if let Some(v) = find(&cur) {
+            return Some(v);
+        }
+        if cur.len() >= self.cap {
+            return None;
         }
         let key = key();
         let value = make(&key);
-        let mut out = None;
-        self.entries.rcu(|cur| {
-            if let Some((_, v)) = cur.iter().find(|(k, _)| *k == key) {
-                out = Some(v.clone());
-                return Arc::clone(cur);
-            }
-            if cur.len() >= self.cap {
-                out = None;
-                return Arc::clone(cur);
-            }
-            let mut next = Vec::with_capacity(cur.len() + 1);
-            next.extend(cur.iter().cloned());
-            next.push((key.clone(), value.clone()));
-            out = Some(value.clone());
-            Arc::new(next)
-        });
-        out
+        let mut next = Vec::with_capacity(cur.len() + 1);
+        next.extend(cur.iter().cloned());
+        next.push((key, value.clone()));
+        self.entries.store(Arc::new(next));
+        Some(value)
     }
 
     #[cfg(test)]
@@ -68,7 +68,20 @@ mod tests {
         assert_eq!(get("a", 1), Some(1));
         assert_eq!(get("a", 9), Some(1), "the first handle stays");
         assert_eq!(get("b", 2), Some(2));
-        assert_eq!(get("c", 3), None, "full");
+        let mut made = false;
+        assert_eq!(
+            c.get_or_make(
+                |x| x == "c",
+                || "c".into(),
+                |_| {
+                    made = true;
+                    3
+                }
+            ),
+            None,
+            "full"
+        );
+        assert!(!made, "nothing is made for a key that is not kept");
         assert_eq!(c.len(), 2);
     }
 }

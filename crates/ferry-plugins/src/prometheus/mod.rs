@@ -145,8 +145,11 @@ impl Prometheus {
             return Some(h);
         }
         // Full: every further model shares one `other` series, created outside the cap.
-        self.other
-            .get_or_make(|p| *p == provider, || provider, |p| make(&(p, "other".into())))
+        self.other.get_or_make(
+            |p| *p == provider,
+            || provider,
+            |p| make(&(p, "other".into())),
+        )
     }
 }
 
@@ -171,8 +174,10 @@ impl Plugin for Prometheus {
         if !llm.is_ai() {
             return;
         }
-        let Some(h) = self.llm_handles(llm.provider.unwrap_or(""), llm.model.as_deref().unwrap_or(""))
-        else {
+        let Some(h) = self.llm_handles(
+            llm.provider.unwrap_or(""),
+            llm.model.as_deref().unwrap_or(""),
+        ) else {
             return;
         };
         h.requests.increment(1);
