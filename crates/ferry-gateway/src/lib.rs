@@ -9,5 +9,6 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod uri_index;
 
 pub use server::{ServerConf, Shared};

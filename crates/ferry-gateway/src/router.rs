@@ -1,12 +1,14 @@
 //! Route matching: exact and prefix (`/path*`) URIs indexed by hash, then host, method,
 //! remote address and `vars`, in APISIX's order: highest `priority` first, then routes bound
 //! to a host, then the most specific URI (exact before the longest prefix), then oldest.
+//! The table is updated route by route (see [`UriIndex`]) and cloned cheaply per snapshot.
 
+use crate::uri_index::UriIndex;
 use ferry_config::Expr;
 use ferry_core::ctx::{Ctx, RouteInfo};
 use ferry_core::plugin::Chain;
 use ipnet::IpNet;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -84,10 +86,12 @@ struct Cand {
 }
 
 /// The routing table of one snapshot.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Router {
-    exact: HashMap<String, Vec<Arc<Route>>>,
-    prefix: HashMap<String, Vec<Arc<Route>>>,
+    exact: UriIndex,
+    prefix: UriIndex,
+    /// How many prefix keys have each length.
+    prefix_len_count: BTreeMap<usize, usize>,
     /// Distinct prefix lengths, longest first.
     prefix_lens: Vec<usize>,
     len: usize,
@@ -103,27 +107,64 @@ pub struct Probe<'a> {
 
 impl Router {
     pub fn new(routes: Vec<Arc<Route>>) -> Router {
-        let mut r = Router {
-            len: routes.len(),
-            ..Router::default()
-        };
+        let mut r = Router::default();
         for route in routes {
-            for uri in &route.uris {
-                match uri.strip_suffix('*') {
-                    Some(p) => r
-                        .prefix
-                        .entry(p.to_string())
-                        .or_default()
-                        .push(route.clone()),
-                    None => r.exact.entry(uri.clone()).or_default().push(route.clone()),
+            r.insert(route);
+        }
+        r
+    }
+
+    /// Adds a route.
+    pub fn insert(&mut self, route: Arc<Route>) {
+        self.len += 1;
+        let mut lens_changed = false;
+        for uri in &route.uris {
+            match uri.strip_suffix('*') {
+                Some(p) => {
+                    if self.prefix.insert(p, route.clone()) {
+                        *self.prefix_len_count.entry(p.len()).or_default() += 1;
+                        lens_changed = true;
+                    }
+                }
+                None => {
+                    self.exact.insert(uri, route.clone());
                 }
             }
         }
-        let mut lens: Vec<usize> = r.prefix.keys().map(String::len).collect();
-        lens.sort_unstable_by(|a, b| b.cmp(a));
-        lens.dedup();
-        r.prefix_lens = lens;
-        r
+        if lens_changed {
+            self.refresh_lens();
+        }
+    }
+
+    /// Removes a route (the same `Arc` that was inserted).
+    pub fn remove(&mut self, route: &Arc<Route>) {
+        self.len = self.len.saturating_sub(1);
+        let mut lens_changed = false;
+        for uri in &route.uris {
+            match uri.strip_suffix('*') {
+                Some(p) => {
+                    if self.prefix.remove(p, route)
+                        && let Some(n) = self.prefix_len_count.get_mut(&p.len())
+                    {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.prefix_len_count.remove(&p.len());
+                        }
+                        lens_changed = true;
+                    }
+                }
+                None => {
+                    self.exact.remove(uri, route);
+                }
+            }
+        }
+        if lens_changed {
+            self.refresh_lens();
+        }
+    }
+
+    fn refresh_lens(&mut self) {
+        self.prefix_lens = self.prefix_len_count.keys().rev().copied().collect();
     }
 
     pub fn len(&self) -> usize {
@@ -139,7 +180,7 @@ impl Router {
     pub fn candidates(&self, p: &Probe<'_>) -> Vec<Arc<Route>> {
         let mut c: Vec<Cand> = Vec::new();
         let method = method_bit(p.method);
-        let mut push = |routes: &Vec<Arc<Route>>, specificity: u32| {
+        let mut push = |routes: &[Arc<Route>], specificity: u32| {
             for route in routes {
                 if route.methods != 0 && route.methods & method == 0 {
                     continue;

@@ -119,3 +119,65 @@ fn route_with_two_uris_listed_once() {
     let r = Router::new(vec![route("a", &["/a", "/*"], |_| {})]);
     assert_eq!(ids(&r, probe("/a", "", "GET")), ["a"]);
 }
+
+/// Routes added and removed one by one give the same table as one built at once, and a clone
+/// taken before a change (a published snapshot) does not see it.
+#[test]
+fn updates_route_by_route() {
+    let a = route("a", &["/v1/*"], |_| {});
+    let b = route("b", &["/v1/chat/*", "/b"], |_| {});
+    let c = route("c", &["/v1/chat/completions"], |_| {});
+    let mut r = Router::default();
+    for x in [&a, &b, &c] {
+        r.insert(x.clone());
+    }
+    let before = r.clone();
+    r.remove(&b);
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        ids(&r, probe("/v1/chat/completions", "", "POST")),
+        ["c", "a"]
+    );
+    assert!(ids(&r, probe("/b", "", "GET")).is_empty());
+    assert_eq!(
+        r.prefix_lens,
+        vec![4],
+        "the /v1/chat/ prefix length is gone"
+    );
+    assert_eq!(
+        ids(&before, probe("/v1/chat/completions", "", "POST")),
+        ["c", "b", "a"],
+        "the earlier clone is unchanged"
+    );
+    let b2 = route("b", &["/v1/chat/*"], |x| x.priority = 9);
+    r.insert(b2);
+    assert_eq!(
+        ids(&r, probe("/v1/chat/completions", "", "POST")),
+        ["b", "c", "a"]
+    );
+    // Many routes: removing every other one leaves exactly the rest.
+    let many: Vec<_> = (0..2000)
+        .map(|i| {
+            route(
+                &format!("m{i}"),
+                &[&format!("/m/{i}"), &format!("/p{i}/*")],
+                |_| {},
+            )
+        })
+        .collect();
+    let mut r = Router::new(many.clone());
+    for m in many.iter().step_by(2) {
+        r.remove(m);
+    }
+    assert_eq!(r.len(), 1000);
+    for (i, m) in many.iter().enumerate() {
+        let found = ids(&r, probe(&format!("/m/{i}"), "", "GET"));
+        let want: Vec<String> = if i % 2 == 1 {
+            vec![m.id().to_string()]
+        } else {
+            vec![]
+        };
+        assert_eq!(found, want);
+        assert_eq!(ids(&r, probe(&format!("/p{i}/x"), "", "GET")), want);
+    }
+}

@@ -57,6 +57,9 @@ pub struct Compiler {
     records: HashMap<(Kind, String), Record>,
     /// Enabled routes that compiled, by id.
     routes: HashMap<String, Arc<Route>>,
+    /// The routing table over `routes`, updated route by route; each snapshot takes a clone
+    /// that shares everything but the part a later write changes.
+    router: Router,
     /// What each route refers to, and the reverse: which routes use a service / plugin config.
     deps: HashMap<String, Deps>,
     users: HashMap<(Kind, String), HashSet<String>>,
@@ -132,7 +135,7 @@ impl Compiler {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             revision: self.revision,
-            router: Router::new(self.routes.values().cloned().collect()),
+            router: self.router.clone(),
             built_at: Instant::now(),
             built_wall: SystemTime::now(),
         }
@@ -145,6 +148,9 @@ impl Compiler {
 
     fn recompile(&mut self, id: &str, registry: &Registry, errors: &mut Vec<String>) {
         let prev = self.routes.remove(id);
+        if let Some(p) = &prev {
+            self.router.remove(p);
+        }
         let rec = self.records.get(&(Kind::Routes, id.to_string()));
         let deps = rec.map(|r| Deps {
             service: r.value.get("service_id").and_then(id_string),
@@ -156,7 +162,9 @@ impl Compiler {
         };
         match compiled {
             Ok(Some(route)) => {
-                self.routes.insert(id.to_string(), Arc::new(route));
+                let route = Arc::new(route);
+                self.router.insert(route.clone());
+                self.routes.insert(id.to_string(), route);
             }
             Ok(None) => {}
             Err(e) => errors.push(format!("route {id}: {e}")),
