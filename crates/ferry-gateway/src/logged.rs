@@ -1,8 +1,9 @@
 //! The response body wrapper that runs the body-filter and log phases as the body is sent
-//! (the log phase runs exactly once: at end of stream, or when the client goes away).
+//! (the log phase runs exactly once: at end of stream, or when the client goes away), and the
+//! log phase itself: the plugins' `log`, then the access-log line.
 
+use crate::access_log::AccessLog;
 use crate::router::Route;
-use crate::server::Shared;
 use bytes::Bytes;
 use ferry_core::body::{BoxError, GwBody};
 use ferry_core::ctx::Ctx;
@@ -17,7 +18,7 @@ pub struct LoggedBody {
     ctx: Option<Box<Ctx>>,
     /// The matched route, whose chain runs the filters and the log phase.
     route: Option<Arc<Route>>,
-    shared: Arc<Shared>,
+    access_log: Option<Arc<AccessLog>>,
     filters: bool,
     ended: bool,
 }
@@ -27,14 +28,14 @@ impl LoggedBody {
         inner: GwBody,
         ctx: Box<Ctx>,
         route: Option<Arc<Route>>,
-        shared: Arc<Shared>,
+        access_log: Option<Arc<AccessLog>>,
     ) -> Self {
         let filters = route.as_ref().is_some_and(|r| r.chain.has_body_filters());
         LoggedBody {
             inner,
             ctx: Some(ctx),
             route,
-            shared,
+            access_log,
             filters,
             ended: false,
         }
@@ -49,8 +50,22 @@ impl LoggedBody {
             {
                 route.chain.body_filter(&mut ctx, &mut Bytes::new(), true);
             }
-            self.shared.log_phase(ctx, self.route.as_deref());
+            log_phase(ctx, self.route.as_deref(), self.access_log.as_deref());
         }
+    }
+}
+
+/// The log phase: plugins' `log`, then the access-log line. Runs once per request.
+pub fn log_phase(mut ctx: Box<Ctx>, route: Option<&Route>, access_log: Option<&AccessLog>) {
+    ctx.end = Some(std::time::Instant::now());
+    if let Some(route) = route {
+        route.chain.log(&ctx);
+    }
+    if let Some(log) = access_log {
+        let mut line = String::with_capacity(256);
+        log.template.render(&*ctx, &mut line);
+        line.push('\n');
+        log.submit(line);
     }
 }
 

@@ -86,15 +86,27 @@ struct Cand {
 }
 
 /// The routing table of one snapshot.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct Router {
-    exact: UriIndex,
-    prefix: UriIndex,
+    exact: UriIndex<Route>,
+    prefix: UriIndex<Route>,
     /// How many prefix keys have each length.
     prefix_len_count: BTreeMap<usize, usize>,
     /// Distinct prefix lengths, longest first.
     prefix_lens: Vec<usize>,
     len: usize,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router {
+            exact: UriIndex::default(),
+            prefix: UriIndex::default(),
+            prefix_len_count: BTreeMap::new(),
+            prefix_lens: Vec::new(),
+            len: 0,
+        }
+    }
 }
 
 /// What the request offers for the cheap checks (the `vars` check gets the whole context).

@@ -19,7 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -74,7 +74,8 @@ impl Shared {
             }
         }
         ctx.status = parts.status.as_u16();
-        http::Response::from_parts(parts, LoggedBody::new(body, ctx, route, self.clone()))
+        let log = self.access_log.clone();
+        http::Response::from_parts(parts, LoggedBody::new(body, ctx, route, log))
     }
 
     async fn route_and_run(&self, ctx: &mut Ctx) -> (Option<Arc<Route>>, Response) {
@@ -103,20 +104,6 @@ impl Shared {
             .into_response(),
         };
         (Some(route), resp)
-    }
-
-    /// The log phase: plugins' `log`, then the access-log line. Runs once per request.
-    pub fn log_phase(&self, mut ctx: Box<Ctx>, route: Option<&Route>) {
-        ctx.end = Some(Instant::now());
-        if let Some(route) = route {
-            route.chain.log(&ctx);
-        }
-        if let Some(log) = &self.access_log {
-            let mut line = String::with_capacity(256);
-            log.template.render(&*ctx, &mut line);
-            line.push('\n');
-            log.submit(line);
-        }
     }
 }
 

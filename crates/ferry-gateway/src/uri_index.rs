@@ -3,7 +3,6 @@
 //! cost does not grow with the number of routes; a lookup hashes the path once (foldhash) and
 //! probes one shard.
 
-use crate::router::Route;
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
@@ -12,20 +11,36 @@ use std::sync::Arc;
 /// Shards per index: a write copies one of them (1/256 of the keys).
 const SHARDS: usize = 256;
 
-#[derive(Clone)]
-struct Slot {
+struct Slot<T> {
     key: Arc<str>,
-    routes: Vec<Arc<Route>>,
+    routes: Vec<Arc<T>>,
 }
 
-/// Routes by URI key (an exact path, or a prefix without its `*`).
-#[derive(Clone)]
-pub struct UriIndex {
+impl<T> Clone for Slot<T> {
+    fn clone(&self) -> Self {
+        Slot {
+            key: self.key.clone(),
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+/// Routes (`T`) by URI key (an exact path, or a prefix without its `*`).
+pub struct UriIndex<T> {
     hasher: RandomState,
-    shards: Vec<Arc<HashTable<Slot>>>,
+    shards: Vec<Arc<HashTable<Slot<T>>>>,
 }
 
-impl Default for UriIndex {
+impl<T> Clone for UriIndex<T> {
+    fn clone(&self) -> Self {
+        UriIndex {
+            hasher: self.hasher.clone(),
+            shards: self.shards.clone(),
+        }
+    }
+}
+
+impl<T> Default for UriIndex<T> {
     fn default() -> Self {
         UriIndex {
             hasher: RandomState::default(),
@@ -34,7 +49,7 @@ impl Default for UriIndex {
     }
 }
 
-impl UriIndex {
+impl<T> UriIndex<T> {
     fn hash(&self, key: &str) -> u64 {
         self.hasher.hash_one(key)
     }
@@ -45,7 +60,7 @@ impl UriIndex {
     }
 
     /// The routes stored under `key`.
-    pub fn get(&self, key: &str) -> Option<&[Arc<Route>]> {
+    pub fn get(&self, key: &str) -> Option<&[Arc<T>]> {
         let h = self.hash(key);
         self.shards[Self::shard(h)]
             .find(h, |s| &*s.key == key)
@@ -53,7 +68,7 @@ impl UriIndex {
     }
 
     /// Adds `route` under `key`; true when the key is new.
-    pub fn insert(&mut self, key: &str, route: Arc<Route>) -> bool {
+    pub fn insert(&mut self, key: &str, route: Arc<T>) -> bool {
         let h = self.hash(key);
         let table = Arc::make_mut(&mut self.shards[Self::shard(h)]);
         if let Some(slot) = table.find_mut(h, |s| &*s.key == key) {
@@ -73,7 +88,7 @@ impl UriIndex {
     }
 
     /// Removes `route` (by identity) from `key`; true when the key has no route left.
-    pub fn remove(&mut self, key: &str, route: &Arc<Route>) -> bool {
+    pub fn remove(&mut self, key: &str, route: &Arc<T>) -> bool {
         let h = self.hash(key);
         let shard = &mut self.shards[Self::shard(h)];
         if shard.find(h, |s| &*s.key == key).is_none() {

@@ -213,6 +213,20 @@ impl Target {
             format!("{}://{}:{}", self.scheme, self.host, self.port)
         }
     }
+
+    /// The upstream URI for a path and query on this target.
+    pub fn uri(&self, path: &str, query: &[(String, String)]) -> Result<http::Uri, String> {
+        let mut url = format!("{}{}", self.origin(), path);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(
+                &url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .finish(),
+            );
+        }
+        http::Uri::try_from(url.as_str()).map_err(|e| format!("invalid upstream URL {url}: {e}"))
+    }
 }
 
 /// A parsed `override.endpoint`.

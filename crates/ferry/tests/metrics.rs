@@ -19,6 +19,20 @@ fn parse(text: &str) -> HashMap<String, f64> {
         .collect()
 }
 
+/// The export listener's metrics, parsed.
+async fn scrape(env: &Env) -> HashMap<String, f64> {
+    let port = env.ferry.metrics_port.unwrap();
+    let r = send(
+        "GET",
+        &format!("http://127.0.0.1:{port}/apisix/prometheus/metrics"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    parse(&r.text())
+}
+
 fn find(m: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
     m.iter()
         .filter(|(k, _)| k.starts_with(&format!("{name}{{")) || k.as_str() == name)
@@ -55,16 +69,7 @@ async fn route_and_llm_metrics() {
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
-    let port = env.ferry.metrics_port.unwrap();
-    let r = send(
-        "GET",
-        &format!("http://127.0.0.1:{port}/apisix/prometheus/metrics"),
-        &[],
-        "",
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    let m = parse(&r.text());
+    let m = scrape(&env).await;
     let llm = ["route=\"m\"", "provider=\"openai\"", "model=\"gpt-4\""];
     assert_eq!(
         find(&m, "apisix_http_status", &["code=\"200\"", "route=\"m\""]),
@@ -102,6 +107,7 @@ async fn route_and_llm_metrics() {
         3.0,
         "losses are visible"
     );
+    let port = env.ferry.metrics_port.unwrap();
     let r = send("GET", &format!("http://127.0.0.1:{port}/other"), &[], "").await;
     assert_eq!(r.status, 404);
 }
@@ -124,15 +130,7 @@ async fn model_label_is_bounded_per_route() {
         assert_eq!(r.status, 200);
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let port = env.ferry.metrics_port.unwrap();
-    let r = send(
-        "GET",
-        &format!("http://127.0.0.1:{port}/apisix/prometheus/metrics"),
-        &[],
-        "",
-    )
-    .await;
-    let m = parse(&r.text());
+    let m = scrape(&env).await;
     let series: Vec<&String> = m
         .keys()
         .filter(|k| k.starts_with("apisix_llm_requests_total{") && k.contains("route=\"cap\""))

@@ -338,7 +338,7 @@ impl Compiled {
                 .filter(|(p, _)| **p != Protocol::Passthrough)
                 .filter_map(|(p, t)| {
                     let path = t.path.as_deref()?;
-                    Some(super::proxy::target_uri(t, path, &t.query).map(|u| (*p, u)))
+                    Some(t.uri(path, &t.query).map(|u| (*p, u)))
                 })
                 .collect::<Result<_, String>>()?,
             targets,

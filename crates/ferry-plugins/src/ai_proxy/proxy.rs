@@ -123,7 +123,8 @@ fn plan(conf: &Compiled, ctx: &mut Ctx) -> GwResult<Plan> {
                     }
                 }
             }
-            let u = target_uri(t, &path, &query)
+            let u = t
+                .uri(&path, &query)
                 .map_err(|e| GatewayError::client(StatusCode::BAD_REQUEST, e))?;
             (u, path)
         }
@@ -481,26 +482,6 @@ fn transport_failure(ctx: &mut Ctx, sent: Instant, e: &UpError) -> GatewayError 
     };
     tracing::warn!("AI upstream request {e}");
     GatewayError::upstream(status, format!("upstream request {e}"))
-}
-
-fn encode_query(pairs: &[(String, String)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .finish()
-}
-
-/// The upstream URI for a target, path and query.
-pub(super) fn target_uri(
-    t: &ferry_provider::Target,
-    path: &str,
-    query: &[(String, String)],
-) -> Result<http::Uri, String> {
-    let mut url = format!("{}{}", t.origin(), path);
-    if !query.is_empty() {
-        url.push('?');
-        url.push_str(&encode_query(query));
-    }
-    http::Uri::try_from(url.as_str()).map_err(|e| format!("invalid upstream URL {url}: {e}"))
 }
 
 #[cfg(test)]
