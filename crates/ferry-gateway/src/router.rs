@@ -86,7 +86,7 @@ struct Cand {
 }
 
 /// The routing table of one snapshot.
-#[derive(Clone)]
+#[derive(Default, Clone)]
 pub struct Router {
     exact: UriIndex<Route>,
     prefix: UriIndex<Route>,
@@ -95,18 +95,6 @@ pub struct Router {
     /// Distinct prefix lengths, longest first.
     prefix_lens: Vec<usize>,
     len: usize,
-}
-
-impl Default for Router {
-    fn default() -> Self {
-        Router {
-            exact: UriIndex::default(),
-            prefix: UriIndex::default(),
-            prefix_len_count: BTreeMap::new(),
-            prefix_lens: Vec::new(),
-            len: 0,
-        }
-    }
 }
 
 /// What the request offers for the cheap checks (the `vars` check gets the whole context).
