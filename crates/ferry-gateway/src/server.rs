@@ -57,7 +57,7 @@ impl Shared {
 
     /// Handles one request end to end.
     pub async fn handle(
-        self: &Arc<Self>,
+        &self,
         req: http::Request<Incoming>,
         peer: &Peer,
     ) -> http::Response<LoggedBody> {
