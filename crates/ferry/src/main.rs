@@ -45,6 +45,9 @@ enum Cmd {
     Validate {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Also print the effective settings (file values over defaults; keys masked).
+        #[arg(long)]
+        print: bool,
     },
 }
 
@@ -67,7 +70,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.cmd {
-        Cmd::Validate { config } => validate(config_path(config).as_deref()),
+        Cmd::Validate { config, print } => validate(config_path(config).as_deref(), print),
         Cmd::Serve { config } => {
             let path = config_path(config);
             // The thread count is needed before the runtime starts; errors are reported by serve.
@@ -115,7 +118,92 @@ fn check(cfg: &AppConfig) -> Vec<String> {
     errs
 }
 
-fn validate(path: Option<&Path>) -> ExitCode {
+/// The settings Ferry runs with, one per line under APISIX's key names; admin keys masked.
+fn effective(c: &AppConfig) -> String {
+    let list = |v: Vec<String>| format!("[{}]", v.join(", "));
+    let lines = [
+        (
+            "apisix.node_listen",
+            list(c.node_listen.iter().map(|a| a.to_string()).collect()),
+        ),
+        ("apisix.enable_admin", c.admin_enabled.to_string()),
+        ("deployment.admin.admin_listen", c.admin_listen.to_string()),
+        (
+            "deployment.admin.admin_key",
+            list(
+                c.admin_keys
+                    .iter()
+                    .map(|k| format!("{} ({:?}, ******)", k.name, k.role).to_lowercase())
+                    .collect(),
+            ),
+        ),
+        (
+            "deployment.admin.allow_admin",
+            list(c.allow_admin.iter().map(|n| n.to_string()).collect()),
+        ),
+        (
+            "deployment.config_provider",
+            format!("{:?}", c.config_provider).to_lowercase(),
+        ),
+        (
+            "nginx_config.http.enable_access_log",
+            c.access_log.enabled.to_string(),
+        ),
+        (
+            "nginx_config.http.access_log",
+            c.access_log.path.display().to_string(),
+        ),
+        (
+            "nginx_config.http.access_log_format",
+            format!("{:?}", c.access_log.format),
+        ),
+        (
+            "nginx_config.http.access_log_format_escape",
+            format!("{:?}", c.access_log.escape).to_lowercase(),
+        ),
+        (
+            "nginx_config.http.client_max_body_size",
+            c.client_max_body_size.to_string(),
+        ),
+        ("ferry.max_header_size", c.max_header_size.to_string()),
+        (
+            "apisix.ssl.ssl_trusted_certificate",
+            c.trusted_ca
+                .as_ref()
+                .map_or("-".into(), |p| p.display().to_string()),
+        ),
+        (
+            "plugin_attr.prometheus.export_addr",
+            c.prometheus_export.map_or("off".into(), |a| a.to_string()),
+        ),
+        (
+            "plugin_attr.prometheus.export_uri",
+            c.prometheus_uri.clone(),
+        ),
+        ("ferry.data_dir", c.data_dir.display().to_string()),
+        (
+            "ferry.drain_timeout_ms",
+            c.drain_timeout.as_millis().to_string(),
+        ),
+        (
+            "ferry.worker_threads",
+            c.worker_threads
+                .map_or("one per CPU".into(), |n| n.to_string()),
+        ),
+        (
+            "ferry.resolve",
+            list(
+                c.resolve
+                    .iter()
+                    .map(|(h, a)| format!("{h} -> {a}"))
+                    .collect(),
+            ),
+        ),
+    ];
+    lines.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
+}
+
+fn validate(path: Option<&Path>, print: bool) -> ExitCode {
     let name = path.map_or("(defaults, no config file)".to_string(), |p| {
         p.display().to_string()
     });
@@ -132,6 +220,9 @@ fn validate(path: Option<&Path>) -> ExitCode {
             eprintln!("note: {k} is not used by Ferry and is ignored");
         }
         println!("ok: {name}");
+        if print {
+            print!("{}", effective(&cfg));
+        }
         ExitCode::SUCCESS
     } else {
         for e in errs {

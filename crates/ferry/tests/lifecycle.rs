@@ -39,6 +39,10 @@ fn validate_and_config_errors() {
         err.contains("apisix.router"),
         "ignored keys are reported: {err}"
     );
+    let (code, out, _) = run(&dir.0, &["validate", "--config", "config.yaml", "--print"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("apisix.node_listen: [0.0.0.0:9080]"), "{out}");
+    assert!(out.contains("ferry.data_dir: data"), "{out}");
 
     std::fs::write(&cfg, "apisix:\n  node_listen: [9080\n").unwrap();
     let (code, _, err) = run(&dir.0, &["validate", "--config", "config.yaml"]);
@@ -278,4 +282,25 @@ fn broken_framing_gets_400() {
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
     assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+}
+
+/// Two processes on one data dir: the second refuses to start, saying why.
+#[tokio::test]
+async fn a_data_dir_serves_one_process() {
+    let dir = TempDir::new("lc-lock");
+    let _first = Ferry::start(BIN, &dir.0, "");
+    let other = TempDir::new("lc-lock-2");
+    std::fs::write(
+        other.0.join("config.yaml"),
+        format!(
+            "plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {}}}]\ndeployment:\n  admin:\n    admin_listen: {{ip: 127.0.0.1, port: {}}}\nferry:\n  data_dir: {}\n",
+            free_port(),
+            free_port(),
+            dir.0.join("data").display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&other.0, &["serve", "--config", "config.yaml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is in use by another Ferry process"), "{err}");
 }

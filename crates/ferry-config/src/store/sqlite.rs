@@ -1,6 +1,8 @@
 //! The embedded store: SQLite (WAL, `synchronous=FULL`) in the data dir. Every write is one
 //! immediate transaction that bumps the revision, so a `kill -9` at any moment loses no
-//! acknowledged write and leaves no half-written resource.
+//! acknowledged write and leaves no half-written resource. One process at a time: the data dir
+//! is locked (`ferry.lock`) while a store has it open, since another process's data plane would
+//! never see this one's writes.
 
 use super::{Change, ChangeLog, Record, Store, StoreError, StoreSnapshot, WriteFn, WriteOutcome};
 use crate::resource::Kind;
@@ -18,6 +20,8 @@ pub struct SqliteStore {
     /// Writes since this process opened the store, recorded under the connection's lock right
     /// after each commit (so in revision order).
     log: Arc<ChangeLog>,
+    /// Held for the store's life: the exclusive lock on the data dir.
+    _lock: std::fs::File,
 }
 
 const SCHEMA: &str = "
@@ -58,6 +62,26 @@ impl SqliteStore {
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| backend(format!("cannot create data dir {}: {e}", dir.display())))?;
+        let lock_path = dir.join("ferry.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| backend(format!("cannot open {}: {e}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(backend(format!(
+                    "data dir {} is in use by another Ferry process (it holds {}); stop that one, or give this one its own ferry.data_dir",
+                    dir.display(),
+                    lock_path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(backend(format!("cannot lock {}: {e}", lock_path.display())));
+            }
+        }
         let path = dir.join("ferry.db");
         let conn = Connection::open(&path)
             .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
@@ -74,6 +98,7 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             rev_tx,
             log: Arc::new(ChangeLog::new(rev)),
+            _lock: lock,
         })
     }
 
@@ -368,6 +393,12 @@ mod tests {
         assert!(changes[4].record.is_none(), "route 2 deleted");
         assert_eq!(changes[1].record.as_ref().unwrap().value["uri"], "/b");
         assert_eq!(s.changes_since(6).await.unwrap(), Some(vec![]));
+        // a second store on the same dir is refused while the first is open
+        let e = SqliteStore::open(&dir).err().unwrap();
+        assert!(
+            e.to_string().contains("in use by another Ferry process"),
+            "{e}"
+        );
         // reopen: data and revision survive
         drop(s);
         let s = SqliteStore::open(&dir).unwrap();
