@@ -226,10 +226,10 @@ impl Observed {
                         .into_iter()
                         .flatten()
                     {
-                        if c.get("type").and_then(Value::as_str) == Some("output_text") {
-                            if let Some(t) = c.get("text").and_then(Value::as_str) {
-                                o.add_text(" ", t);
-                            }
+                        if c.get("type").and_then(Value::as_str) == Some("output_text")
+                            && let Some(t) = c.get("text").and_then(Value::as_str)
+                        {
+                            o.add_text(" ", t);
                         }
                     }
                 }
@@ -321,10 +321,9 @@ impl Observed {
                         let d = v.get("delta");
                         if d.and_then(|d| d.get("type")).and_then(Value::as_str)
                             == Some("text_delta")
+                            && let Some(t) = d.and_then(|d| d.get("text")).and_then(Value::as_str)
                         {
-                            if let Some(t) = d.and_then(|d| d.get("text")).and_then(Value::as_str) {
-                                self.add_text("", t);
-                            }
+                            self.add_text("", t);
                         }
                     }
                     "message_delta" => {
@@ -336,15 +335,13 @@ impl Observed {
                             if out > 0 {
                                 cur.completion = out;
                             }
-                            if u.get("input_tokens").is_some() {
-                                if let Some(full) = anthropic_usage(u) {
-                                    if full.prompt > 0 {
-                                        cur.prompt = full.prompt;
-                                        cur.cache_read = full.cache_read.max(cur.cache_read);
-                                        cur.cache_creation =
-                                            full.cache_creation.max(cur.cache_creation);
-                                    }
-                                }
+                            if u.get("input_tokens").is_some()
+                                && let Some(full) = anthropic_usage(u)
+                                && full.prompt > 0
+                            {
+                                cur.prompt = full.prompt;
+                                cur.cache_read = full.cache_read.max(cur.cache_read);
+                                cur.cache_creation = full.cache_creation.max(cur.cache_creation);
                             }
                             cur.total = cur.prompt.saturating_add(cur.completion);
                             self.usage = Some(cur);

@@ -186,20 +186,18 @@ pub fn request(body: &Value) -> Result<Converted, String> {
         .get("output_format")
         .filter(|f| f.as_object().is_some_and(|o| !o.is_empty()))
         .or_else(|| obj.get("output_config").and_then(|o| o.get("format")));
-    if let Some(f) = format {
-        if s(f, "type") == Some("json_schema") {
-            if let Some(schema) = f
-                .get("schema")
-                .filter(|x| x.as_object().is_some_and(|o| !o.is_empty()))
-            {
-                let mut schema = schema.clone();
-                normalise_schema(&mut schema);
-                out.insert(
+    if let Some(f) = format
+        && s(f, "type") == Some("json_schema")
+        && let Some(schema) = f
+            .get("schema")
+            .filter(|x| x.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        let mut schema = schema.clone();
+        normalise_schema(&mut schema);
+        out.insert(
                     "response_format".into(),
                     json!({"type": "json_schema", "json_schema": {"name": "structured_output", "schema": schema, "strict": true}}),
                 );
-            }
-        }
     }
     // Tools (built-in server tools are dropped) and the choice among them.
     let mut tools = Vec::new();
@@ -532,10 +530,10 @@ impl Stream {
     }
 
     fn open_block(&mut self, b: Block, start: Value, out: &mut Vec<OutEvent>) -> u64 {
-        if let Some((cur, idx)) = self.open {
-            if cur == b {
-                return idx;
-            }
+        if let Some((cur, idx)) = self.open
+            && cur == b
+        {
+            return idx;
         }
         self.close(out);
         let idx = self.next_index;

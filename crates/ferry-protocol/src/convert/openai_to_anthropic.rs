@@ -28,16 +28,16 @@ fn text_of(c: Option<&Value>) -> String {
 
 /// An `image_url` part → an Anthropic image block (data URLs become base64 sources).
 fn image_block(url: &str) -> Value {
-    if let Some(rest) = url.strip_prefix("data:") {
-        if let Some((meta, data)) = rest.split_once(',') {
-            let media = meta.strip_suffix(";base64").unwrap_or(meta);
-            let kind = if media == "application/pdf" {
-                "document"
-            } else {
-                "image"
-            };
-            return json!({"type": kind, "source": {"type": "base64", "media_type": media, "data": data}});
-        }
+    if let Some(rest) = url.strip_prefix("data:")
+        && let Some((meta, data)) = rest.split_once(',')
+    {
+        let media = meta.strip_suffix(";base64").unwrap_or(meta);
+        let kind = if media == "application/pdf" {
+            "document"
+        } else {
+            "image"
+        };
+        return json!({"type": kind, "source": {"type": "base64", "media_type": media, "data": data}});
     }
     json!({"type": "image", "source": {"type": "url", "url": url}})
 }
@@ -66,29 +66,28 @@ fn push_turn(msgs: &mut Vec<Value>, role: &str, mut blocks: Vec<Value>) {
     if blocks.is_empty() {
         return;
     }
-    if let Some(last) = msgs.last_mut() {
-        if s(last, "role") == Some(role) {
-            if let Some(Value::Array(c)) = last.get_mut("content") {
-                // Tool results must lead a user turn.
-                if role == "user" && blocks.iter().any(|b| s(b, "type") == Some("tool_result")) {
-                    let mut results: Vec<Value> = blocks
-                        .iter()
-                        .filter(|b| s(b, "type") == Some("tool_result"))
-                        .cloned()
-                        .collect();
-                    blocks.retain(|b| s(b, "type") != Some("tool_result"));
-                    let lead = c
-                        .iter()
-                        .take_while(|b| s(b, "type") == Some("tool_result"))
-                        .count();
-                    for (i, r) in results.drain(..).enumerate() {
-                        c.insert(lead + i, r);
-                    }
-                }
-                c.extend(blocks);
-                return;
+    if let Some(last) = msgs.last_mut()
+        && s(last, "role") == Some(role)
+        && let Some(Value::Array(c)) = last.get_mut("content")
+    {
+        // Tool results must lead a user turn.
+        if role == "user" && blocks.iter().any(|b| s(b, "type") == Some("tool_result")) {
+            let mut results: Vec<Value> = blocks
+                .iter()
+                .filter(|b| s(b, "type") == Some("tool_result"))
+                .cloned()
+                .collect();
+            blocks.retain(|b| s(b, "type") != Some("tool_result"));
+            let lead = c
+                .iter()
+                .take_while(|b| s(b, "type") == Some("tool_result"))
+                .count();
+            for (i, r) in results.drain(..).enumerate() {
+                c.insert(lead + i, r);
             }
         }
+        c.extend(blocks);
+        return;
     }
     msgs.push(json!({"role": role, "content": blocks}));
 }
@@ -154,15 +153,14 @@ pub fn request(body: &Value) -> Result<Converted, String> {
     }
     let max = max.unwrap_or(DEFAULT_MAX_TOKENS).max(budget + 1);
     out.insert("max_tokens".into(), json!(max));
-    if let Some(rf) = obj.get("response_format") {
-        if s(rf, "type") == Some("json_schema") {
-            if let Some(schema) = rf.get("json_schema").and_then(|j| j.get("schema")) {
-                out.insert(
-                    "output_format".into(),
-                    json!({"type": "json_schema", "schema": schema}),
-                );
-            }
-        }
+    if let Some(rf) = obj.get("response_format")
+        && s(rf, "type") == Some("json_schema")
+        && let Some(schema) = rf.get("json_schema").and_then(|j| j.get("schema"))
+    {
+        out.insert(
+            "output_format".into(),
+            json!({"type": "json_schema", "schema": schema}),
+        );
     }
     let tools: Vec<Value> = obj
         .get("tools")
