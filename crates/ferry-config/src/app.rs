@@ -149,18 +149,76 @@ struct RawSsl {
     ssl_trusted_certificate: Option<PathBuf>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// `apisix.node_listen`: a port, or a list of ports and `{ip, port}` maps.
 enum NodeListen {
     Port(u16),
     List(Vec<ListenItem>),
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum ListenItem {
     Port(u16),
     Addr(ListenAddr),
+}
+
+const NODE_LISTEN_EXPECTED: &str = "a port (9080), a list of ports ([9080, 9081]) or a list of {ip, port} maps ([{ip: 127.0.0.1, port: 9080}])";
+
+fn port<E: serde::de::Error>(v: u64) -> Result<u16, E> {
+    u16::try_from(v)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| E::custom(format!("port {v} is out of range (1-65535)")))
+}
+
+impl<'de> Deserialize<'de> for NodeListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = NodeListen;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(NODE_LISTEN_EXPECTED)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<NodeListen, E> {
+                port(v).map(NodeListen::Port)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<NodeListen, E> {
+                port(u64::try_from(v).unwrap_or(0)).map(NodeListen::Port)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<NodeListen, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = a.next_element::<ListenItem>()? {
+                    out.push(item);
+                }
+                Ok(NodeListen::List(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ListenItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a port (9080) or an {ip, port} map ({ip: 127.0.0.1, port: 9080})")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ListenItem, E> {
+                port(v).map(ListenItem::Port)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ListenItem, E> {
+                port(u64::try_from(v).unwrap_or(0)).map(ListenItem::Port)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<ListenItem, A::Error> {
+                ListenAddr::deserialize(serde::de::value::MapAccessDeserializer::new(a))
+                    .map(ListenItem::Addr)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]

@@ -147,3 +147,29 @@ fn sizes() {
     assert_eq!(parse_size("1G"), Some(1 << 30));
     assert_eq!(parse_size("x"), None);
 }
+
+#[test]
+fn node_listen_errors_say_what_is_expected() {
+    for bad in [
+        "apisix:\n  node_listen: abc\n",
+        "apisix:\n  node_listen: [abc]\n",
+        "apisix:\n  node_listen: 70000\n",
+    ] {
+        let e = AppConfig::parse(bad).unwrap_err().to_string();
+        assert!(!e.contains("untagged enum"), "{e}");
+        assert!(
+            e.contains("apisix.node_listen") || e.contains("line"),
+            "{e}"
+        );
+        assert!(e.contains("9080") || e.contains("out of range"), "{e}");
+    }
+    let c =
+        AppConfig::parse("apisix:\n  node_listen: [9081, {ip: 127.0.0.1, port: 9082}]\n").unwrap();
+    assert_eq!(
+        c.node_listen,
+        vec![
+            "0.0.0.0:9081".parse().unwrap(),
+            "127.0.0.1:9082".parse().unwrap()
+        ]
+    );
+}

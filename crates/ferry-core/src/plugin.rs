@@ -79,14 +79,21 @@ pub trait PluginFactory: Send + Sync {
     fn build(&self, conf: &Value, route: &Arc<RouteInfo>) -> Result<Arc<dyn Plugin>, String>;
 }
 
-/// Deserializes a typed plugin configuration, naming the field path on error.
+/// Deserializes a typed plugin configuration, naming the field path on error (a missing
+/// field reads `property "x" is required`, as APISIX says it).
 pub fn parse_conf<T: DeserializeOwned>(conf: &Value) -> Result<T, String> {
     serde_path_to_error::deserialize(conf).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." {
-            e.inner().to_string()
-        } else {
-            format!("property \"{path}\" validation failed: {}", e.inner())
+        let inner = e.inner().to_string();
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split_once('`'))
+            .map(|(name, _)| name);
+        match (missing, path.as_str()) {
+            (Some(name), ".") => format!("property \"{name}\" is required ({inner})"),
+            (Some(name), p) => format!("property \"{p}.{name}\" is required ({inner})"),
+            (None, ".") => inner,
+            (None, p) => format!("property \"{p}\" validation failed: {inner}"),
         }
     })
 }
@@ -352,5 +359,35 @@ impl Chain {
         for e in self.on(ctx.plugin_mask) {
             e.plugin.log(ctx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct C {
+        auth: Inner,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Inner {
+        header: String,
+    }
+
+    #[test]
+    fn missing_fields_say_which_property_is_required() {
+        let e = parse_conf::<C>(&serde_json::json!({})).unwrap_err();
+        assert_eq!(e, "property \"auth\" is required (missing field `auth`)");
+        let e = parse_conf::<C>(&serde_json::json!({"auth": {}})).unwrap_err();
+        assert!(e.starts_with("property \"auth.header\" is required"), "{e}");
+        let e = parse_conf::<C>(&serde_json::json!({"auth": {"header": 1}})).unwrap_err();
+        assert!(
+            e.starts_with("property \"auth.header\" validation failed"),
+            "{e}"
+        );
     }
 }

@@ -58,14 +58,8 @@ impl UpError {
         matches!(self, UpError::Timeout)
     }
 
-    fn from_chain(connect: bool, e: &dyn std::error::Error) -> UpError {
-        let mut cause = e.to_string();
-        let mut src = e.source();
-        while let Some(s) = src {
-            cause.push_str(": ");
-            cause.push_str(&s.to_string());
-            src = s.source();
-        }
+    fn from_chain(connect: bool, e: &(dyn std::error::Error + 'static)) -> UpError {
+        let cause = reason(e);
         if connect {
             UpError::Connect(cause)
         } else {
@@ -73,8 +67,52 @@ impl UpError {
         }
     }
 
+    /// The failure said for a person, naming the provider's `host:port`.
+    pub fn describe(&self, authority: &str) -> String {
+        match self {
+            UpError::Timeout => {
+                format!(
+                    "the provider at {authority} timed out (no answer within the route's timeout)"
+                )
+            }
+            UpError::Connect(c) => format!("could not connect to the provider at {authority}: {c}"),
+            UpError::Broken(c) => {
+                format!("the connection to the provider at {authority} failed: {c}")
+            }
+        }
+    }
+
     pub fn body(e: &hyper::Error) -> UpError {
         UpError::from_chain(false, e)
+    }
+}
+
+/// The root cause of an error chain as a short phrase: the innermost I/O error's text without
+/// its `(os error N)`, else the innermost message (`connection refused`, not hyper's
+/// `client error (Connect): tcp connect error: ...`).
+fn reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last: &(dyn std::error::Error + 'static) = e;
+    let mut io: Option<&std::io::Error> = None;
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if let Some(i) = x.downcast_ref::<std::io::Error>() {
+            io = Some(i);
+        }
+        last = x;
+        cur = x.source();
+    }
+    let text = match io {
+        Some(i) => i.to_string(),
+        None => last.to_string(),
+    };
+    let text = match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => "unknown error".into(),
     }
 }
 
@@ -293,6 +331,19 @@ impl ServerCertVerifier for NoVerify {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_read_as_a_person_would_say_them() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = UpError::from_chain(true, &refused);
+        assert_eq!(
+            e.describe("127.0.0.1:9"),
+            "could not connect to the provider at 127.0.0.1:9: connection refused"
+        );
+        let os = std::io::Error::from_raw_os_error(111);
+        assert_eq!(reason(&os), "connection refused");
+        assert!(UpError::Timeout.describe("h:1").contains("timed out"));
+    }
 
     /// A client is shared by equal settings and released with its last user.
     #[test]

@@ -21,6 +21,10 @@ async fn schema_checks() {
         ),
         (json!({"provider": "openai"}), "missing field `auth`"),
         (
+            json!({"provider": "openai"}),
+            r#"property "auth" is required (missing field `auth`); e.g. "auth": {"header""#,
+        ),
+        (
             json!({"provider": "openai-compatible", "auth": {}}),
             "requires override.endpoint",
         ),

@@ -67,7 +67,7 @@ impl PluginFactory for Factory {
     }
 
     fn check(&self, conf: &Value) -> Result<Value, String> {
-        let c: Conf = parse_conf(conf)?;
+        let c: Conf = parse_conf(conf).map_err(with_example)?;
         c.validate()?;
         serde_json::to_value(&c).map_err(|e| e.to_string())
     }
@@ -106,6 +106,18 @@ pub(crate) struct PeekInfo {
     tool_count: usize,
     end_user: Option<String>,
     stream_options: ferry_protocol::wire::StreamOptions,
+}
+
+/// A missing required field, with what a working value looks like.
+fn with_example(e: String) -> String {
+    let example = if e.starts_with("property \"auth\" is required") {
+        r#"e.g. "auth": {"header": {"Authorization": "Bearer <your key>"}}"#
+    } else if e.starts_with("property \"provider\" is required") {
+        r#"e.g. "provider": "openai" (one of the providers in /apisix/admin/plugins/ai-proxy)"#
+    } else {
+        return e;
+    };
+    format!("{e}; {example}")
 }
 
 /// Why the access phase refused a request, and the protocol to say it in.

@@ -165,7 +165,10 @@ async fn exchange(
     }
     let resp = match conf.client.send(req).await {
         Ok(r) => r,
-        Err(e) => return Err(transport_failure(ctx, sent, &e)),
+        Err(e) => {
+            let host = ctx.upstream.host.clone().unwrap_or_default();
+            return Err(transport_failure(ctx, sent, &e, &format!("{host}:{port}")));
+        }
     };
     ctx.upstream.header_time = Some(sent.elapsed().as_secs_f64());
     ctx.upstream.status = Some(resp.status().as_u16());
@@ -280,7 +283,10 @@ async fn respond(
             ctx.llm.upstream_response_ms = Some(ms_since(sent));
             return Err(bad_gateway("max_response_bytes exceeded"));
         }
-        Err(StreamError::Upstream(e)) => return Err(transport_failure(ctx, sent, &e)),
+        Err(StreamError::Upstream(e)) => {
+            let addr = ctx.upstream.addr.clone().unwrap_or_default();
+            return Err(transport_failure(ctx, sent, &e, &addr));
+        }
         Err(e) => return Err(GatewayError::upstream(e.status(), e.to_string())),
     };
     let took = ms_since(sent);
@@ -472,7 +478,7 @@ fn prepare_value(
 }
 
 /// A failure before or while reading the response: 504 on timeouts, 502 otherwise.
-fn transport_failure(ctx: &mut Ctx, sent: Instant, e: &UpError) -> GatewayError {
+fn transport_failure(ctx: &mut Ctx, sent: Instant, e: &UpError, authority: &str) -> GatewayError {
     ctx.llm.upstream_response_ms = Some(ms_since(sent));
     ctx.upstream.response_time = Some(sent.elapsed().as_secs_f64());
     let status = if e.is_timeout() {
@@ -480,8 +486,9 @@ fn transport_failure(ctx: &mut Ctx, sent: Instant, e: &UpError) -> GatewayError 
     } else {
         StatusCode::BAD_GATEWAY
     };
-    tracing::warn!("AI upstream request {e}");
-    GatewayError::upstream(status, format!("upstream request {e}"))
+    let msg = e.describe(authority);
+    tracing::warn!("AI upstream request: {msg}");
+    GatewayError::upstream(status, msg)
 }
 
 #[cfg(test)]
