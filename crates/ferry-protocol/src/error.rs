@@ -34,6 +34,23 @@ pub fn error_body(proto: Option<Protocol>, status: u16, msg: &str) -> Vec<u8> {
     out
 }
 
+/// The event that tells a streaming client its answer broke off: Anthropic's `error` event, or
+/// an OpenAI-style `data: {"error": ...}` chunk (what the official SDKs raise on). Never a
+/// closing event that would claim a normal end.
+pub fn stream_error_event(proto: Protocol, msg: &str) -> String {
+    let kind = error_kind(502);
+    match proto {
+        Protocol::AnthropicMessages => format!(
+            "event: error\ndata: {}\n\n",
+            json!({"type": "error", "error": {"type": kind, "message": msg}})
+        ),
+        _ => format!(
+            "data: {}\n\n",
+            json!({"error": {"message": msg, "type": kind, "param": null, "code": null}})
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +77,14 @@ mod tests {
             serde_json::Value::Null
         );
         assert!(error_body(None, 500, "x").ends_with(b"}\n"));
+        let a = stream_error_event(Protocol::AnthropicMessages, "cut");
+        assert!(
+            a.starts_with("event: error\ndata: {") && a.ends_with("}\n\n"),
+            "{a}"
+        );
+        let o = stream_error_event(Protocol::OpenAiChat, "cut");
+        let v: serde_json::Value =
+            serde_json::from_str(o.trim().trim_start_matches("data: ")).unwrap();
+        assert_eq!(v["error"]["message"], "cut");
     }
 }

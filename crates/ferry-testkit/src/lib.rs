@@ -225,7 +225,10 @@ impl Drop for Ferry {
 pub struct Resp {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    /// What arrived (up to the failure, when the transfer was cut).
     pub body: Bytes,
+    /// The body did not end cleanly: the server cut it (reset, incomplete chunked encoding).
+    pub aborted: bool,
 }
 
 impl Resp {
@@ -288,11 +291,26 @@ pub async fn send_with(
     }
     let req = req.body(Full::new(body)).expect("request");
     let resp = c.request(req).await.expect("send request");
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.expect("read body").to_bytes();
+    let (parts, mut body) = resp.into_parts();
+    let mut buf = Vec::new();
+    let mut aborted = false;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    buf.extend_from_slice(d);
+                }
+            }
+            Err(_) => {
+                aborted = true;
+                break;
+            }
+        }
+    }
     Resp {
         status: parts.status,
         headers: parts.headers,
-        body,
+        body: Bytes::from(buf),
+        aborted,
     }
 }

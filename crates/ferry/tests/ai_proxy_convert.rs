@@ -305,3 +305,48 @@ async fn openai_client_on_anthropic_provider() {
     let evs = events(&r.text());
     assert_eq!(evs[evs.len() - 2].1["usage"]["total_tokens"], 18);
 }
+
+/// A provider that breaks off mid-stream: the client gets an error event in its own protocol
+/// and a cut transfer, never the closing events of a normal end.
+#[tokio::test]
+async fn a_stream_broken_off_upstream_never_looks_finished() {
+    let env = Env::start("conv-reset").await;
+    let mut ai = env.ai("openai", "");
+    ai.as_object_mut().unwrap().remove("options");
+    env.route("a2o", "/v1/messages", ai).await;
+    let reset = [
+        ("content-type", "application/json"),
+        ("x-mock-reset-after", "2"),
+        ("x-mock-chunks", "6"),
+        ("x-mock-chunk-delay-ms", "30"),
+    ];
+    let body = json!({"model": "gpt-4o", "max_tokens": 100, "stream": true,
+        "messages": [{"role": "user", "content": "What is 1+1?"}]});
+    let r = send("POST", &env.url("/v1/messages"), &reset, body.to_string()).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("event: message_start"), "{text}");
+    assert!(text.contains("event: error"), "{text}");
+    assert!(!text.contains("message_stop"), "{text}");
+    assert!(!text.contains("end_turn"), "{text}");
+    assert!(r.aborted, "the transfer is cut");
+
+    let ai = json!({"provider": "anthropic", "auth": {"header": {"x-api-key": "token"}},
+        "options": {"model": "claude-sonnet-4-20250514"}, "override": {"endpoint": env.mock.url()}});
+    env.route("o2a", "/v1/chat/completions", ai).await;
+    let body = json!({"stream": true, "messages": [{"role": "user", "content": "What is 1+1?"}]});
+    let r = send(
+        "POST",
+        &env.url("/v1/chat/completions"),
+        &reset,
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("chat.completion.chunk"), "{text}");
+    assert!(text.contains("\"error\""), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert!(!text.contains("\"finish_reason\":\"stop\""), "{text}");
+    assert!(r.aborted);
+}

@@ -149,6 +149,10 @@ async fn stream_limits() {
     let r = send("POST", &env.url("/bytes"), &reset, stream.clone()).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text().matches("data: ").count(), 2);
+    assert!(
+        r.aborted,
+        "a broken-off stream is not ended as if it had finished"
+    );
     let r = send(
         "POST",
         &env.url("/bytes"),

@@ -216,7 +216,8 @@ async fn respond(
         );
         let (body, observed_proto) = match (a.pair, &a.converted) {
             (Some(p), Some(c)) => {
-                let mut conv = Converting::new(up, p.stream(c, ctx.llm.model.clone()));
+                let mut conv =
+                    Converting::new(up, p.stream(c, ctx.llm.model.clone()), st_client(ctx));
                 let first = match conv.first().await {
                     Ok(Some(b)) => b,
                     Ok(None) => {

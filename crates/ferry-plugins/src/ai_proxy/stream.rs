@@ -173,9 +173,10 @@ impl Body for UpstreamBody {
         match self.poll_chunk(cx) {
             Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
             Poll::Ready(Some(Err(e))) => {
-                // The status line is gone already: end the stream where it is.
+                // The status line is gone already: cut the transfer, so the client sees an
+                // incomplete answer rather than a normal end.
                 tracing::warn!("aborting AI stream: {e}");
-                Poll::Ready(None)
+                Poll::Ready(Some(Err(e.to_string().into())))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -232,25 +233,38 @@ pub fn body_filter(ctx: &mut Ctx, chunk: &mut Bytes, end: bool) {
     ctx.upstream.response_length = bytes;
 }
 
-/// An upstream event stream converted event by event into the client's protocol.
+/// An upstream event stream converted event by event into the client's protocol. When the
+/// upstream breaks off, the client gets what was converted, then an error event in its
+/// protocol, then a cut transfer: never the closing events of a normal end.
 pub struct Converting {
     up: UpstreamBody,
     decoder: Decoder,
     conv: Box<dyn StreamConverter>,
+    client: Protocol,
     out: Vec<OutEvent>,
     pending: Option<Bytes>,
     ended: bool,
+    /// The upstream failure, reported (as a body error) after the error event went out.
+    failed: Option<StreamError>,
+    /// Converted bytes went out already.
+    started: bool,
+    /// One poll was let pass after the error event, so the server flushed it before the cut.
+    flushed: bool,
 }
 
 impl Converting {
-    pub fn new(up: UpstreamBody, conv: Box<dyn StreamConverter>) -> Converting {
+    pub fn new(up: UpstreamBody, conv: Box<dyn StreamConverter>, client: Protocol) -> Converting {
         Converting {
             up,
             decoder: Decoder::new(),
             conv,
+            client,
             out: Vec::new(),
             pending: None,
             ended: false,
+            failed: None,
+            started: false,
+            flushed: false,
         }
     }
 
@@ -269,6 +283,7 @@ impl Converting {
         if self.out.is_empty() {
             return None;
         }
+        self.started = true;
         let mut s = String::new();
         for e in self.out.drain(..) {
             e.encode(&mut s);
@@ -282,7 +297,14 @@ impl Converting {
         }
         loop {
             if self.ended {
-                return Poll::Ready(None);
+                if self.failed.is_some() && !self.flushed {
+                    // The server writes out what it holds while the body is pending; a body
+                    // error right away would drop the error event with the connection.
+                    self.flushed = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                return Poll::Ready(self.failed.take().map(Err));
             }
             match self.up.poll_chunk(cx) {
                 Poll::Ready(Some(Ok(b))) => {
@@ -293,22 +315,28 @@ impl Converting {
                         return Poll::Ready(Some(Ok(bytes)));
                     }
                 }
-                Poll::Ready(other) => {
-                    // End of the upstream (cleanly or not): flush what the converter owes.
+                Poll::Ready(Some(Err(e))) => {
+                    // Broken off: the error in the client's protocol, then a cut transfer; no
+                    // closing events. Before any output, the caller answers with an error.
+                    self.ended = true;
+                    if !self.started {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    let event =
+                        ferry_protocol::error::stream_error_event(self.client, &e.to_string());
+                    self.failed = Some(e);
+                    return Poll::Ready(Some(Ok(Bytes::from(event))));
+                }
+                Poll::Ready(None) => {
+                    // The upstream ended: flush what the converter owes (also without [DONE]).
                     self.ended = true;
                     let (conv, out) = (&mut self.conv, &mut self.out);
                     self.decoder
                         .finish_each(|e| conv.event(e.kind, e.data, out));
                     self.conv.finish(&mut self.out);
-                    let flushed = self.encode();
-                    return match (other, flushed) {
-                        (Some(Err(e)), None) => Poll::Ready(Some(Err(e))),
-                        (Some(Err(e)), Some(b)) => {
-                            tracing::warn!("aborting AI stream: {e}");
-                            Poll::Ready(Some(Ok(b)))
-                        }
-                        (_, Some(b)) => Poll::Ready(Some(Ok(b))),
-                        (_, None) => Poll::Ready(None),
+                    return match self.encode() {
+                        Some(b) => Poll::Ready(Some(Ok(b))),
+                        None => Poll::Ready(None),
                     };
                 }
                 Poll::Pending => return Poll::Pending,
@@ -329,7 +357,7 @@ impl Body for Converting {
             Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
             Poll::Ready(Some(Err(e))) => {
                 tracing::warn!("aborting AI stream: {e}");
-                Poll::Ready(None)
+                Poll::Ready(Some(Err(e.to_string().into())))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -337,6 +365,6 @@ impl Body for Converting {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.pending.is_none()
+        self.ended && self.pending.is_none() && self.failed.is_none()
     }
 }
