@@ -137,3 +137,39 @@ def test_openai_sdk_stream_with_tools_on_anthropic(gateway):
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["tool_calls"]
     assert chunks[-1].usage.completion_tokens == 8
+
+
+BROKEN = {"x-mock-reset-after": "2", "x-mock-chunks": "6", "x-mock-chunk-delay-ms": "20"}
+
+
+def test_a_stream_broken_off_upstream_raises_in_the_anthropic_sdk(gateway):
+    """The provider resets mid-stream: the SDK must raise, never hand back a finished message."""
+    try:
+        with claude(gateway).messages.stream(
+            model="gpt-4o",
+            max_tokens=100,
+            messages=[{"role": "user", "content": "What is 1+1?"}],
+            extra_headers=BROKEN,
+        ) as s:
+            for _ in s.text_stream:
+                pass
+            s.get_final_message()
+    except anthropic.APIError as e:
+        assert "upstream stream" in str(e), e
+    else:
+        raise AssertionError("a broken-off stream looked finished")
+
+
+def test_a_stream_broken_off_upstream_raises_in_the_openai_sdk(gateway):
+    try:
+        for _ in gpt_on_claude(gateway).chat.completions.create(
+            model="ignored",
+            stream=True,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers=BROKEN,
+        ):
+            pass
+    except openai.APIError as e:
+        assert "upstream stream" in str(e), e
+    else:
+        raise AssertionError("a broken-off stream looked finished")
