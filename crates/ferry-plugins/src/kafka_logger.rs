@@ -2,6 +2,7 @@
 //! with librdkafka, one record per entry, through the shared batch processor (bounded queue,
 //! retries, drops counted). `meta_format: origin` sends the raw HTTP request instead.
 
+use crate::kafka_quiet::QuietContext;
 use crate::log::batch::{self, BatchConf, Batcher, SharedBatchers, Sink};
 use crate::log::entry::Entry;
 use crate::loggers::{Deliver, Logger};
@@ -171,7 +172,7 @@ impl Conf {
         }
     }
 
-    fn producer(&self) -> Result<FutureProducer, String> {
+    fn producer(&self) -> Result<FutureProducer<QuietContext>, String> {
         let servers: Vec<String> = self
             .brokers
             .iter()
@@ -205,12 +206,13 @@ impl Conf {
                 .set("sasl.username", &s.user)
                 .set("sasl.password", &s.password);
         }
-        c.create().map_err(|e| format!("kafka producer: {e}"))
+        c.create_with_context(QuietContext::new(&self.name))
+            .map_err(|e| format!("kafka producer: {e}"))
     }
 }
 
 struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<QuietContext>,
     topic: String,
     key: Option<String>,
     timeout: Duration,

@@ -4,6 +4,7 @@
 
 pub mod ai_proxy;
 pub mod kafka_logger;
+mod kafka_quiet;
 pub mod log;
 pub mod loggers;
 pub mod prometheus;

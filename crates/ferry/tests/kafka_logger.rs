@@ -205,3 +205,51 @@ async fn entries_queued_while_the_broker_is_down_arrive_after_it_returns() {
     assert!(entries.iter().all(|e| e["route_id"] == "r"));
     assert!(recs.len() < 10, "batched into few records: {}", recs.len());
 }
+
+/// An unreachable broker is reported, not repeated several times a second; once no route uses
+/// the producer it is released and the lines stop.
+#[tokio::test]
+async fn an_unreachable_broker_is_reported_not_flooded() {
+    let env = Env::start("kafka-quiet").await;
+    let dead = ferry_testkit::free_port();
+    env.route_with(
+        json!({"id": "q", "uri": "/q", "plugins": {"ai-proxy": env.ai("openai", ""),
+        "kafka-logger": {"brokers": [{"host": "127.0.0.1", "port": dead}], "kafka_topic": "t", "timeout": 1}}}),
+    )
+    .await;
+    assert_eq!(
+        send("POST", &env.url("/q"), &JSON, chat_body())
+            .await
+            .status,
+        200
+    );
+    let kafka_lines = || {
+        env.ferry
+            .stderr
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("kafka:"))
+            .count()
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after_4s = kafka_lines();
+    assert!(after_4s >= 1, "the outage is reported");
+    assert!(
+        after_4s <= 6,
+        "{after_4s} lines in 4 s: {}",
+        env.ferry.stderr.lock().unwrap()
+    );
+    // The route goes: the producer is released (after its flush timeout) and the lines stop.
+    let (s, _) = env.ferry.admin("DELETE", "/routes/q", None).await;
+    assert_eq!(s, 200);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let settled = kafka_lines();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        kafka_lines(),
+        settled,
+        "{}",
+        env.ferry.stderr.lock().unwrap()
+    );
+}
