@@ -29,16 +29,24 @@ pub struct Shared {
     pub access_log: Option<Arc<AccessLog>>,
     /// Request-body limit in bytes (0: unlimited).
     pub max_body: u64,
+    /// Request-head limit in bytes (0: unchecked here). The HTTP parser allows twice as much,
+    /// so a head over the limit gets a 431 with a body that says why.
+    pub max_header: usize,
     /// The revision of the published snapshot, for callers that wait for a write to apply.
     applied: watch::Sender<u64>,
 }
 
 impl Shared {
-    pub fn new(access_log: Option<Arc<AccessLog>>, max_body: u64) -> Arc<Shared> {
+    pub fn new(
+        access_log: Option<Arc<AccessLog>>,
+        max_body: u64,
+        max_header: usize,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             access_log,
             max_body,
+            max_header,
             applied: watch::channel(0).0,
         })
     }
@@ -62,7 +70,19 @@ impl Shared {
         peer: &Peer,
     ) -> http::Response<LoggedBody> {
         let mut ctx = Box::new(Ctx::new(req, peer, self.max_body));
-        let (route, resp) = self.route_and_run(&mut ctx).await;
+        let (route, resp) = match head_size(&ctx) {
+            n if self.max_header > 0 && n > self.max_header => {
+                let e = GatewayError::client(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    format!(
+                        "Request Header Fields Too Large: the request head is {n} bytes, more than the {} allowed (ferry.max_header_size)",
+                        self.max_header
+                    ),
+                );
+                (None, e.into_response())
+            }
+            _ => self.route_and_run(&mut ctx).await,
+        };
         let (mut parts, body) = resp.into_parts();
         if let Some(route) = &route {
             route.chain.header_filter(&mut ctx, &mut parts);
@@ -107,6 +127,15 @@ impl Shared {
     }
 }
 
+/// The size of the request head as it came: request line and header lines.
+fn head_size(ctx: &Ctx) -> usize {
+    let line =
+        ctx.method.as_str().len() + ctx.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    ctx.headers
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
 /// Listener settings.
 #[derive(Debug, Clone)]
 pub struct ServerConf {
@@ -140,11 +169,11 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(conf.max_header_size.max(8192));
+        .max_buf_size((conf.max_header_size * 2).max(16 * 1024));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(conf.max_header_size as u32);
+        .max_header_list_size(u32::try_from(conf.max_header_size * 2).unwrap_or(u32::MAX));
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -259,7 +259,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     } else {
         None
     };
-    let shared = Shared::new(access_log, cfg.client_max_body_size);
+    let shared = Shared::new(access_log, cfg.client_max_body_size, cfg.max_header_size);
     let compiler = reload::load(store.as_ref(), &registry)
         .await
         .map_err(|e| e.to_string())?;

@@ -243,6 +243,14 @@ async fn limits_http2_and_access_log() {
     let huge = "v".repeat(100 * 1024);
     let r = send("GET", &f.url("/big"), &[("x-huge", huge.as_str())], "").await;
     assert_eq!(r.status, 431);
+    assert!(
+        r.json()["error_msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("Request Header Fields Too Large"),
+        "{}",
+        r.text()
+    );
     // The access log line, written off the request path.
     let log = dir.0.join("logs/access.log");
     let deadline = Instant::now() + Duration::from_secs(3);
