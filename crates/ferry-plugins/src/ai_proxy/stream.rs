@@ -170,21 +170,27 @@ impl Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.poll_chunk(cx) {
-            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
-            Poll::Ready(Some(Err(e))) => {
-                // The status line is gone already: cut the transfer, so the client sees an
-                // incomplete answer rather than a normal end.
-                tracing::warn!("aborting AI stream: {e}");
-                Poll::Ready(Some(Err(e.to_string().into())))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
+        to_frame(self.poll_chunk(cx))
     }
 
     fn is_end_stream(&self) -> bool {
         self.done && self.pending.is_none()
+    }
+}
+
+/// A chunk as a body frame. A failure after the status line went out cuts the transfer, so
+/// the client sees an incomplete answer rather than a normal end.
+fn to_frame(
+    p: Poll<Option<Result<Bytes, StreamError>>>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    match p {
+        Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+        Poll::Ready(Some(Err(e))) => {
+            tracing::warn!("aborting AI stream: {e}");
+            Poll::Ready(Some(Err(e.to_string().into())))
+        }
+        Poll::Ready(None) => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
     }
 }
 
@@ -353,15 +359,7 @@ impl Body for Converting {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.poll_converted(cx) {
-            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
-            Poll::Ready(Some(Err(e))) => {
-                tracing::warn!("aborting AI stream: {e}");
-                Poll::Ready(Some(Err(e.to_string().into())))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
+        to_frame(self.poll_converted(cx))
     }
 
     fn is_end_stream(&self) -> bool {
