@@ -12,6 +12,7 @@ use bytes::Bytes;
 use ferry_core::body::{Response, full};
 use ferry_core::ctx::Ctx;
 use ferry_core::error::GatewayError;
+use ferry_core::stats::RequestType;
 use ferry_protocol::convert::{Converted, Pair};
 use ferry_protocol::shape::{MaxTokensField, Shaping, shape};
 use ferry_protocol::wire::StreamOptions;
@@ -32,18 +33,15 @@ fn bad_gateway(msg: impl Into<String>) -> GatewayError {
 
 /// Runs the exchange for a request admitted by the access phase.
 pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
-    let Some(st) = ctx.ext.get::<AiState>() else {
-        return GatewayError::gateway(StatusCode::INTERNAL_SERVER_ERROR, "ai-proxy state missing")
-            .into_response();
-    };
-    let client = st.client;
+    // Errors go out in the client's protocol (plan refuses a request without state).
+    let client = ctx.ext.get::<AiState>().map(|s| s.client);
     let result = async {
         let p = plan(conf, ctx)?;
         let (resp, sent) = exchange(conf, ctx, p.request, p.port).await?;
         respond(conf, ctx, p.answer, resp, sent).await
     }
     .await;
-    result.unwrap_or_else(|e| e.render(Some(client)))
+    result.unwrap_or_else(|e| e.render(client))
 }
 
 /// What [`respond`] needs to know about the request that was sent.
@@ -89,9 +87,9 @@ fn plan(conf: &Compiled, ctx: &mut Ctx) -> GwResult<Plan> {
         llm.model = Some(m);
     }
     llm.request_type = if prepared.stream {
-        ferry_core::stats::RequestType::AiStream
+        RequestType::AiStream
     } else {
-        ferry_core::stats::RequestType::AiChat
+        RequestType::AiChat
     };
     llm.stream = prepared.stream;
     llm.tool_count = prepared.tool_count as u64;
@@ -163,22 +161,21 @@ async fn exchange(
     if let Some(st) = ctx.ext.get_mut::<AiState>() {
         st.sent = Some(sent);
     }
+    let authority = |ctx: &Ctx| format!("{}:{port}", ctx.upstream.host.as_deref().unwrap_or(""));
     let resp = match conf.client.send(req).await {
         Ok(r) => r,
         Err(e) => {
-            let host = ctx.upstream.host.clone().unwrap_or_default();
-            return Err(transport_failure(ctx, sent, &e, &format!("{host}:{port}")));
+            let a = authority(ctx);
+            return Err(transport_failure(ctx, sent, &e, &a));
         }
     };
     ctx.upstream.header_time = Some(sent.elapsed().as_secs_f64());
     ctx.upstream.status = Some(resp.status().as_u16());
-    ctx.upstream.addr = Some(resp.extensions().get::<HttpInfo>().map_or_else(
-        || {
-            let host = ctx.upstream.host.as_deref().unwrap_or("");
-            format!("{host}:{port}")
-        },
-        |i| i.remote_addr().to_string(),
-    ));
+    ctx.upstream.addr = Some(
+        resp.extensions()
+            .get::<HttpInfo>()
+            .map_or_else(|| authority(ctx), |i| i.remote_addr().to_string()),
+    );
     Ok((resp, sent))
 }
 
@@ -216,8 +213,8 @@ async fn respond(
         );
         let (body, observed_proto) = match (a.pair, &a.converted) {
             (Some(p), Some(c)) => {
-                let mut conv =
-                    Converting::new(up, p.stream(c, ctx.llm.model.clone()), st_client(ctx));
+                let client = st_client(ctx);
+                let mut conv = Converting::new(up, p.stream(c, ctx.llm.model.clone()), client);
                 let first = match conv.first().await {
                     Ok(Some(b)) => b,
                     Ok(None) => {
@@ -233,7 +230,7 @@ async fn respond(
                     }
                 };
                 conv.push_front(first);
-                (conv.boxed_unsync(), st_client(ctx))
+                (conv.boxed_unsync(), client)
             }
             _ => {
                 let first = match up.frame().await {
