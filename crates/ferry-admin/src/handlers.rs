@@ -1,100 +1,215 @@
-//! Admin API handlers: create, replace, merge, read, list and delete resources in APISIX's
-//! response shapes (`{"key": "/apisix/routes/1", "value": {...}}`).
+//! Admin API resource handlers: create, replace, merge, read, list (with APISIX's filters and
+//! paging) and delete, in APISIX's response shapes (`{"key": "/apisix/routes/1", "value": ...}`).
 
-use crate::{AdminState, MAX_BODY, error};
+use crate::{AdminState, ConfigSource, error};
 use axum::Json;
 use axum::body::{Body, to_bytes};
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ferry_config::resource::{id_string, valid_id, validate};
 use ferry_config::store::{Record, StoreError, WriteFn};
+use ferry_config::upstream::UpstreamConf;
 use ferry_config::{Kind, PluginChecker};
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 type S = State<Arc<AdminState>>;
+type Q = Query<HashMap<String, String>>;
+
+/// Largest resource body, as APISIX.
+pub const MAX_BODY: usize = 1_572_864;
 
 /// A failed admin call: rendered as `{"error_msg": ...}` with its status.
-pub struct ApiError(StatusCode, String);
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.0 == StatusCode::NOT_FOUND && self.1 == "Key not found" {
+            return (
+                self.0,
+                Json(json!({"message": "Key not found", "error_msg": "Key not found"})),
+            )
+                .into_response();
+        }
         error(self.0, self.1)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        store_error(e)
+        let status = match e {
+            StoreError::NotFound => StatusCode::NOT_FOUND,
+            StoreError::MissingRef(..) | StoreError::InUse(..) | StoreError::Rejected(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!("admin store error: {e}");
+        }
+        ApiError(status, e.to_string())
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub type ApiResult = Result<Response, ApiError>;
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
+const STREAM_ROUTES: &str = "stream_routes";
+
 fn kind_of(s: &str) -> Result<Kind, ApiError> {
+    if s == STREAM_ROUTES {
+        return Err(bad(
+            "stream mode is disabled, can not add stream routes: Ferry has no L4 (stream) proxy",
+        ));
+    }
     Kind::from_path(s).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
-            format!("unsupported resource type: {s}"),
+            format!("Unsupported resource type: {s}"),
         )
     })
 }
 
-fn store_error(e: StoreError) -> ApiError {
-    let status = match e {
-        StoreError::NotFound => StatusCode::NOT_FOUND,
-        StoreError::MissingRef(..) | StoreError::InUse(..) | StoreError::Rejected(_) => {
-            StatusCode::BAD_REQUEST
-        }
-        StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!("admin store error: {e}");
+fn not_supported(method: &Method, kind: Kind) -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("not supported `{method}` method for {}", kind.noun()),
+    )
+}
+
+/// Writes are refused when a document, not the Admin API, is the source of configuration.
+fn writable(state: &AdminState) -> Result<(), ApiError> {
+    match &state.source {
+        ConfigSource::Store => Ok(()),
+        ConfigSource::StandaloneApi => Err(bad(
+            "Ferry runs in standalone mode (config_provider: yaml): resources are read-only here; send the whole configuration with PUT /apisix/admin/configs",
+        )),
+        ConfigSource::File(path) => Err(bad(format!(
+            "Ferry runs in file-driven standalone mode: the configuration comes from {}; edit that file instead",
+            path.display()
+        ))),
     }
-    ApiError(status, e.to_string())
+}
+
+/// What any answer may show of a stored value: never an SSL private key.
+fn public(kind: Kind, v: &Value) -> Value {
+    if kind == Kind::Ssls
+        && let Some(m) = v.as_object()
+    {
+        let mut m = m.clone();
+        m.remove("key");
+        m.remove("keys");
+        return Value::Object(m);
+    }
+    v.clone()
 }
 
 fn item(r: &Record) -> Value {
     json!({
         "key": r.kind.key(&r.id),
-        "value": r.value,
+        "value": public(r.kind, &r.value),
         "createdIndex": r.create_rev,
         "modifiedIndex": r.mod_rev,
     })
 }
 
-async fn read_json(body: Body) -> Result<Value, ApiError> {
-    let bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
+/// Reads a JSON body; `None` when it is empty.
+pub async fn read_json(body: Body, limit: usize) -> Result<Option<Value>, ApiError> {
+    let bytes = to_bytes(body, limit).await.map_err(|_| {
         ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("invalid request body: larger than {MAX_BODY} bytes"),
+            format!(
+                "invalid request body: request size is greater than the maximum size {limit} allowed"
+            ),
         )
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(bad("invalid request body: empty"));
+        return Ok(None);
     }
-    serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| bad(format!("invalid request body: {e}")))
 }
 
-/// Validates a full resource body for `kind/id` and returns the write function for the store.
+async fn body_of(body: Body) -> Result<Value, ApiError> {
+    read_json(body, MAX_BODY)
+        .await?
+        .ok_or_else(|| bad("missing configurations"))
+}
+
+/// `create_time` / `update_time` may not be sent with PUT or POST.
+fn no_times(v: &Value) -> Result<(), ApiError> {
+    for scope in [Some(v), v.get("upstream")].into_iter().flatten() {
+        for f in ["create_time", "update_time"] {
+            if scope.get(f).is_some() {
+                return Err(bad(format!("the property is forbidden:  {f}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets the id field a stored value carries (consumers carry `username`, metadata nothing).
+fn with_id(kind: Kind, id: &str, value: &mut Value) {
+    let Some(obj) = value.as_object_mut() else {
+        return;
+    };
+    match kind {
+        Kind::Consumers => {
+            obj.insert("username".into(), Value::String(id.into()));
+        }
+        Kind::PluginMetadata => {}
+        Kind::Credentials => {
+            let cid = id.rsplit('/').next().unwrap_or(id);
+            obj.insert("id".into(), Value::String(cid.into()));
+        }
+        _ => {
+            obj.insert("id".into(), Value::String(id.into()));
+        }
+    }
+}
+
+fn check(
+    kind: Kind,
+    id: &str,
+    value: &Value,
+    plugins: &dyn PluginChecker,
+) -> Result<Vec<(Kind, String)>, StoreError> {
+    if kind == Kind::PluginMetadata && !plugins.names().iter().any(|n| n == id) {
+        return Err(StoreError::Rejected("invalid plugin name".into()));
+    }
+    let mut refs = validate(kind, value, plugins).map_err(StoreError::Rejected)?;
+    if kind == Kind::Credentials
+        && let Some((user, _)) = id.split_once('/')
+    {
+        refs.push((Kind::Consumers, user.to_string()));
+    }
+    Ok(refs)
+}
+
+/// The store write of a whole body for `kind/id`.
 fn checked(kind: Kind, id: String, mut value: Value, plugins: Arc<dyn PluginChecker>) -> WriteFn {
     Box::new(move |_old| {
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("id".into(), Value::String(id));
-        }
-        let refs = validate(kind, &mut value, plugins.as_ref()).map_err(StoreError::Rejected)?;
+        with_id(kind, &id, &mut value);
+        let refs = check(kind, &id, &value, plugins.as_ref())?;
         Ok((value, refs))
     })
 }
 
 async fn write(state: &AdminState, kind: Kind, id: String, f: WriteFn) -> ApiResult {
-    let out = state.store.write(kind, &id, f).await?;
+    let out = match state.store.write(kind, &id, f).await {
+        Err(StoreError::MissingRef(Kind::Consumers, _)) if kind == Kind::Credentials => {
+            return Err(ApiError(StatusCode::NOT_FOUND, "consumer not found".into()));
+        }
+        r => r?,
+    };
     wait_applied(state, out.record.mod_rev).await;
     let status = if out.created {
         StatusCode::CREATED
@@ -104,59 +219,168 @@ async fn write(state: &AdminState, kind: Kind, id: String, f: WriteFn) -> ApiRes
     let r = &out.record;
     Ok((
         status,
-        Json(json!({"key": kind.key(&r.id), "value": r.value})),
+        Json(json!({"key": kind.key(&r.id), "value": public(kind, &r.value)})),
     )
         .into_response())
 }
 
 /// Waits until the data plane runs revision `rev` or newer (bounded).
-async fn wait_applied(state: &AdminState, rev: u64) {
+pub async fn wait_applied(state: &AdminState, rev: u64) {
     if let Some(rx) = &state.applied {
         let mut rx = rx.clone();
         let _ = tokio::time::timeout(crate::APPLY_WAIT, rx.wait_for(|r| *r >= rev)).await;
     }
 }
 
+/// Two global rules may not configure the same plugin.
+async fn global_rule_conflict(state: &AdminState, id: &str, value: &Value) -> Result<(), ApiError> {
+    let Some(mine) = value.get("plugins").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for r in state.store.list(Kind::GlobalRules).await? {
+        if r.id == id {
+            continue;
+        }
+        if let Some(theirs) = r.value.get("plugins").and_then(Value::as_object)
+            && let Some(name) = mine.keys().find(|k| theirs.contains_key(*k))
+        {
+            return Err(bad(format!(
+                "plugin '{name}' already exists in global rule with id '{}'",
+                r.id
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Validates and stores a whole resource body as `kind/id`.
 async fn put_value(state: &AdminState, kind: Kind, id: String, value: Value) -> ApiResult {
+    writable(state)?;
+    no_times(&value)?;
+    if kind == Kind::GlobalRules {
+        global_rule_conflict(state, &id, &value).await?;
+    }
     let f = checked(kind, id.clone(), value, state.plugins.clone());
     write(state, kind, id, f).await
 }
 
 fn check_id(kind: Kind, id: &str) -> Result<(), ApiError> {
-    if valid_id(id) {
+    let ok = match kind {
+        Kind::Consumers => ferry_config::resource::valid_username(id),
+        Kind::PluginMetadata => !id.is_empty(),
+        _ => valid_id(id),
+    };
+    if ok {
         Ok(())
     } else {
-        Err(bad(format!(
-            "invalid {} id: expected 1-64 characters of [a-zA-Z0-9-_.]",
-            kind.noun()
-        )))
+        Err(bad(
+            "invalid configuration: property \"id\" validation failed: object matches none of the required",
+        ))
     }
 }
 
-pub async fn list(state: S, Path(kind): Path<String>) -> ApiResult {
-    let kind = kind_of(&kind)?;
-    let rs = state.store.list(kind).await?;
+fn regex(q: &HashMap<String, String>, key: &str) -> Result<Option<regex::Regex>, ApiError> {
+    q.get(key)
+        .map(|p| regex::Regex::new(p).map_err(|e| bad(format!("invalid {key} regex: {e}"))))
+        .transpose()
+}
+
+/// APISIX's list filters (`name`, `label`, `uri`, `filter`) then paging (`page`, `page_size`).
+fn filtered(mut rs: Vec<Record>, q: &HashMap<String, String>) -> Result<(usize, Vec<Record>), ApiError> {
+    let name = regex(q, "name")?;
+    let uri = regex(q, "uri")?;
+    let label = q.get("label");
+    let exact: Vec<(String, String)> = q
+        .get("filter")
+        .map(|f| {
+            url::form_urlencoded::parse(f.as_bytes())
+                .filter(|(k, _)| k == "service_id" || k == "upstream_id")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    rs.retain(|r| {
+        let v = &r.value;
+        if let Some(re) = &name
+            && !v.get("name").and_then(Value::as_str).is_some_and(|n| re.is_match(n))
+        {
+            return false;
+        }
+        if let Some(l) = label
+            && !v
+                .get("labels")
+                .and_then(Value::as_object)
+                .is_some_and(|m| !l.is_empty() && m.contains_key(l))
+        {
+            return false;
+        }
+        if let Some(re) = &uri {
+            let mut all = v.get("uris").and_then(Value::as_array).cloned().unwrap_or_default();
+            all.extend(v.get("uri").cloned());
+            if !all.iter().filter_map(Value::as_str).any(|u| re.is_match(u)) {
+                return false;
+            }
+        }
+        exact
+            .iter()
+            .all(|(k, want)| v.get(k).and_then(id_string).as_deref() == Some(want.as_str()))
+    });
+    let total = rs.len();
+    let num = |k: &str| q.get(k).and_then(|s| s.parse::<i64>().ok());
+    if let (Some(page), Some(size)) = (q.get("page"), num("page_size")) {
+        if !(10..=500).contains(&size) {
+            return Err(bad("page_size must be between 10 and 500"));
+        }
+        let page = page.parse::<i64>().ok().filter(|p| *p >= 1).unwrap_or(1);
+        rs.sort_by_key(|r| r.create_rev);
+        let start = ((page - 1) * size) as usize;
+        rs = rs.into_iter().skip(start).take(size as usize).collect();
+    }
+    Ok((total, rs))
+}
+
+fn list_answer(total: usize, rs: &[Record]) -> Response {
     let list: Vec<Value> = rs.iter().map(item).collect();
-    Ok(Json(json!({"total": rs.len(), "list": list})).into_response())
+    Json(json!({"total": total, "list": list})).into_response()
+}
+
+pub async fn list(state: S, Path(kind): Path<String>, Query(q): Q) -> ApiResult {
+    if kind == STREAM_ROUTES {
+        return Ok(Json(json!({"total": 0, "list": []})).into_response());
+    }
+    let kind = kind_of(&kind)?;
+    let mut rs = state.store.list(kind).await?;
+    if kind == Kind::Upstreams {
+        // ADC's placeholders (no nodes) are fetchable by id but not listed.
+        rs.retain(|r| !UpstreamConf::is_placeholder(&r.value));
+    }
+    let (total, rs) = filtered(rs, &q)?;
+    Ok(list_answer(total, &rs))
 }
 
 pub async fn get_one(state: S, Path((kind, id)): Path<(String, String)>) -> ApiResult {
+    if kind == STREAM_ROUTES {
+        return Err(StoreError::NotFound.into());
+    }
     let kind = kind_of(&kind)?;
-    let r = state
-        .store
-        .get(kind, &id)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+    let r = state.store.get(kind, &id).await?.ok_or(StoreError::NotFound)?;
     Ok(Json(item(&r)).into_response())
 }
 
-/// `PUT /apisix/admin/<kind>` with the id in the body (as the APISIX docs' examples do).
+/// `PUT /apisix/admin/<kind>` with the id (a consumer's `username`) in the body.
 pub async fn put_collection(state: S, Path(kind): Path<String>, body: Body) -> ApiResult {
     let kind = kind_of(&kind)?;
-    let value = read_json(body).await?;
-    let Some(id) = value.get("id").and_then(id_string) else {
-        return Err(bad(format!("missing {} id", kind.noun())));
+    let value = body_of(body).await?;
+    let id = match kind {
+        Kind::Consumers => value.get("username").and_then(Value::as_str).map(String::from),
+        Kind::PluginMetadata => return Err(bad("missing plugin name")),
+        _ => value.get("id").and_then(id_string),
+    };
+    let Some(id) = id else {
+        return Err(match kind {
+            Kind::Consumers => bad("invalid configuration: property \"username\" is required"),
+            _ => bad(format!("missing {} id", kind.noun())),
+        });
     };
     check_id(kind, &id)?;
     put_value(&state, kind, id, value).await
@@ -165,16 +389,33 @@ pub async fn put_collection(state: S, Path(kind): Path<String>, body: Body) -> A
 pub async fn put_id(state: S, Path((kind, id)): Path<(String, String)>, body: Body) -> ApiResult {
     let kind = kind_of(&kind)?;
     check_id(kind, &id)?;
-    let value = read_json(body).await?;
-    if let Some(body_id) = value.get("id")
-        && id_string(body_id).as_deref() != Some(id.as_str())
-    {
-        return Err(bad(format!("wrong {} id", kind.noun())));
+    let value = match read_json(body, MAX_BODY).await? {
+        Some(v) => v,
+        // ADC writes an empty upstream for every service that has none.
+        None if kind == Kind::Upstreams => json!({}),
+        None => return Err(bad("missing configurations")),
+    };
+    match kind {
+        Kind::Consumers => {
+            if let Some(u) = value.get("username")
+                && u.as_str() != Some(id.as_str())
+            {
+                return Err(bad("wrong username"));
+            }
+        }
+        Kind::PluginMetadata => {}
+        _ => {
+            if let Some(body_id) = value.get("id")
+                && id_string(body_id).as_deref() != Some(id.as_str())
+            {
+                return Err(bad(format!("wrong {} id", kind.noun())));
+            }
+        }
     }
     put_value(&state, kind, id, value).await
 }
 
-/// A new id for POST: time-ordered digits, unique within this process.
+/// A new id for POST: 20 zero-padded digits, increasing.
 fn new_id() -> String {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
@@ -192,12 +433,22 @@ fn new_id() -> String {
 
 pub async fn post(state: S, Path(kind): Path<String>, body: Body) -> ApiResult {
     let kind = kind_of(&kind)?;
-    let value = read_json(body).await?;
+    if !kind.allows_post() {
+        return Err(not_supported(&Method::POST, kind));
+    }
+    let value = body_of(body).await?;
     if value.get("id").is_some() {
         return Err(bad(format!("wrong {} id, do not need it", kind.noun())));
     }
-    let id = new_id();
-    put_value(&state, kind, id, value).await
+    put_value(&state, kind, new_id(), value).await
+}
+
+pub async fn post_id(_state: S, Path((kind, _id)): Path<(String, String)>) -> ApiResult {
+    let kind = kind_of(&kind)?;
+    if !kind.allows_post() {
+        return Err(not_supported(&Method::POST, kind));
+    }
+    Err(bad(format!("wrong {} id, do not need it", kind.noun())))
 }
 
 /// RFC 7386 merge: objects merge key by key, `null` deletes, anything else replaces.
@@ -225,82 +476,170 @@ fn patched(
     Box::new(move |old| {
         let mut value = old.cloned().ok_or(StoreError::NotFound)?;
         apply(&mut value).map_err(StoreError::Rejected)?;
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("id".into(), Value::String(id));
+        if value.get("id").and_then(id_string).as_deref() != Some(id.as_str()) {
+            return Err(StoreError::Rejected(format!("wrong {} id", kind.noun())));
         }
-        let refs = validate(kind, &mut value, plugins.as_ref()).map_err(StoreError::Rejected)?;
+        let refs = check(kind, &id, &value, plugins.as_ref())?;
         Ok((value, refs))
     })
 }
 
-pub async fn patch(state: S, Path((kind, id)): Path<(String, String)>, body: Body) -> ApiResult {
-    let kind = kind_of(&kind)?;
-    let p = read_json(body).await?;
-    if !p.is_object() {
-        return Err(bad("invalid request body: a PATCH body must be an object"));
+async fn patch_with(
+    state: &AdminState,
+    kind: Kind,
+    id: String,
+    apply: impl FnOnce(&mut Value) -> Result<(), String> + Send + 'static,
+) -> ApiResult {
+    writable(state)?;
+    if !kind.allows_patch() {
+        return Err(not_supported(&Method::PATCH, kind));
     }
-    if let Some(body_id) = p.get("id")
-        && id_string(body_id).as_deref() != Some(id.as_str())
-    {
-        return Err(bad(format!("wrong {} id", kind.noun())));
-    }
-    let f = patched(
-        kind,
-        id.clone(),
-        move |v| {
-            merge(v, p);
-            Ok(())
-        },
-        state.plugins.clone(),
-    );
-    write(&state, kind, id, f).await
+    let f = patched(kind, id.clone(), apply, state.plugins.clone());
+    write(state, kind, id, f).await
 }
 
-/// `PATCH /apisix/admin/<kind>/<id>/<path>`: replaces the value at `path` (e.g. `plugins`).
-pub async fn patch_path(
+pub async fn patch(state: S, Path((kind, id)): Path<(String, String)>, body: Body) -> ApiResult {
+    let kind = kind_of(&kind)?;
+    if !kind.allows_patch() {
+        return Err(not_supported(&Method::PATCH, kind));
+    }
+    let p = body_of(body).await?;
+    if !p.is_object() {
+        return Err(bad("invalid configuration: a PATCH body must be an object"));
+    }
+    if kind == Kind::GlobalRules {
+        global_rule_conflict(&state, &id, &p).await?;
+    }
+    patch_with(&state, kind, id, move |v| {
+        merge(v, p);
+        Ok(())
+    })
+    .await
+}
+
+/// Everything under `/<kind>/<id>/...`: a consumer's credentials, or a sub-path PATCH.
+pub async fn sub_path(
     state: S,
+    method: Method,
     Path((kind, id, path)): Path<(String, String, String)>,
     body: Body,
 ) -> ApiResult {
-    let kind = kind_of(&kind)?;
-    let p = read_json(body).await?;
+    let k = kind_of(&kind)?;
+    if k == Kind::Consumers
+        && let Some(rest) = path.strip_prefix("credentials")
+    {
+        return credentials(&state, method, &id, rest.trim_matches('/'), body).await;
+    }
+    if method != Method::PATCH {
+        return Err(not_supported(&method, k));
+    }
+    let p = read_json(body, MAX_BODY).await?.unwrap_or(Value::Null);
     let segs: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect();
-    if segs.is_empty() || segs[0] == "id" {
-        return Err(bad(format!("invalid sub path: {path}")));
+    if segs.is_empty() {
+        return Err(bad(format!("invalid sub-path: /{path}")));
     }
-    let f = patched(
-        kind,
-        id.clone(),
-        move |v| {
-            let mut cur = v;
-            for (i, s) in segs.iter().enumerate() {
-                let obj = cur.as_object_mut().ok_or_else(|| {
-                    format!("invalid sub path: {} is not an object", segs[..i].join("/"))
-                })?;
-                if i + 1 == segs.len() {
-                    obj.insert(s.clone(), p);
-                    return Ok(());
-                }
-                cur = obj
-                    .entry(s.clone())
-                    .or_insert_with(|| Value::Object(Map::new()));
+    patch_with(&state, k, id, move |v| {
+        let mut cur = v;
+        for (i, s) in segs.iter().enumerate() {
+            let obj = cur
+                .as_object_mut()
+                .ok_or_else(|| format!("invalid sub-path: /{}", segs[..i].join("/")))?;
+            if i + 1 == segs.len() {
+                obj.insert(s.clone(), p);
+                return Ok(());
             }
-            Ok(())
-        },
-        state.plugins.clone(),
-    );
-    write(&state, kind, id, f).await
+            cur = obj
+                .entry(s.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
+        Ok(())
+    })
+    .await
 }
 
-pub async fn delete(state: S, Path((kind, id)): Path<(String, String)>) -> ApiResult {
+async fn credentials(
+    state: &AdminState,
+    method: Method,
+    user: &str,
+    cid: &str,
+    body: Body,
+) -> ApiResult {
+    let consumer_missing = || ApiError(StatusCode::NOT_FOUND, "consumer not found".into());
+    if cid.is_empty() {
+        return match method {
+            Method::GET => {
+                if state.store.get(Kind::Consumers, user).await?.is_none() {
+                    return Err(consumer_missing());
+                }
+                let prefix = Kind::credential_id(user, "");
+                let mut rs = state.store.list(Kind::Credentials).await?;
+                rs.retain(|r| r.id.starts_with(&prefix));
+                Ok(list_answer(rs.len(), &rs))
+            }
+            Method::PUT => {
+                let value = body_of(body).await?;
+                let Some(cid) = value.get("id").and_then(id_string) else {
+                    return Err(bad("missing credential id"));
+                };
+                check_id(Kind::Credentials, &cid)?;
+                put_value(state, Kind::Credentials, Kind::credential_id(user, &cid), value).await
+            }
+            m => Err(not_supported(&m, Kind::Credentials)),
+        };
+    }
+    check_id(Kind::Credentials, cid)?;
+    let id = Kind::credential_id(user, cid);
+    match method {
+        Method::GET => {
+            let r = state
+                .store
+                .get(Kind::Credentials, &id)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            Ok(Json(item(&r)).into_response())
+        }
+        Method::PUT => {
+            let value = body_of(body).await?;
+            if let Some(b) = value.get("id")
+                && id_string(b).as_deref() != Some(cid)
+            {
+                return Err(bad("wrong credential id"));
+            }
+            put_value(state, Kind::Credentials, id, value).await
+        }
+        Method::DELETE => {
+            writable(state)?;
+            let (r, rev) = state.store.delete(Kind::Credentials, &id, false).await?;
+            wait_applied(state, rev).await;
+            Ok(Json(json!({"deleted": "1", "key": Kind::Credentials.key(&r.id)})).into_response())
+        }
+        m => Err(not_supported(&m, Kind::Credentials)),
+    }
+}
+
+pub async fn delete(
+    state: S,
+    Path((kind, id)): Path<(String, String)>,
+    Query(q): Q,
+) -> ApiResult {
     let kind = kind_of(&kind)?;
-    let (r, rev) = state.store.delete(kind, &id).await?;
+    writable(&state)?;
+    let force = q.get("force").is_some_and(|f| f == "true");
+    let (r, rev) = state.store.delete(kind, &id, force).await?;
     wait_applied(&state, rev).await;
     Ok(Json(json!({"deleted": "1", "key": kind.key(&r.id)})).into_response())
+}
+
+pub async fn missing_id(method: Method, Path(kind): Path<String>) -> ApiResult {
+    let kind = kind_of(&kind)?;
+    if method == Method::PATCH && !kind.allows_patch() {
+        return Err(not_supported(&method, kind));
+    }
+    Err(bad(format!("missing {} id", kind.noun())))
 }
 
 pub async fn plugin_list(state: S) -> Response {
@@ -334,5 +673,43 @@ mod tests {
         let b = new_id();
         assert!(b > a);
         assert_eq!(a.len(), 20);
+    }
+
+    fn rec(id: &str, v: Value, rev: u64) -> Record {
+        Record {
+            kind: Kind::Routes,
+            id: id.into(),
+            value: v,
+            create_rev: rev,
+            mod_rev: rev,
+        }
+    }
+
+    #[test]
+    fn filters_and_paging() {
+        let rs: Vec<Record> = (1..=25)
+            .map(|i| {
+                rec(
+                    &i.to_string(),
+                    json!({"uri": format!("/r{i}"), "name": format!("n{i}"), "labels": {"k": "v"}, "service_id": if i % 2 == 0 { "s" } else { "t" }}),
+                    i,
+                )
+            })
+            .chain([rec("x", json!({"uris": ["/x"]}), 30)])
+            .collect();
+        let q = |p: &[(&str, &str)]| p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let (t, l) = filtered(rs.clone(), &q(&[("name", "^n1")])).unwrap();
+        assert_eq!((t, l.len()), (11, 11), "n1, n10..n19; the unnamed item does not match");
+        assert_eq!(filtered(rs.clone(), &q(&[("label", "k")])).unwrap().0, 25);
+        assert_eq!(filtered(rs.clone(), &q(&[("label", "")])).unwrap().0, 0);
+        assert_eq!(filtered(rs.clone(), &q(&[("uri", "^/x$")])).unwrap().0, 1);
+        assert_eq!(filtered(rs.clone(), &q(&[("filter", "service_id=s")])).unwrap().0, 12);
+        let (t, l) = filtered(rs.clone(), &q(&[("page", "3"), ("page_size", "10")])).unwrap();
+        assert_eq!((t, l.len()), (26, 6));
+        let (_, l) = filtered(rs.clone(), &q(&[("page", "-1"), ("page_size", "10")])).unwrap();
+        assert_eq!(l[0].id, "1");
+        let (t, l) = filtered(rs.clone(), &q(&[("page", "9"), ("page_size", "10")])).unwrap();
+        assert_eq!((t, l.len()), (26, 0));
+        assert!(filtered(rs, &q(&[("page", "1"), ("page_size", "2")])).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! The Admin API: APISIX's `/apisix/admin/...` paths, shapes and status codes over a
 //! [`Store`], with `X-API-KEY` checked in constant time and every write validated first.
 
+mod configs;
 mod handlers;
 
 use axum::Router;
@@ -8,7 +9,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get, post};
 use ferry_config::PluginChecker;
 use ferry_config::app::{AdminKey, AdminRole};
 use ferry_config::store::Store;
@@ -28,13 +29,23 @@ pub struct AdminState {
     /// The revision the data plane has applied. When set, a write answers only once its
     /// revision is live (bounded by [`APPLY_WAIT`]), so a client can use it right away.
     pub applied: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Where the configuration comes from; resource writes are refused unless the store.
+    pub source: ConfigSource,
+}
+
+/// Where the configuration comes from (APISIX's deployment modes).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigSource {
+    /// The Admin API writes resources one by one (traditional mode).
+    Store,
+    /// `PUT /apisix/admin/configs` replaces the whole document (standalone, API-driven).
+    StandaloneApi,
+    /// A file is the source (standalone, file-driven); the Admin API only reads.
+    File(std::path::PathBuf),
 }
 
 /// How long a write waits for the data plane to apply it before answering anyway.
 pub const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Largest admin request body accepted.
-pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// An `{"error_msg": ...}` response.
 pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -43,29 +54,54 @@ pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 
 /// Builds the Admin API router.
 pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
+    let api = Router::new()
+        .route(
+            "/apisix/admin/configs",
+            get(configs::get).put(configs::put).head(configs::head),
+        )
+        .route("/apisix/admin/configs/validate", post(configs::validate))
         .route("/apisix/admin/plugins/list", get(handlers::plugin_list))
         .route("/apisix/admin/plugins/{name}", get(handlers::plugin_schema))
         .route(
             "/apisix/admin/{kind}",
             get(handlers::list)
                 .put(handlers::put_collection)
-                .post(handlers::post),
+                .post(handlers::post)
+                .patch(handlers::missing_id)
+                .delete(handlers::missing_id),
         )
         .route(
             "/apisix/admin/{kind}/{id}",
             get(handlers::get_one)
                 .put(handlers::put_id)
                 .patch(handlers::patch)
-                .delete(handlers::delete),
+                .delete(handlers::delete)
+                .post(handlers::post_id),
         )
-        .route(
-            "/apisix/admin/{kind}/{id}/{*path}",
-            axum::routing::patch(handlers::patch_path),
-        )
+        .route("/apisix/admin/{kind}/{id}/{*path}", any(handlers::sub_path))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "404 Not Found") })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
-        .with_state(state)
+        .with_state(state);
+    // ADC's standalone backend probes `HEAD /apisix/admin` without a key.
+    Router::new()
+        .route(
+            "/apisix/admin",
+            axum::routing::head(|| async { StatusCode::OK }),
+        )
+        .merge(api)
+        .layer(middleware::map_response(api_version))
+}
+
+/// Every Admin API answer names the API version; none names APISIX (ADC would then assume an
+/// old one).
+async fn api_version(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert("x-api-version", axum::http::HeaderValue::from_static("v3"));
+    resp.headers_mut().insert(
+        axum::http::header::SERVER,
+        axum::http::HeaderValue::from_static(concat!("Ferry/", env!("CARGO_PKG_VERSION"))),
+    );
+    resp
 }
 
 fn key_from(headers: &HeaderMap, query: Option<&str>) -> Option<String> {

@@ -15,7 +15,11 @@ pub enum ConfigProvider {
     /// SQLite in the data dir (Ferry's default).
     Embedded,
     Etcd,
+    /// Standalone, API-driven: `PUT /apisix/admin/configs` sets the whole document.
     Yaml,
+    /// Standalone, file-driven (`deployment.role: data_plane`): `apisix.yaml` (or
+    /// `apisix.json` when `json`) next to config.yaml is the configuration.
+    File { json: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,9 +236,9 @@ struct ListenAddr {
 
 #[derive(Deserialize, Default)]
 struct RawDeployment {
-    #[allow(dead_code)]
     role: Option<String>,
     role_traditional: Option<RawRoleTraditional>,
+    role_data_plane: Option<RawRoleTraditional>,
     #[serde(default)]
     admin: RawAdmin,
 }
@@ -379,6 +383,30 @@ impl AppConfig {
                     )));
                 }
             };
+        }
+        match raw.deployment.role.as_deref() {
+            None | Some("traditional") => {}
+            Some("data_plane") => {
+                let p = raw
+                    .deployment
+                    .role_data_plane
+                    .and_then(|r| r.config_provider);
+                self.config_provider = match p.as_deref() {
+                    Some("yaml") => ConfigProvider::File { json: false },
+                    Some("json") => ConfigProvider::File { json: true },
+                    Some("etcd") | None => ConfigProvider::Etcd,
+                    Some(other) => {
+                        return Err(ConfigError(format!(
+                            "deployment.role_data_plane.config_provider: unknown provider \"{other}\" (expected yaml, json or etcd)"
+                        )));
+                    }
+                };
+            }
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "deployment.role: \"{other}\" is not supported by Ferry (expected traditional or data_plane)"
+                )));
+            }
         }
         let admin = raw.deployment.admin;
         if let Some(l) = admin.admin_listen {

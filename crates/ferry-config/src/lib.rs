@@ -2,9 +2,12 @@
 //! expressions, and the stores that hold resources. Everything here except the stores is pure.
 
 pub mod app;
+pub mod document;
 pub mod expr;
 pub mod resource;
+mod resource_misc;
 pub mod store;
+pub mod upstream;
 pub mod var;
 
 pub use app::AppConfig;

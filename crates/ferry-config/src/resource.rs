@@ -2,6 +2,7 @@
 //! write-time validation with APISIX-style messages naming the offending field.
 
 use crate::expr::{Expr, parse_net};
+pub use crate::resource_misc::valid_username;
 use serde_json::{Map, Value};
 
 /// A resource collection under `/apisix/admin/<kind>`.
@@ -10,10 +11,30 @@ pub enum Kind {
     Routes,
     Services,
     PluginConfigs,
+    Upstreams,
+    Consumers,
+    /// `consumers/<username>/credentials/<id>`; stored under the id `<username>/credentials/<id>`.
+    Credentials,
+    ConsumerGroups,
+    Ssls,
+    GlobalRules,
+    /// Keyed by plugin name.
+    PluginMetadata,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Routes, Kind::Services, Kind::PluginConfigs];
+    pub const ALL: [Kind; 10] = [
+        Kind::Routes,
+        Kind::Services,
+        Kind::PluginConfigs,
+        Kind::Upstreams,
+        Kind::Consumers,
+        Kind::Credentials,
+        Kind::ConsumerGroups,
+        Kind::Ssls,
+        Kind::GlobalRules,
+        Kind::PluginMetadata,
+    ];
 
     /// The collection name used in URLs, keys and the store.
     pub fn as_str(self) -> &'static str {
@@ -21,16 +42,29 @@ impl Kind {
             Kind::Routes => "routes",
             Kind::Services => "services",
             Kind::PluginConfigs => "plugin_configs",
+            Kind::Upstreams => "upstreams",
+            Kind::Consumers => "consumers",
+            Kind::Credentials => "credentials",
+            Kind::ConsumerGroups => "consumer_groups",
+            Kind::Ssls => "ssls",
+            Kind::GlobalRules => "global_rules",
+            Kind::PluginMetadata => "plugin_metadata",
         }
     }
 
+    /// The kind behind `/apisix/admin/<s>` (credentials are reached through consumers).
     pub fn from_path(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+        Kind::ALL
+            .into_iter()
+            .find(|k| *k != Kind::Credentials && k.as_str() == s)
     }
 
     /// APISIX's etcd-style key, e.g. `/apisix/routes/1`.
     pub fn key(self, id: &str) -> String {
-        format!("/apisix/{}/{}", self.as_str(), id)
+        match self {
+            Kind::Credentials => format!("/apisix/consumers/{id}"),
+            _ => format!("/apisix/{}/{}", self.as_str(), id),
+        }
     }
 
     /// The singular name used in messages ("route", "service", "plugin config").
@@ -38,8 +72,41 @@ impl Kind {
         match self {
             Kind::Routes => "route",
             Kind::Services => "service",
-            Kind::PluginConfigs => "plugin_config",
+            Kind::PluginConfigs => "plugin config",
+            Kind::Upstreams => "upstream",
+            Kind::Consumers => "consumer",
+            Kind::Credentials => "credential",
+            Kind::ConsumerGroups => "consumer group",
+            Kind::Ssls => "ssl",
+            Kind::GlobalRules => "global rule",
+            Kind::PluginMetadata => "plugin_metadata",
         }
+    }
+
+    /// True when `POST /<kind>` creates an item with a generated id.
+    pub fn allows_post(self) -> bool {
+        matches!(
+            self,
+            Kind::Routes | Kind::Services | Kind::Upstreams | Kind::Ssls
+        )
+    }
+
+    /// True when `PATCH` is offered.
+    pub fn allows_patch(self) -> bool {
+        !matches!(
+            self,
+            Kind::Consumers | Kind::Credentials | Kind::PluginMetadata
+        )
+    }
+
+    /// True when stored values get `id`, `create_time` and `update_time`.
+    pub fn stamped(self) -> bool {
+        self != Kind::PluginMetadata
+    }
+
+    /// The store id of credential `cred` of consumer `user`.
+    pub fn credential_id(user: &str, cred: &str) -> String {
+        format!("{user}/credentials/{cred}")
     }
 }
 
@@ -62,21 +129,86 @@ pub trait PluginChecker: Send + Sync {
     fn schema(&self, _name: &str) -> Option<Value> {
         None
     }
+    /// True for authentication plugins (the only ones a credential may carry).
+    fn is_auth(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// A reference from one resource to another that must exist when the write lands.
 pub type Ref = (Kind, String);
 
-/// Validates a resource body, fills plugin defaults in, and returns the resources it
-/// references. `value` must already carry its `id`.
-pub fn validate(
+/// Validates a resource body (which must already carry its `id`, except consumers and plugin
+/// metadata) and returns the resources it references. The body is not changed: plugin
+/// defaults are applied when the data plane compiles it, never written back.
+pub fn validate(kind: Kind, value: &Value, plugins: &dyn PluginChecker) -> Result<Vec<Ref>, String> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| "invalid configuration: wrong type: expected object".to_string())?;
+    match kind {
+        Kind::Upstreams => {
+            common(obj)?;
+            crate::upstream::parse(value)?;
+            Ok(Vec::new())
+        }
+        Kind::Routes | Kind::Services | Kind::PluginConfigs => validate_routing(kind, obj, plugins),
+        _ => crate::resource_misc::validate(kind, obj, plugins),
+    }
+}
+
+/// `additionalProperties: false` with APISIX's message.
+pub(crate) fn only(obj: &Map<String, Value>, allowed: &[&str]) -> Result<(), String> {
+    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(format!(
+            "invalid configuration: additional properties forbidden, found {k}"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The fields every resource may have: `id`, `name`, `desc`, `labels`, timestamps.
+pub(crate) fn common(obj: &Map<String, Value>) -> Result<(), String> {
+    check_id(obj.get("id"), "id")?;
+    opt_str(obj, "name", 1, 256)?;
+    opt_str(obj, "desc", 0, 256)?;
+    check_labels(obj)?;
+    opt_integer(obj, "create_time")?;
+    opt_integer(obj, "update_time")
+}
+
+/// `plugins`: an object of checked plugin configurations; required when `required`.
+pub(crate) fn opt_plugins(
+    obj: &Map<String, Value>,
+    plugins: &dyn PluginChecker,
+    required: bool,
+) -> Result<(), String> {
+    match obj.get("plugins") {
+        Some(Value::Object(p)) => check_plugins(p, plugins),
+        Some(other) => Err(type_err("plugins", "object", other)),
+        None if required => Err("invalid configuration: property \"plugins\" is required".into()),
+        None => Ok(()),
+    }
+}
+
+/// An id field referring to another resource: checked and recorded.
+pub(crate) fn opt_ref(
+    obj: &Map<String, Value>,
+    field: &str,
     kind: Kind,
-    value: &mut Value,
+    refs: &mut Vec<Ref>,
+) -> Result<(), String> {
+    if let Some(v) = obj.get(field) {
+        check_id(Some(v), field)?;
+        refs.push((kind, id_string(v).unwrap_or_default()));
+    }
+    Ok(())
+}
+
+fn validate_routing(
+    kind: Kind,
+    obj: &Map<String, Value>,
     plugins: &dyn PluginChecker,
 ) -> Result<Vec<Ref>, String> {
-    let obj = value
-        .as_object_mut()
-        .ok_or_else(|| "invalid configuration: wrong type: expected object".to_string())?;
     let allowed: &[&str] = match kind {
         Kind::Routes => &[
             "id",
@@ -119,7 +251,7 @@ pub fn validate(
             "create_time",
             "update_time",
         ],
-        Kind::PluginConfigs => &[
+        _ => &[
             "id",
             "name",
             "desc",
@@ -129,17 +261,20 @@ pub fn validate(
             "update_time",
         ],
     };
-    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(format!(
-            "invalid configuration: additional properties forbidden, found {k}"
-        ));
+    only(obj, allowed)?;
+    if kind == Kind::PluginConfigs {
+        // APISIX allows any string as a plugin config's name.
+        check_id(obj.get("id"), "id")?;
+        if let Some(n) = obj.get("name")
+            && !n.is_string()
+        {
+            return Err(type_err("name", "string", n));
+        }
+        opt_str(obj, "desc", 0, 256)?;
+        check_labels(obj)?;
+    } else {
+        common(obj)?;
     }
-    check_id(obj.get("id"), "id")?;
-    opt_str(obj, "name", 1, 256)?;
-    opt_str(obj, "desc", 0, 256)?;
-    check_labels(obj)?;
-    opt_integer(obj, "create_time")?;
-    opt_integer(obj, "update_time")?;
     for unsupported in ["filter_func", "script"] {
         if obj.contains_key(unsupported) {
             return Err(format!(
@@ -147,16 +282,11 @@ pub fn validate(
             ));
         }
     }
-    if obj.contains_key("upstream_id") {
-        return Err(
-            "invalid configuration: property \"upstream_id\" is not supported by Ferry: it has no upstream resources; use a plugin such as ai-proxy"
-                .into(),
-        );
-    }
-    if let Some(u) = obj.get("upstream")
-        && !u.is_object()
-    {
-        return Err(type_err("upstream", "object", u));
+    if let Some(u) = obj.get("upstream") {
+        if !u.is_object() {
+            return Err(type_err("upstream", "object", u));
+        }
+        crate::upstream::parse(u).map_err(|e| e.replacen("property \"", "property \"upstream.", 1))?;
     }
     if let Some(e) = obj.get("enable_websocket")
         && !e.is_boolean()
@@ -164,25 +294,19 @@ pub fn validate(
         return Err(type_err("enable_websocket", "boolean", e));
     }
     let mut refs = Vec::new();
-    match obj.get_mut("plugins") {
-        Some(Value::Object(p)) => check_plugins(p, plugins)?,
-        Some(other) => return Err(type_err("plugins", "object", other)),
-        None if kind == Kind::PluginConfigs => {
-            return Err("invalid configuration: property \"plugins\" is required".into());
-        }
-        None => {}
-    }
+    opt_plugins(obj, plugins, kind == Kind::PluginConfigs)?;
     match kind {
         Kind::Routes => validate_route(obj, &mut refs)?,
         Kind::Services => {
             opt_hosts(obj, "hosts")?;
+            opt_ref(obj, "upstream_id", Kind::Upstreams, &mut refs)?;
         }
-        Kind::PluginConfigs => {}
+        _ => {}
     }
     Ok(refs)
 }
 
-fn validate_route(obj: &mut Map<String, Value>, refs: &mut Vec<Ref>) -> Result<(), String> {
+fn validate_route(obj: &Map<String, Value>, refs: &mut Vec<Ref>) -> Result<(), String> {
     match (obj.get("uri"), obj.get("uris")) {
         (Some(_), Some(_)) => {
             return Err(
@@ -253,45 +377,31 @@ fn validate_route(obj: &mut Map<String, Value>, refs: &mut Vec<Ref>) -> Result<(
             );
     }
     if let Some(t) = obj.get("timeout") {
-        let m = t
-            .as_object()
-            .ok_or_else(|| type_err("timeout", "object", t))?;
-        for (k, v) in m {
-            if !["connect", "send", "read"].contains(&k.as_str()) {
-                return Err(format!(
-                    "invalid configuration: property \"timeout\" validation failed: additional properties forbidden, found {k}"
-                ));
-            }
-            if !v.as_f64().is_some_and(|n| n > 0.0) {
-                return Err(format!(
-                    "invalid configuration: property \"timeout.{k}\" validation failed: expected a number greater than 0"
-                ));
-            }
-        }
+        crate::upstream::parse_timeouts(t, "timeout")?;
     }
-    for (field, kind) in [
-        ("service_id", Kind::Services),
-        ("plugin_config_id", Kind::PluginConfigs),
-    ] {
-        if let Some(v) = obj.get(field) {
-            check_id(Some(v), field)?;
-            refs.push((kind, id_string(v).unwrap_or_default()));
-        }
-    }
-    let has_handler = ["plugins", "service_id", "plugin_config_id", "upstream"]
+    opt_ref(obj, "service_id", Kind::Services, refs)?;
+    opt_ref(obj, "plugin_config_id", Kind::PluginConfigs, refs)?;
+    opt_ref(obj, "upstream_id", Kind::Upstreams, refs)?;
+    let has_handler = [
+        "plugins",
+        "service_id",
+        "plugin_config_id",
+        "upstream",
+        "upstream_id",
+    ]
         .iter()
         .any(|k| obj.contains_key(*k));
     if !has_handler {
         return Err(
-            "invalid configuration: a route needs at least one of \"plugins\", \"service_id\", \"plugin_config_id\" or \"upstream\""
+            "invalid configuration: a route needs at least one of \"plugins\", \"service_id\", \"plugin_config_id\", \"upstream\" or \"upstream_id\""
                 .into(),
         );
     }
     Ok(())
 }
 
-fn check_plugins(p: &mut Map<String, Value>, plugins: &dyn PluginChecker) -> Result<(), String> {
-    for (name, conf) in p.iter_mut() {
+fn check_plugins(p: &Map<String, Value>, plugins: &dyn PluginChecker) -> Result<(), String> {
+    for (name, conf) in p {
         if !conf.is_object() {
             return Err(format!(
                 "failed to check the configuration of plugin {name} err: wrong type: expected object, got {}",
@@ -299,7 +409,7 @@ fn check_plugins(p: &mut Map<String, Value>, plugins: &dyn PluginChecker) -> Res
             ));
         }
         match plugins.check(name, conf) {
-            Ok(normalized) => *conf = normalized,
+            Ok(_) => {}
             Err(PluginCheckError::Unknown) => return Err(format!("unknown plugin [{name}]")),
             Err(PluginCheckError::Invalid(msg)) => {
                 return Err(format!(
@@ -328,7 +438,7 @@ pub fn valid_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn check_id(v: Option<&Value>, field: &str) -> Result<(), String> {
+pub(crate) fn check_id(v: Option<&Value>, field: &str) -> Result<(), String> {
     let Some(v) = v else { return Ok(()) };
     match id_string(v) {
         Some(s) if valid_id(&s) => Ok(()),
@@ -350,14 +460,14 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn type_err(field: &str, want: &str, got: &Value) -> String {
+pub(crate) fn type_err(field: &str, want: &str, got: &Value) -> String {
     format!(
         "invalid configuration: property \"{field}\" validation failed: wrong type: expected {want}, got {}",
         type_name(got)
     )
 }
 
-fn opt_str(obj: &Map<String, Value>, field: &str, min: usize, max: usize) -> Result<(), String> {
+pub(crate) fn opt_str(obj: &Map<String, Value>, field: &str, min: usize, max: usize) -> Result<(), String> {
     let Some(v) = obj.get(field) else {
         return Ok(());
     };
@@ -378,7 +488,7 @@ fn opt_integer(obj: &Map<String, Value>, field: &str) -> Result<(), String> {
     }
 }
 
-fn check_labels(obj: &Map<String, Value>) -> Result<(), String> {
+pub(crate) fn check_labels(obj: &Map<String, Value>) -> Result<(), String> {
     let Some(v) = obj.get("labels") else {
         return Ok(());
     };
@@ -393,7 +503,7 @@ fn check_labels(obj: &Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
-fn nonempty_array<'a>(v: &'a Value, field: &str) -> Result<&'a Vec<Value>, String> {
+pub(crate) fn nonempty_array<'a>(v: &'a Value, field: &str) -> Result<&'a Vec<Value>, String> {
     let arr = v.as_array().ok_or_else(|| type_err(field, "array", v))?;
     if arr.is_empty() {
         return Err(format!(
@@ -440,7 +550,7 @@ fn check_uri(v: &Value, field: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_host(v: &Value, field: &str) -> Result<(), String> {
+pub(crate) fn check_host(v: &Value, field: &str) -> Result<(), String> {
     let s = v.as_str().ok_or_else(|| type_err(field, "string", v))?;
     let body = s.strip_prefix('*').unwrap_or(s);
     let ok = !body.is_empty()

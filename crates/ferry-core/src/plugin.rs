@@ -137,8 +137,10 @@ impl Registry {
             });
             let plugin = match reused {
                 Some(p) => p,
+                // Stored configurations are kept as sent: defaults are applied here.
                 None => f
-                    .build(&conf, route)
+                    .check(&conf)
+                    .and_then(|checked| f.build(&checked, route))
                     .map_err(|e| format!("plugin {name}: {e}"))?,
             };
             entries.push(Entry {

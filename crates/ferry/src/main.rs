@@ -3,13 +3,14 @@
 
 mod admin_key;
 mod metrics;
+mod standalone_file;
 
 /// jemalloc: chosen by measurement (bench/macro.sh) over glibc malloc and mimalloc.
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use clap::{Parser, Subcommand};
-use ferry_admin::AdminState;
+use ferry_admin::{AdminState, ConfigSource};
 use ferry_config::app::{AppConfig, ConfigProvider};
 use ferry_config::store::{SqliteStore, Store};
 use ferry_core::line_file;
@@ -102,15 +103,10 @@ fn main() -> ExitCode {
 /// Everything `validate` and `serve` check before starting.
 fn check(cfg: &AppConfig) -> Vec<String> {
     let mut errs = Vec::new();
-    match cfg.config_provider {
-        ConfigProvider::Embedded => {}
-        other => errs.push(format!(
-            "deployment.role_traditional.config_provider: \"{}\" is not available in this Ferry release yet; use \"embedded\"",
-            match other {
-                ConfigProvider::Etcd => "etcd",
-                _ => "yaml",
-            }
-        )),
+    if cfg.config_provider == ConfigProvider::Etcd {
+        errs.push(
+            "config_provider: \"etcd\" is not available in this Ferry release yet; use \"embedded\" or standalone \"yaml\"".to_string(),
+        );
     }
     if let Err(e) = Template::compile(&cfg.access_log.format, cfg.access_log.escape) {
         errs.push(format!("nginx_config.http.access_log_format: {e}"));
@@ -260,6 +256,28 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         None
     };
     let shared = Shared::new(access_log, cfg.client_max_body_size, cfg.max_header_size);
+    let source = match cfg.config_provider {
+        ConfigProvider::Yaml => ConfigSource::StandaloneApi,
+        ConfigProvider::File { json } => {
+            let file = standalone_file::path_for(path.as_deref(), json);
+            let plugins: Arc<dyn ferry_config::PluginChecker> = registry.clone();
+            let first = std::fs::read(&file).ok();
+            if let Err(e) =
+                standalone_file::load(&file, json, store.as_ref(), plugins.as_ref()).await
+            {
+                tracing::error!(file = %file.display(), "configuration not loaded: {e}");
+            }
+            tokio::spawn(standalone_file::follow(
+                file.clone(),
+                json,
+                store.clone(),
+                plugins,
+                first,
+            ));
+            ConfigSource::File(file)
+        }
+        _ => ConfigSource::Store,
+    };
     let compiler = reload::load(store.as_ref(), &registry)
         .await
         .map_err(|e| e.to_string())?;
@@ -306,6 +324,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
             keys: cfg.admin_keys.clone(),
             allow: cfg.allow_admin.clone(),
             applied: Some(shared.applied()),
+            source: source.clone(),
         });
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {

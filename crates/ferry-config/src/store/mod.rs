@@ -47,13 +47,21 @@ pub enum StoreError {
     #[error("failed to fetch {} info by {} id [{}], response code: 404", .0.noun(), .0.noun(), .1)]
     MissingRef(Kind, String),
     /// A delete would leave another resource pointing at nothing.
-    #[error("can not delete this {} directly, {} [{}] is still using it now", .0.noun(), .1.noun(), .2)]
+    #[error("can not delete this {}, {} [{}] is still using it now", in_use_noun(*.0), .1.noun(), .2)]
     InUse(Kind, Kind, String),
     /// The caller's write function refused the change (validation).
     #[error("{0}")]
     Rejected(String),
     #[error("store error: {0}")]
     Backend(String),
+}
+
+/// APISIX says "this service directly" and "this upstream".
+fn in_use_noun(k: Kind) -> &'static str {
+    match k {
+        Kind::Services => "service directly",
+        k => k.noun(),
+    }
 }
 
 /// Computes the new value of a resource from its current one (`None` when absent), and the
@@ -75,9 +83,16 @@ pub trait Store: Send + Sync {
     async fn list(&self, kind: Kind) -> Result<Vec<Record>, StoreError>;
     /// Creates or replaces `kind/id` with what `f` returns; stamps times and revisions.
     async fn write(&self, kind: Kind, id: &str, f: WriteFn) -> Result<WriteOutcome, StoreError>;
-    /// Deletes `kind/id`; refuses while another resource references it. Returns the
-    /// deleted record and the revision of the delete.
-    async fn delete(&self, kind: Kind, id: &str) -> Result<(Record, u64), StoreError>;
+    /// Deletes `kind/id`; refuses while another resource references it unless `force`.
+    /// Deleting a consumer deletes its credentials. Returns the deleted record and the
+    /// revision of the delete.
+    async fn delete(&self, kind: Kind, id: &str, force: bool) -> Result<(Record, u64), StoreError>;
+    /// Makes the store hold exactly `items` (standalone mode: one document replaces all),
+    /// writing only what differs, and keeps `doc` as the document last accepted. Returns the
+    /// revision after the change.
+    async fn replace_all(&self, items: Vec<(Kind, String, Value)>, doc: Value) -> Result<u64, StoreError>;
+    /// The document last given to [`Store::replace_all`], if any.
+    async fn document(&self) -> Result<Option<Value>, StoreError>;
     /// All resources at the current revision.
     async fn snapshot(&self) -> Result<StoreSnapshot, StoreError>;
     /// The writes after revision `rev`, oldest first, so a follower applies only what

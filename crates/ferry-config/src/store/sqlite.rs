@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS resources (
     PRIMARY KEY (kind, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
 ";
 
@@ -51,9 +52,11 @@ fn now_secs() -> i64 {
 /// The references that keep a resource alive: (referencing kind, JSON field).
 fn referrers(kind: Kind) -> &'static [(Kind, &'static str)] {
     match kind {
+        Kind::Upstreams => &[(Kind::Routes, "upstream_id"), (Kind::Services, "upstream_id")],
         Kind::Services => &[(Kind::Routes, "service_id")],
         Kind::PluginConfigs => &[(Kind::Routes, "plugin_config_id")],
-        Kind::Routes => &[],
+        Kind::ConsumerGroups => &[(Kind::Consumers, "group_id")],
+        _ => &[],
     }
 }
 
@@ -114,6 +117,61 @@ impl SqliteStore {
         .await
         .map_err(backend)?
     }
+}
+
+/// Sets `create_time` (kept from `old`, or now) and `update_time` (now).
+fn stamp(value: &mut Value, old: Option<&Record>, now: i64) {
+    let create_time = old
+        .and_then(|o| o.value.get("create_time").cloned())
+        .unwrap_or(Value::from(now));
+    if let Some(obj) = value.as_object_mut() {
+        obj.entry("create_time").or_insert(create_time);
+        obj.insert("update_time".into(), Value::from(now));
+    }
+}
+
+/// Writes one row at revision `rev`.
+fn upsert(
+    conn: &Connection,
+    kind: Kind,
+    id: String,
+    value: Value,
+    old: Option<&Record>,
+    rev: u64,
+) -> Result<Record, StoreError> {
+    let create_rev = old.map_or(rev, |o| o.create_rev);
+    let text = serde_json::to_string(&value).map_err(backend)?;
+    conn.execute(
+        "INSERT INTO resources (kind, id, value, create_rev, mod_rev) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value, mod_rev = excluded.mod_rev",
+        params![kind.as_str(), id, text, create_rev as i64, rev as i64],
+    )
+    .map_err(backend)?;
+    Ok(Record {
+        kind,
+        id,
+        value,
+        create_rev,
+        mod_rev: rev,
+    })
+}
+
+fn remove_row(conn: &Connection, kind: Kind, id: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM resources WHERE kind = ?1 AND id = ?2",
+        params![kind.as_str(), id],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn set_revision(conn: &Connection, rev: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'revision'",
+        params![rev as i64],
+    )
+    .map_err(backend)?;
+    Ok(())
 }
 
 fn read_revision(conn: &Connection) -> Result<u64, StoreError> {
@@ -209,33 +267,12 @@ impl Store for SqliteStore {
                     }
                 }
                 let rev = read_revision(&tx)? + 1;
-                let now = now_secs();
-                let create_time = old
-                    .as_ref()
-                    .and_then(|o| o.value.get("create_time").cloned())
-                    .unwrap_or(Value::from(now));
-                if let Some(obj) = value.as_object_mut() {
-                    obj.insert("create_time".into(), create_time);
-                    obj.insert("update_time".into(), Value::from(now));
+                if kind.stamped() {
+                    stamp(&mut value, old.as_ref(), now_secs());
                 }
-                let create_rev = old.as_ref().map_or(rev, |o| o.create_rev);
-                let text = serde_json::to_string(&value).map_err(backend)?;
-                tx.execute(
-                    "INSERT INTO resources (kind, id, value, create_rev, mod_rev) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value, mod_rev = excluded.mod_rev",
-                    params![kind.as_str(), id, text, create_rev as i64, rev as i64],
-                )
-                .map_err(backend)?;
-                tx.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", params![rev as i64])
-                    .map_err(backend)?;
+                let record = upsert(&tx, kind, id, value, old.as_ref(), rev)?;
+                set_revision(&tx, rev)?;
                 tx.commit().map_err(backend)?;
-                let record = Record {
-                    kind,
-                    id,
-                    value,
-                    create_rev,
-                    mod_rev: rev,
-                };
                 log.push(Change {
                     revision: rev,
                     kind,
@@ -252,7 +289,7 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn delete(&self, kind: Kind, id: &str) -> Result<(Record, u64), StoreError> {
+    async fn delete(&self, kind: Kind, id: &str, force: bool) -> Result<(Record, u64), StoreError> {
         let id = id.to_string();
         let log = self.log.clone();
         let (rec, rev) = self
@@ -261,7 +298,7 @@ impl Store for SqliteStore {
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(backend)?;
                 let rec = get_row(&tx, kind, &id)?.ok_or(StoreError::NotFound)?;
-                for (by_kind, field) in referrers(kind) {
+                for (by_kind, field) in referrers(kind).iter().filter(|_| !force) {
                     let user: Option<String> = tx
                         .query_row(
                             &format!(
@@ -276,21 +313,31 @@ impl Store for SqliteStore {
                         return Err(StoreError::InUse(kind, *by_kind, user));
                     }
                 }
-                let rev = read_revision(&tx)? + 1;
-                tx.execute(
-                    "DELETE FROM resources WHERE kind = ?1 AND id = ?2",
-                    params![kind.as_str(), id],
-                )
-                .map_err(backend)?;
-                tx.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", params![rev as i64])
-                    .map_err(backend)?;
+                let mut rev = read_revision(&tx)?;
+                let mut gone = Vec::new();
+                if kind == Kind::Consumers {
+                    let prefix = Kind::credential_id(&id, "");
+                    for c in list_rows(&tx, Kind::Credentials)? {
+                        if c.id.starts_with(&prefix) {
+                            rev += 1;
+                            remove_row(&tx, Kind::Credentials, &c.id)?;
+                            gone.push((rev, Kind::Credentials, c.id));
+                        }
+                    }
+                }
+                rev += 1;
+                remove_row(&tx, kind, &id)?;
+                gone.push((rev, kind, id));
+                set_revision(&tx, rev)?;
                 tx.commit().map_err(backend)?;
-                log.push(Change {
-                    revision: rev,
-                    kind,
-                    id,
-                    record: None,
-                });
+                for (revision, kind, id) in gone {
+                    log.push(Change {
+                        revision,
+                        kind,
+                        id,
+                        record: None,
+                    });
+                }
                 Ok((rec, rev))
             })
             .await?;
@@ -307,6 +354,87 @@ impl Store for SqliteStore {
                 records.extend(list_rows(&tx, k)?);
             }
             Ok(StoreSnapshot { revision, records })
+        })
+        .await
+    }
+
+    async fn replace_all(
+        &self,
+        items: Vec<(Kind, String, Value)>,
+        doc: Value,
+    ) -> Result<u64, StoreError> {
+        let log = self.log.clone();
+        let rev = self
+            .with_conn(move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(backend)?;
+                let mut rev = read_revision(&tx)?;
+                let mut current: std::collections::HashMap<(Kind, String), Record> =
+                    std::collections::HashMap::new();
+                for k in Kind::ALL {
+                    for r in list_rows(&tx, k)? {
+                        current.insert((k, r.id.clone()), r);
+                    }
+                }
+                let mut changes = Vec::new();
+                for (kind, id, value) in items {
+                    let old = current.remove(&(kind, id.clone()));
+                    if old.as_ref().is_some_and(|o| o.value == value) {
+                        continue;
+                    }
+                    rev += 1;
+                    let record = upsert(&tx, kind, id.clone(), value, old.as_ref(), rev)?;
+                    changes.push(Change {
+                        revision: rev,
+                        kind,
+                        id,
+                        record: Some(record),
+                    });
+                }
+                let mut gone: Vec<_> = current.into_values().collect();
+                gone.sort_by_key(|r| r.create_rev);
+                for r in gone {
+                    rev += 1;
+                    remove_row(&tx, r.kind, &r.id)?;
+                    changes.push(Change {
+                        revision: rev,
+                        kind: r.kind,
+                        id: r.id,
+                        record: None,
+                    });
+                }
+                let text = serde_json::to_string(&doc).map_err(backend)?;
+                tx.execute(
+                    "INSERT INTO documents (name, value) VALUES ('standalone', ?1)
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    params![text],
+                )
+                .map_err(backend)?;
+                set_revision(&tx, rev)?;
+                tx.commit().map_err(backend)?;
+                for c in changes {
+                    log.push(c);
+                }
+                Ok(rev)
+            })
+            .await?;
+        self.rev_tx.send_replace(rev);
+        Ok(rev)
+    }
+
+    async fn document(&self) -> Result<Option<Value>, StoreError> {
+        self.with_conn(|conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT value FROM documents WHERE name = 'standalone'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            text.map(|t| serde_json::from_str(&t).map_err(backend))
+                .transpose()
         })
         .await
     }
@@ -371,7 +499,7 @@ mod tests {
             ))
         });
         s.write(Kind::Routes, "2", refs).await.unwrap();
-        let e = s.delete(Kind::Services, "s1").await.unwrap_err();
+        let e = s.delete(Kind::Services, "s1", false).await.unwrap_err();
         assert_eq!(
             e,
             StoreError::InUse(Kind::Services, Kind::Routes, "2".into())
@@ -380,10 +508,10 @@ mod tests {
             e.to_string(),
             "can not delete this service directly, route [2] is still using it now"
         );
-        s.delete(Kind::Routes, "2").await.unwrap();
-        s.delete(Kind::Services, "s1").await.unwrap();
+        s.delete(Kind::Routes, "2", false).await.unwrap();
+        s.delete(Kind::Services, "s1", false).await.unwrap();
         assert_eq!(
-            s.delete(Kind::Services, "s1").await.unwrap_err(),
+            s.delete(Kind::Services, "s1", false).await.unwrap_err(),
             StoreError::NotFound
         );
         // every write is in the change log, in order
