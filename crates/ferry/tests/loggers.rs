@@ -251,14 +251,21 @@ async fn logger_schemas() {
         )
         .await;
     assert_eq!(s, 201);
-    let c = &v["value"]["plugins"]["http-logger"];
+    // Stored as sent; the schema carries the defaults applied at compile time.
+    assert_eq!(
+        v["value"]["plugins"]["http-logger"],
+        json!({"uri": "http://127.0.0.1:1/x"})
+    );
+    let (_, schema) = env.ferry.admin("GET", "/plugins/http-logger", None).await;
+    let p = &schema["properties"];
     assert_eq!(
         (
-            c["batch_max_size"].as_u64(),
-            c["inactive_timeout"].as_u64(),
-            c["concat_method"].as_str()
+            p["batch_max_size"]["default"].as_u64(),
+            p["inactive_timeout"]["default"].as_u64(),
+            p["concat_method"]["default"].as_str()
         ),
-        (Some(1000), Some(5), Some("json"))
+        (Some(1000), Some(5), Some("json")),
+        "{schema}"
     );
 }
 
