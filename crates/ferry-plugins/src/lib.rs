@@ -9,7 +9,7 @@ pub mod log;
 pub mod loggers;
 pub mod prometheus;
 pub mod request_id;
-pub mod transport;
+pub use ferry_core::transport;
 
 use ferry_core::plugin::Registry;
 use std::sync::Arc;

@@ -294,6 +294,7 @@ impl Compiled {
             keepalive_timeout_ms: conf.keepalive_timeout,
             keepalive_pool: conf.keepalive_pool,
             timeout_ms: conf.timeout,
+            sni: None,
         })?;
         Ok(Compiled {
             provider,

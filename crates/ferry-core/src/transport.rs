@@ -4,7 +4,7 @@
 //! (`ferry.resolve`) apply to all. HTTP/2 is used when a TLS upstream offers it (ALPN).
 
 use bytes::Bytes;
-use ferry_core::shared::WeakCache;
+use crate::shared::WeakCache;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -25,13 +25,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// The settings that make two routes need different clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientKey {
     pub ssl_verify: bool,
     pub keepalive: bool,
     pub keepalive_timeout_ms: u64,
     pub keepalive_pool: u64,
     pub timeout_ms: u64,
+    /// The TLS server name to send and verify, when it is not the URI's host (APISIX's
+    /// upstreams use the upstream `Host`, whatever node address they connect to).
+    pub sni: Option<Arc<str>>,
 }
 
 type Connector = HttpsConnector<HttpConnector<Resolver>>;
@@ -132,7 +135,16 @@ impl Upstream {
         &self,
         req: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<Incoming>, UpError> {
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        self.send_within(req, self.timeout).await
+    }
+
+    /// Sends a request, waiting at most `timeout` for the response head.
+    pub async fn send_within(
+        &self,
+        req: http::Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<http::Response<Incoming>, UpError> {
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
             Err(_) => Err(UpError::Timeout),
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(UpError::from_chain(e.is_connect(), &e)),
@@ -222,7 +234,8 @@ impl Transport {
 
     /// The client for these settings (shared while in use).
     pub fn client(&self, key: ClientKey) -> Result<Arc<Upstream>, String> {
-        self.clients.get_or_try_insert(key, || self.build(key))
+        self.clients
+            .get_or_try_insert(key.clone(), || self.build(&key))
     }
 
     /// The number of clients in use (for tests: clients are released with their users).
@@ -230,7 +243,7 @@ impl Transport {
         self.clients.live().len()
     }
 
-    fn build(&self, key: ClientKey) -> Result<Arc<Upstream>, String> {
+    fn build(&self, key: &ClientKey) -> Result<Arc<Upstream>, String> {
         let timeout = Duration::from_millis(key.timeout_ms);
         let mut http = HttpConnector::new_with_resolver(self.resolver.clone());
         http.enforce_http(false);
@@ -250,9 +263,16 @@ impl Transport {
                 .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
                 .with_no_client_auth()
         };
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let mut builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
-            .https_or_http()
+            .https_or_http();
+        if let Some(sni) = &key.sni {
+            let name = ServerName::try_from(sni.to_string())
+                .map_err(|e| format!("TLS server name {sni}: {e}"))?;
+            builder = builder
+                .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+        }
+        let https = builder
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
@@ -355,9 +375,10 @@ mod tests {
             keepalive_timeout_ms: 60_000,
             keepalive_pool: 4,
             timeout_ms: 1000,
+            sni: None,
         };
-        let a = t.client(key).unwrap();
-        let b = t.client(key).unwrap();
+        let a = t.client(key.clone()).unwrap();
+        let b = t.client(key.clone()).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         let c = t
             .client(ClientKey {
