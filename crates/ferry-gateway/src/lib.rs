@@ -9,6 +9,7 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod upstream;
 pub mod uri_index;
 
 pub use server::{ServerConf, Shared};

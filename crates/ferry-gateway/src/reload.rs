@@ -9,9 +9,12 @@ use ferry_config::store::{Store, StoreError};
 use ferry_core::plugin::Registry;
 use std::sync::Arc;
 
-/// Compiles the store's current content.
-pub async fn load(store: &dyn Store, registry: &Registry) -> Result<Compiler, StoreError> {
-    let mut c = Compiler::default();
+/// Compiles the store's current content into `c`.
+pub async fn load(
+    mut c: Compiler,
+    store: &dyn Store,
+    registry: &Registry,
+) -> Result<Compiler, StoreError> {
     reload_all(&mut c, store, registry).await?;
     Ok(c)
 }

@@ -3,6 +3,7 @@
 //! to a host, then the most specific URI (exact before the longest prefix), then oldest.
 //! The table is updated route by route (see [`UriIndex`]) and cloned cheaply per snapshot.
 
+use crate::upstream::Target;
 use crate::uri_index::UriIndex;
 use ferry_config::Expr;
 use ferry_core::ctx::{Ctx, RouteInfo};
@@ -53,6 +54,8 @@ pub struct Route {
     pub remote_addrs: Vec<IpNet>,
     pub vars: Expr,
     pub chain: Chain,
+    /// Where requests go when no plugin answers them.
+    pub target: Target,
     /// Creation order, the last tie-breaker.
     pub seq: u64,
 }

@@ -18,6 +18,7 @@ fn route(id: &str, uris: &[&str], f: impl FnOnce(&mut Route)) -> Arc<Route> {
         hosts: vec![],
         remote_addrs: vec![],
         vars: Expr::default(),
+        target: crate::upstream::Target::Fail(http::StatusCode::SERVICE_UNAVAILABLE, "none".into()),
         seq: id.bytes().map(u64::from).sum(),
     };
     f(&mut r);

@@ -114,14 +114,7 @@ impl Shared {
         ctx.route = Some(route.info.clone());
         let resp = match route.chain.run(ctx).await {
             Some(r) => r,
-            None => GatewayError::gateway(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "route {} has no upstream: add a plugin that answers, such as ai-proxy",
-                    route.id()
-                ),
-            )
-            .into_response(),
+            None => crate::upstream::forward(&route.target, ctx).await,
         };
         (Some(route), resp)
     }

@@ -4,11 +4,15 @@
 //! and a recompiled route keeps every plugin instance whose configuration did not change.
 
 use crate::router::{HostPat, Route, Router, method_bit};
+use crate::upstream::{Target, UpstreamRt};
 use ferry_config::Expr;
 use ferry_config::Kind;
 use ferry_config::expr::parse_net;
 use ferry_config::resource::id_string;
 use ferry_config::store::{Change, Record, StoreSnapshot};
+use ferry_config::upstream::parse_timeouts;
+use ferry_core::transport::Transport;
+use http::StatusCode;
 use ferry_core::ctx::RouteInfo;
 use ferry_core::plugin::Registry;
 use serde_json::{Map, Value};
@@ -48,11 +52,18 @@ impl Snapshot {
 struct Deps {
     service: Option<String>,
     plugin_config: Option<String>,
+    /// The stored upstream it proxies to (its own `upstream_id`, or its service's).
+    upstream: Option<String>,
 }
 
 /// The store's content as last compiled, kept between changes.
 #[derive(Default)]
 pub struct Compiler {
+    /// Upstream clients come from here.
+    transport: Arc<Transport>,
+    /// Stored upstreams compiled, with the revision they were compiled at: shared by every
+    /// route that names them, so balancer state lives as long as the upstream is unchanged.
+    upstreams: HashMap<String, (u64, Arc<UpstreamRt>)>,
     revision: u64,
     records: HashMap<(Kind, String), Record>,
     /// Enabled routes that compiled, by id.
@@ -66,6 +77,14 @@ pub struct Compiler {
 }
 
 impl Compiler {
+    /// A compiler whose upstreams use `transport`'s clients.
+    pub fn new(transport: Arc<Transport>) -> Compiler {
+        Compiler {
+            transport,
+            ..Compiler::default()
+        }
+    }
+
     /// The revision compiled last.
     pub fn revision(&self) -> u64 {
         self.revision
@@ -112,6 +131,9 @@ impl Compiler {
                     self.records.remove(&key);
                 }
             }
+            if ch.kind == Kind::Upstreams {
+                self.upstreams.remove(&ch.id);
+            }
             match ch.kind {
                 Kind::Routes => dirty.push(ch.id.clone()),
                 _ => {
@@ -141,6 +163,85 @@ impl Compiler {
         }
     }
 
+    /// The upstream a route proxies to when no plugin answers: route `upstream_id` > route
+    /// `upstream` > service `upstream_id` > service `upstream` (APISIX's order).
+    fn target(&mut self, route: &Record) -> Target {
+        let v = &route.value;
+        let service = v
+            .get("service_id")
+            .and_then(id_string)
+            .and_then(|s| self.records.get(&(Kind::Services, s)))
+            .map(|r| r.value.clone());
+        let route_timeout = match v.get("timeout") {
+            Some(t) => match parse_timeouts(t, "timeout") {
+                Ok(t) => Some(t),
+                Err(e) => return Target::Fail(StatusCode::SERVICE_UNAVAILABLE, e),
+            },
+            None => None,
+        };
+        let pick = |x: &Value| -> Option<Result<String, Value>> {
+            if let Some(id) = x.get("upstream_id").and_then(id_string) {
+                return Some(Ok(id));
+            }
+            x.get("upstream").cloned().map(Err)
+        };
+        let chosen = pick(v).or_else(|| service.as_ref().and_then(pick));
+        let up = match chosen {
+            None => {
+                return Target::Fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "missing upstream configuration in Route or Service: route {} has no upstream and no plugin that answers (such as ai-proxy)",
+                        route.id
+                    ),
+                );
+            }
+            Some(Ok(id)) => match self.stored_upstream(&id) {
+                Some(u) => u,
+                None => {
+                    return Target::Fail(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("failed to find upstream by id: {id}"),
+                    );
+                }
+            },
+            Some(Err(inline)) => {
+                match ferry_config::upstream::parse(&inline)
+                    .and_then(|c| UpstreamRt::new(c, self.transport.clone()))
+                {
+                    Ok(u) => Arc::new(u),
+                    Err(e) => return Target::Fail(StatusCode::SERVICE_UNAVAILABLE, e),
+                }
+            }
+        };
+        Target::new(up, route_timeout)
+            .unwrap_or_else(|e| Target::Fail(StatusCode::SERVICE_UNAVAILABLE, e))
+    }
+
+    /// The compiled form of stored upstream `id` (compiled once per version).
+    fn stored_upstream(&mut self, id: &str) -> Option<Arc<UpstreamRt>> {
+        let rec = self.records.get(&(Kind::Upstreams, id.to_string()))?;
+        if let Some((rev, u)) = self.upstreams.get(id)
+            && *rev == rec.mod_rev
+        {
+            return Some(u.clone());
+        }
+        let compiled = ferry_config::upstream::parse(&rec.value)
+            .and_then(|c| UpstreamRt::new(c, self.transport.clone()));
+        match compiled {
+            Ok(u) => {
+                let u = Arc::new(u);
+                self.upstreams
+                    .insert(id.to_string(), (rec.mod_rev, u.clone()));
+                Some(u)
+            }
+            Err(e) => {
+                tracing::error!("upstream {id} does not compile: {e}");
+                None
+            }
+        }
+    }
+
     /// The compiled route `id`, if it is enabled and compiled.
     pub fn route(&self, id: &str) -> Option<&Arc<Route>> {
         self.routes.get(id)
@@ -151,13 +252,24 @@ impl Compiler {
         if let Some(p) = &prev {
             self.router.remove(p);
         }
-        let rec = self.records.get(&(Kind::Routes, id.to_string()));
-        let deps = rec.map(|r| Deps {
-            service: r.value.get("service_id").and_then(id_string),
-            plugin_config: r.value.get("plugin_config_id").and_then(id_string),
+        let rec = self.records.get(&(Kind::Routes, id.to_string())).cloned();
+        let deps = rec.as_ref().map(|r| {
+            let service = r.value.get("service_id").and_then(id_string);
+            let upstream = r.value.get("upstream_id").and_then(id_string).or_else(|| {
+                let s = self.records.get(&(Kind::Services, service.clone()?))?;
+                s.value.get("upstream_id").and_then(id_string)
+            });
+            Deps {
+                service,
+                plugin_config: r.value.get("plugin_config_id").and_then(id_string),
+                upstream,
+            }
         });
-        let compiled = match rec {
-            Some(r) => compile_route(r, &self.records, registry, prev.as_deref()),
+        let compiled = match &rec {
+            Some(r) => {
+                let target = self.target(r);
+                compile_route(r, &self.records, registry, prev.as_deref(), target)
+            }
             None => Ok(None),
         };
         match compiled {
@@ -193,6 +305,9 @@ impl Compiler {
 fn deps_keys(d: Option<&Deps>) -> Vec<(Kind, String)> {
     let Some(d) = d else { return Vec::new() };
     let mut out = Vec::new();
+    if let Some(u) = &d.upstream {
+        out.push((Kind::Upstreams, u.clone()));
+    }
     if let Some(s) = &d.service {
         out.push((Kind::Services, s.clone()));
     }
@@ -218,6 +333,7 @@ fn compile_route(
     records: &HashMap<(Kind, String), Record>,
     registry: &Registry,
     prev: Option<&Route>,
+    target: Target,
 ) -> Result<Option<Route>, String> {
     let v = &rec.value;
     if v.get("status").and_then(Value::as_i64) == Some(0) {
@@ -293,6 +409,7 @@ fn compile_route(
         remote_addrs,
         vars,
         chain,
+        target,
         seq: rec.create_rev,
     }))
 }

@@ -15,6 +15,7 @@ use ferry_config::app::{AppConfig, ConfigProvider};
 use ferry_config::store::{SqliteStore, Store};
 use ferry_core::line_file;
 use ferry_gateway::access_log::{AccessLog, Template};
+use ferry_gateway::snapshot::Compiler;
 use ferry_gateway::{ServerConf, Shared, reload, server};
 use ferry_plugins::transport::Transport;
 use std::path::{Path, PathBuf};
@@ -248,8 +249,11 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     }
     // Plugin instances resolve their metric handles when built: the recorder comes first.
     let metrics = metrics::install()?;
-    let transport = Transport::new(cfg.trusted_ca.as_deref(), cfg.resolve.clone())?;
-    let registry = Arc::new(ferry_plugins::builtin(Arc::new(transport)));
+    let transport = Arc::new(Transport::new(
+        cfg.trusted_ca.as_deref(),
+        cfg.resolve.clone(),
+    )?);
+    let registry = Arc::new(ferry_plugins::builtin(transport.clone()));
     let access_log = if cfg.access_log.enabled {
         Some(AccessLog::start(&cfg.access_log)?)
     } else {
@@ -278,7 +282,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         }
         _ => ConfigSource::Store,
     };
-    let compiler = reload::load(store.as_ref(), &registry)
+    let compiler = reload::load(Compiler::new(transport), store.as_ref(), &registry)
         .await
         .map_err(|e| e.to_string())?;
     shared.publish(compiler.snapshot());

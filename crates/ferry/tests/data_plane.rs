@@ -266,7 +266,7 @@ async fn limits_http2_and_access_log() {
         .lines()
         .find(|l| l.contains(&rid))
         .unwrap_or_else(|| panic!("no line for {rid} in {text}"));
-    let body_len = "{\"error_msg\":\"route big has no upstream: add a plugin that answers, such as ai-proxy\"}\n".len();
+    let body_len = "{\"error_msg\":\"missing upstream configuration in Route or Service: route big has no upstream and no plugin that answers (such as ai-proxy)\"}\n".len();
     assert_eq!(
         line,
         format!("127.0.0.1 \"POST /big?q=z HTTP/1.1\" 503 {body_len} big {rid} ml z")

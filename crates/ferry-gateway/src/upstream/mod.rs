@@ -1,0 +1,133 @@
+//! Plain HTTP proxying to an upstream's nodes, for routes that no plugin answers: the
+//! compiled upstream (nodes, balancer state, clients) and the per-route target that pairs it
+//! with the route's timeouts. An upstream stored by id is compiled once per version and shared
+//! by every route that names it, so its round-robin position survives unrelated writes.
+
+mod balancer;
+mod proxy;
+
+pub use balancer::Balancer;
+pub use proxy::forward;
+
+use crate::access_log::Template;
+use ferry_config::Var;
+use ferry_config::app::LogEscape;
+use ferry_config::upstream::{Balancer as BalancerKind, HashOn, PassHost, Timeouts, UpstreamConf};
+use ferry_core::transport::{ClientKey, Transport, Upstream};
+use http::StatusCode;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Distinct TLS server names kept per upstream (`pass_host: pass` with `scheme: https`).
+const SNI_CLIENTS: usize = 64;
+
+/// What a chash key is read from, resolved at compile time.
+pub enum KeySource {
+    Var(Var),
+    Header(String),
+    Cookie(String),
+    /// The authenticated consumer; requests without one hash on the client address.
+    Consumer,
+    Template(Template),
+}
+
+/// A compiled upstream.
+pub struct UpstreamRt {
+    pub conf: UpstreamConf,
+    pub balancer: Balancer,
+    pub key: Option<KeySource>,
+    transport: Arc<Transport>,
+    /// Clients by settings (connect timeout, TLS server name), kept while the upstream lives.
+    clients: Mutex<HashMap<ClientKey, Arc<Upstream>>>,
+}
+
+impl UpstreamRt {
+    pub fn new(conf: UpstreamConf, transport: Arc<Transport>) -> Result<UpstreamRt, String> {
+        let key = match &conf.balancer {
+            BalancerKind::Chash(on) => Some(match on {
+                HashOn::Vars(v) => KeySource::Var(Var::parse(v)?),
+                HashOn::Header(h) => KeySource::Header(h.to_ascii_lowercase()),
+                HashOn::Cookie(c) => KeySource::Cookie(c.clone()),
+                HashOn::Consumer => KeySource::Consumer,
+                HashOn::VarsCombinations(t) => {
+                    KeySource::Template(Template::compile(t, LogEscape::None)?)
+                }
+            }),
+            _ => None,
+        };
+        Ok(UpstreamRt {
+            balancer: Balancer::new(conf.nodes.clone(), &conf.balancer),
+            conf,
+            key,
+            transport,
+            clients: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn client_key(&self, connect: std::time::Duration, sni: Option<&str>) -> ClientKey {
+        ClientKey {
+            ssl_verify: self.conf.tls_verify,
+            keepalive: true,
+            keepalive_timeout_ms: self.conf.keepalive_pool.idle_timeout.as_millis() as u64,
+            keepalive_pool: u64::from(self.conf.keepalive_pool.size),
+            timeout_ms: connect.as_millis().max(1) as u64,
+            sni: sni.map(Arc::from),
+        }
+    }
+
+    /// The client for a connect timeout and TLS server name.
+    pub fn client(
+        &self,
+        connect: std::time::Duration,
+        sni: Option<&str>,
+    ) -> Result<Arc<Upstream>, String> {
+        let key = self.client_key(connect, sni.filter(|_| self.conf.https));
+        let mut map = self
+            .clients
+            .lock()
+            .map_err(|_| "upstream client cache poisoned".to_string())?;
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        if map.len() >= SNI_CLIENTS {
+            map.clear();
+        }
+        let c = self.transport.client(key.clone())?;
+        map.insert(key, c.clone());
+        Ok(c)
+    }
+}
+
+/// Where a route without an answering plugin sends its requests.
+pub enum Target {
+    /// Proxy to this upstream with the route's effective timeouts.
+    Upstream {
+        up: Arc<UpstreamRt>,
+        timeouts: Timeouts,
+        /// The client when the server name does not vary per request.
+        fixed: Option<Arc<Upstream>>,
+    },
+    /// No usable upstream: answer with this status and message.
+    Fail(StatusCode, String),
+}
+
+impl Target {
+    pub fn new(up: Arc<UpstreamRt>, route_timeout: Option<Timeouts>) -> Result<Target, String> {
+        let timeouts = route_timeout.or(up.conf.timeout).unwrap_or_default();
+        let per_request = up.conf.https && up.conf.pass_host == PassHost::Pass;
+        let fixed = if per_request {
+            None
+        } else {
+            let sni = match &up.conf.pass_host {
+                PassHost::Rewrite(h) => Some(ferry_core::ctx::strip_port(h).to_string()),
+                _ => None,
+            };
+            Some(up.client(timeouts.connect, sni.as_deref())?)
+        };
+        Ok(Target::Upstream {
+            up,
+            timeouts,
+            fixed,
+        })
+    }
+}
