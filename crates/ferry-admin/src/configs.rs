@@ -100,7 +100,9 @@ async fn parse_body(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> 
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid request body: {e}")))?
     };
     if !v.is_object() {
-        return Err(bad("invalid request body: the configuration must be an object"));
+        return Err(bad(
+            "invalid request body: the configuration must be an object",
+        ));
     }
     Ok(v)
 }
@@ -201,4 +203,3 @@ pub async fn validate(state: S, headers: HeaderMap, body: Body) -> ApiResult {
     )
         .into_response())
 }
-

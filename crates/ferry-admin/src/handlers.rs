@@ -286,7 +286,10 @@ fn regex(q: &HashMap<String, String>, key: &str) -> Result<Option<regex::Regex>,
 }
 
 /// APISIX's list filters (`name`, `label`, `uri`, `filter`) then paging (`page`, `page_size`).
-fn filtered(mut rs: Vec<Record>, q: &HashMap<String, String>) -> Result<(usize, Vec<Record>), ApiError> {
+fn filtered(
+    mut rs: Vec<Record>,
+    q: &HashMap<String, String>,
+) -> Result<(usize, Vec<Record>), ApiError> {
     let name = regex(q, "name")?;
     let uri = regex(q, "uri")?;
     let label = q.get("label");
@@ -302,7 +305,10 @@ fn filtered(mut rs: Vec<Record>, q: &HashMap<String, String>) -> Result<(usize, 
     rs.retain(|r| {
         let v = &r.value;
         if let Some(re) = &name
-            && !v.get("name").and_then(Value::as_str).is_some_and(|n| re.is_match(n))
+            && !v
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| re.is_match(n))
         {
             return false;
         }
@@ -315,7 +321,11 @@ fn filtered(mut rs: Vec<Record>, q: &HashMap<String, String>) -> Result<(usize, 
             return false;
         }
         if let Some(re) = &uri {
-            let mut all = v.get("uris").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut all = v
+                .get("uris")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             all.extend(v.get("uri").cloned());
             if !all.iter().filter_map(Value::as_str).any(|u| re.is_match(u)) {
                 return false;
@@ -363,7 +373,11 @@ pub async fn get_one(state: S, Path((kind, id)): Path<(String, String)>) -> ApiR
         return Err(StoreError::NotFound.into());
     }
     let kind = kind_of(&kind)?;
-    let r = state.store.get(kind, &id).await?.ok_or(StoreError::NotFound)?;
+    let r = state
+        .store
+        .get(kind, &id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
     Ok(Json(item(&r)).into_response())
 }
 
@@ -372,7 +386,10 @@ pub async fn put_collection(state: S, Path(kind): Path<String>, body: Body) -> A
     let kind = kind_of(&kind)?;
     let value = body_of(body).await?;
     let id = match kind {
-        Kind::Consumers => value.get("username").and_then(Value::as_str).map(String::from),
+        Kind::Consumers => value
+            .get("username")
+            .and_then(Value::as_str)
+            .map(String::from),
         Kind::PluginMetadata => return Err(bad("missing plugin name")),
         _ => value.get("id").and_then(id_string),
     };
@@ -586,7 +603,13 @@ async fn credentials(
                     return Err(bad("missing credential id"));
                 };
                 check_id(Kind::Credentials, &cid)?;
-                put_value(state, Kind::Credentials, Kind::credential_id(user, &cid), value).await
+                put_value(
+                    state,
+                    Kind::Credentials,
+                    Kind::credential_id(user, &cid),
+                    value,
+                )
+                .await
             }
             m => Err(not_supported(&m, Kind::Credentials)),
         };
@@ -621,11 +644,7 @@ async fn credentials(
     }
 }
 
-pub async fn delete(
-    state: S,
-    Path((kind, id)): Path<(String, String)>,
-    Query(q): Q,
-) -> ApiResult {
+pub async fn delete(state: S, Path((kind, id)): Path<(String, String)>, Query(q): Q) -> ApiResult {
     let kind = kind_of(&kind)?;
     writable(&state)?;
     let force = q.get("force").is_some_and(|f| f == "true");
@@ -697,13 +716,26 @@ mod tests {
             })
             .chain([rec("x", json!({"uris": ["/x"]}), 30)])
             .collect();
-        let q = |p: &[(&str, &str)]| p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let q = |p: &[(&str, &str)]| {
+            p.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
         let (t, l) = filtered(rs.clone(), &q(&[("name", "^n1")])).unwrap();
-        assert_eq!((t, l.len()), (11, 11), "n1, n10..n19; the unnamed item does not match");
+        assert_eq!(
+            (t, l.len()),
+            (11, 11),
+            "n1, n10..n19; the unnamed item does not match"
+        );
         assert_eq!(filtered(rs.clone(), &q(&[("label", "k")])).unwrap().0, 25);
         assert_eq!(filtered(rs.clone(), &q(&[("label", "")])).unwrap().0, 0);
         assert_eq!(filtered(rs.clone(), &q(&[("uri", "^/x$")])).unwrap().0, 1);
-        assert_eq!(filtered(rs.clone(), &q(&[("filter", "service_id=s")])).unwrap().0, 12);
+        assert_eq!(
+            filtered(rs.clone(), &q(&[("filter", "service_id=s")]))
+                .unwrap()
+                .0,
+            12
+        );
         let (t, l) = filtered(rs.clone(), &q(&[("page", "3"), ("page_size", "10")])).unwrap();
         assert_eq!((t, l.len()), (26, 6));
         let (_, l) = filtered(rs.clone(), &q(&[("page", "-1"), ("page_size", "10")])).unwrap();

@@ -19,7 +19,9 @@ pub enum ConfigProvider {
     Yaml,
     /// Standalone, file-driven (`deployment.role: data_plane`): `apisix.yaml` (or
     /// `apisix.json` when `json`) next to config.yaml is the configuration.
-    File { json: bool },
+    File {
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

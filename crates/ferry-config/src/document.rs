@@ -43,7 +43,11 @@ pub type Item = (Kind, String, Value);
 /// Converts a document's arrays into store items. Invalid items are reported and left out.
 /// `auto_ids`: items without an id get `arr_<n>` (file mode, as APISIX); otherwise a missing
 /// id is an error.
-pub fn items(doc: &Value, plugins: &dyn PluginChecker, auto_ids: bool) -> (Vec<Item>, Vec<ItemError>) {
+pub fn items(
+    doc: &Value,
+    plugins: &dyn PluginChecker,
+    auto_ids: bool,
+) -> (Vec<Item>, Vec<ItemError>) {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let Some(obj) = doc.as_object() else {
@@ -91,7 +95,11 @@ pub fn items(doc: &Value, plugins: &dyn PluginChecker, auto_ids: bool) -> (Vec<I
             match item(kind, raw, index, plugins, auto_ids) {
                 Ok((k, id, value)) => {
                     if !seen.insert((k, id.clone())) {
-                        let what = if k == Kind::Consumers { "username" } else { "id" };
+                        let what = if k == Kind::Consumers {
+                            "username"
+                        } else {
+                            "id"
+                        };
                         errors.push(fail(&id, format!("found duplicate {what} {id} in {ty}")));
                         continue;
                     }
@@ -113,7 +121,10 @@ fn item(
 ) -> Result<Item, (String, String)> {
     let mut value = raw.clone();
     let Some(obj) = value.as_object_mut() else {
-        return Err((String::new(), "invalid configuration: wrong type: expected object".into()));
+        return Err((
+            String::new(),
+            "invalid configuration: wrong type: expected object".into(),
+        ));
     };
     obj.remove("modifiedIndex");
     let given = obj.get("id").and_then(id_string);
@@ -235,7 +246,10 @@ mod tests {
             "stream_routes": []
         });
         let (items, errors) = items(&doc, &P, false);
-        let ids: Vec<_> = items.iter().map(|(k, id, _)| (k.as_str(), id.as_str())).collect();
+        let ids: Vec<_> = items
+            .iter()
+            .map(|(k, id, _)| (k.as_str(), id.as_str()))
+            .collect();
         assert_eq!(
             ids,
             vec![
@@ -257,7 +271,11 @@ mod tests {
                 (3, "unknown plugin [invalid-plugin]")
             ]
         );
-        let (auto, errors) = super::items(&json!({"routes": [{"uri": "/b", "upstream_id": "u"}]}), &P, true);
+        let (auto, errors) = super::items(
+            &json!({"routes": [{"uri": "/b", "upstream_id": "u"}]}),
+            &P,
+            true,
+        );
         assert!(errors.is_empty());
         assert_eq!(auto[0].1, "arr_0");
     }
@@ -269,6 +287,10 @@ mod tests {
             substitute_env("a: ${{HOST}}:${{ PORT:=80 }}", env).unwrap(),
             "a: 10.0.0.1:80"
         );
-        assert!(substitute_env("${{NOPE}}", env).unwrap_err().contains("NOPE"));
+        assert!(
+            substitute_env("${{NOPE}}", env)
+                .unwrap_err()
+                .contains("NOPE")
+        );
     }
 }

@@ -141,7 +141,11 @@ pub type Ref = (Kind, String);
 /// Validates a resource body (which must already carry its `id`, except consumers and plugin
 /// metadata) and returns the resources it references. The body is not changed: plugin
 /// defaults are applied when the data plane compiles it, never written back.
-pub fn validate(kind: Kind, value: &Value, plugins: &dyn PluginChecker) -> Result<Vec<Ref>, String> {
+pub fn validate(
+    kind: Kind,
+    value: &Value,
+    plugins: &dyn PluginChecker,
+) -> Result<Vec<Ref>, String> {
     let obj = value
         .as_object()
         .ok_or_else(|| "invalid configuration: wrong type: expected object".to_string())?;
@@ -286,7 +290,8 @@ fn validate_routing(
         if !u.is_object() {
             return Err(type_err("upstream", "object", u));
         }
-        crate::upstream::parse(u).map_err(|e| e.replacen("property \"", "property \"upstream.", 1))?;
+        crate::upstream::parse(u)
+            .map_err(|e| e.replacen("property \"", "property \"upstream.", 1))?;
     }
     if let Some(e) = obj.get("enable_websocket")
         && !e.is_boolean()
@@ -389,8 +394,8 @@ fn validate_route(obj: &Map<String, Value>, refs: &mut Vec<Ref>) -> Result<(), S
         "upstream",
         "upstream_id",
     ]
-        .iter()
-        .any(|k| obj.contains_key(*k));
+    .iter()
+    .any(|k| obj.contains_key(*k));
     if !has_handler {
         return Err(
             "invalid configuration: a route needs at least one of \"plugins\", \"service_id\", \"plugin_config_id\", \"upstream\" or \"upstream_id\""
@@ -467,7 +472,12 @@ pub(crate) fn type_err(field: &str, want: &str, got: &Value) -> String {
     )
 }
 
-pub(crate) fn opt_str(obj: &Map<String, Value>, field: &str, min: usize, max: usize) -> Result<(), String> {
+pub(crate) fn opt_str(
+    obj: &Map<String, Value>,
+    field: &str,
+    min: usize,
+    max: usize,
+) -> Result<(), String> {
     let Some(v) = obj.get(field) else {
         return Ok(());
     };

@@ -33,7 +33,15 @@ pub(crate) fn validate(
         Kind::Credentials => {
             only(
                 obj,
-                &["id", "name", "desc", "labels", "plugins", "create_time", "update_time"],
+                &[
+                    "id",
+                    "name",
+                    "desc",
+                    "labels",
+                    "plugins",
+                    "create_time",
+                    "update_time",
+                ],
             )?;
             common(obj)?;
             if let Some(p) = obj.get("plugins") {
@@ -48,9 +56,7 @@ pub(crate) fn validate(
                         return Err(format!("unknown plugin {name}"));
                     }
                     if !plugins.is_auth(name) {
-                        return Err(
-                            "only supports auth type plugins in consumer credential".into()
-                        );
+                        return Err("only supports auth type plugins in consumer credential".into());
                     }
                 }
                 opt_plugins(obj, plugins, false)?;
@@ -59,7 +65,15 @@ pub(crate) fn validate(
         Kind::ConsumerGroups => {
             only(
                 obj,
-                &["id", "name", "desc", "labels", "plugins", "create_time", "update_time"],
+                &[
+                    "id",
+                    "name",
+                    "desc",
+                    "labels",
+                    "plugins",
+                    "create_time",
+                    "update_time",
+                ],
             )?;
             common(obj)?;
             opt_plugins(obj, plugins, true)?;
@@ -78,7 +92,10 @@ pub(crate) fn validate(
             }
         }
         Kind::Routes | Kind::Services | Kind::PluginConfigs | Kind::Upstreams => {
-            return Err(format!("{} are validated by resource::validate", kind.as_str()));
+            return Err(format!(
+                "{} are validated by resource::validate",
+                kind.as_str()
+            ));
         }
     }
     Ok(refs)
@@ -88,8 +105,7 @@ pub(crate) fn validate(
 pub fn valid_username(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -173,7 +189,9 @@ fn validate_ssl(obj: &Map<String, Value>) -> Result<(), String> {
         let ca = m
             .get("ca")
             .ok_or("invalid configuration: property \"client.ca\" is required")?;
-        let pem = ca.as_str().ok_or_else(|| type_err("client.ca", "string", ca))?;
+        let pem = ca
+            .as_str()
+            .ok_or_else(|| type_err("client.ca", "string", ca))?;
         certs(pem, "client.ca")?;
     }
     if let Some(s) = obj.get("status")

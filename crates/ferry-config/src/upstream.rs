@@ -153,7 +153,10 @@ pub fn parse_timeouts(v: &Value, field: &str) -> Result<Timeouts, String> {
         .keys()
         .find(|k| !["connect", "send", "read"].contains(&k.as_str()))
     {
-        return Err(prop(field, format!("additional properties forbidden, found {k}")));
+        return Err(prop(
+            field,
+            format!("additional properties forbidden, found {k}"),
+        ));
     }
     let one = |k: &str| -> Result<Duration, String> {
         let x = m
@@ -165,10 +168,7 @@ pub fn parse_timeouts(v: &Value, field: &str) -> Result<Timeouts, String> {
                 &format!("{field}.{k}"),
                 format!("expected {n} to be greater than 0"),
             )),
-            None => Err(prop(
-                &format!("{field}.{k}"),
-                "wrong type: expected number",
-            )),
+            None => Err(prop(&format!("{field}.{k}"), "wrong type: expected number")),
         }
     };
     Ok(Timeouts {
@@ -192,9 +192,7 @@ fn parse_node(host: &str, port: Option<u64>, weight: &Value, https: bool) -> Res
     if host.contains(':') && !host.starts_with('[') {
         // `host:port` written in the key of the hash form
         if host.matches(':').count() > 1 {
-            return Err(invalid(
-                "IPv6 address must be enclosed with '[' and ']'",
-            ));
+            return Err(invalid("IPv6 address must be enclosed with '[' and ']'"));
         }
     }
     if host.is_empty() {
@@ -266,7 +264,10 @@ fn parse_nodes(v: &Value, https: bool) -> Result<Vec<Node>, String> {
                     .ok_or_else(|| prop("nodes", "property \"host\" is required"))?;
                 let port = match m.get("port") {
                     None | Some(Value::Null) => None,
-                    Some(p) => Some(p.as_u64().ok_or_else(|| invalid(format!("invalid port {p}")))?),
+                    Some(p) => Some(
+                        p.as_u64()
+                            .ok_or_else(|| invalid(format!("invalid port {p}")))?,
+                    ),
                 };
                 let weight = m
                     .get("weight")
@@ -317,12 +318,17 @@ fn parse_balancer(m: &Map<String, Value>) -> Result<Balancer, String> {
             if m.get("key").is_some() && key.is_none() {
                 return Err(prop("key", "wrong type: expected string"));
             }
-            let need = || key.map(String::from).ok_or_else(|| "missing key".to_string());
+            let need = || {
+                key.map(String::from)
+                    .ok_or_else(|| "missing key".to_string())
+            };
             let pattern = |p: &str, ok: bool, k: &str| {
                 if ok {
                     Ok(())
                 } else {
-                    Err(invalid(format!("failed to match pattern \"{p}\" with \"{k}\"")))
+                    Err(invalid(format!(
+                        "failed to match pattern \"{p}\" with \"{k}\""
+                    )))
                 }
             };
             let on = match hash_on {
@@ -333,7 +339,9 @@ fn parse_balancer(m: &Map<String, Value>) -> Result<Balancer, String> {
                         VAR_KEYS.contains(&k.as_str())
                             || k.strip_prefix("arg_").is_some_and(|a| {
                                 !a.is_empty()
-                                    && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                                    && a.bytes().all(|b| {
+                                        b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+                                    })
                             }),
                         &k,
                     )?;
@@ -344,7 +352,8 @@ fn parse_balancer(m: &Map<String, Value>) -> Result<Balancer, String> {
                     pattern(
                         "^[a-zA-Z0-9-_]+$",
                         !k.is_empty()
-                            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                            && k.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
                         &k,
                     )?;
                     if hash_on == "header" {
@@ -374,7 +383,9 @@ pub fn parse(v: &Value) -> Result<UpstreamConf, String> {
         .as_object()
         .ok_or_else(|| invalid("wrong type: expected object"))?;
     if let Some(k) = m.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(invalid(format!("additional properties forbidden, found {k}")));
+        return Err(invalid(format!(
+            "additional properties forbidden, found {k}"
+        )));
     }
     if m.contains_key("discovery_type") || m.contains_key("service_name") {
         return Err(prop(
@@ -424,7 +435,10 @@ pub fn parse(v: &Value) -> Result<UpstreamConf, String> {
             Some(n) if n == 0.0 => None,
             Some(n) if n > 0.0 && n < 1e9 => Some(Duration::from_secs_f64(n)),
             Some(n) => {
-                return Err(prop("retry_timeout", format!("expected {n} to be at least 0")));
+                return Err(prop(
+                    "retry_timeout",
+                    format!("expected {n} to be at least 0"),
+                ));
             }
             None => return Err(prop("retry_timeout", "wrong type: expected number")),
         },
@@ -478,7 +492,10 @@ pub fn parse(v: &Value) -> Result<UpstreamConf, String> {
                     ));
                 }
                 _ => {
-                    return Err(prop("tls", format!("additional properties forbidden, found {f}")));
+                    return Err(prop(
+                        "tls",
+                        format!("additional properties forbidden, found {f}"),
+                    ));
                 }
             }
         }
@@ -513,8 +530,10 @@ mod tests {
         assert_eq!(u.nodes[0].authority(), "127.0.0.1:1980");
         assert_eq!(u.nodes[0].weight, 2);
         assert_eq!(u.nodes[1].port, 80);
-        let u = parse(&json!({"scheme": "https", "nodes": [{"host": "[::1]", "weight": 1, "priority": -1}]}))
-            .unwrap();
+        let u = parse(
+            &json!({"scheme": "https", "nodes": [{"host": "[::1]", "weight": 1, "priority": -1}]}),
+        )
+        .unwrap();
         assert_eq!(u.nodes[0].port, 443);
         assert_eq!(u.nodes[0].priority, -1);
         assert_eq!(u.balancer, Balancer::RoundRobin);
@@ -535,7 +554,10 @@ mod tests {
             e(json!({"timeout": {"connect": 1, "send": 1, "read": 0}})),
             "invalid configuration: property \"timeout.read\" validation failed: expected 0 to be greater than 0"
         );
-        assert_eq!(e(json!({"type": "chash", "hash_on": "header"})), "missing key");
+        assert_eq!(
+            e(json!({"type": "chash", "hash_on": "header"})),
+            "missing key"
+        );
         assert!(e(json!({"type": "chash", "key": "bad key"})).contains("failed to match pattern"));
         assert!(
             e(json!({"type": "chash", "hash_on": "x", "key": "a"}))

@@ -3,8 +3,8 @@
 //! made at config load and released (with its pool) when no instance uses it any more. Extra trusted CAs (`apisix.ssl.ssl_trusted_certificate`) and host overrides
 //! (`ferry.resolve`) apply to all. HTTP/2 is used when a TLS upstream offers it (ALPN).
 
-use bytes::Bytes;
 use crate::shared::WeakCache;
+use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -269,13 +269,10 @@ impl Transport {
         if let Some(sni) = &key.sni {
             let name = ServerName::try_from(sni.to_string())
                 .map_err(|e| format!("TLS server name {sni}: {e}"))?;
-            builder = builder
-                .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+            builder =
+                builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
         }
-        let https = builder
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
+        let https = builder.enable_http1().enable_http2().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

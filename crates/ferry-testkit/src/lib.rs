@@ -3,6 +3,7 @@
 //! binary on ephemeral ports with a temporary data dir, and a small HTTP client for the data
 //! plane and the Admin API. Everything it starts is stopped by PID when dropped.
 
+pub mod echo;
 pub mod mock;
 pub mod tansu;
 pub mod tls;

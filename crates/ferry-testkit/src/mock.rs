@@ -152,16 +152,7 @@ impl Mock {
     pub async fn start_tls(cfg: MockConfig, hosts: &[&str]) -> (Mock, String) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let ca = crate::tls::TestCa::new(hosts);
-        let mut sc = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("tls versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![ca.cert.clone()], ca.key.clone_key())
-        .expect("tls cert");
-        sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(sc));
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
         (Mock::serving(listener, cfg, Some(acceptor)), ca.ca_pem)
     }
 

@@ -34,4 +34,18 @@ impl TestCa {
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
         }
     }
+
+    /// A server configuration presenting the leaf certificate (HTTP/2 and HTTP/1.1 by ALPN).
+    pub fn server_config(&self) -> std::sync::Arc<rustls::ServerConfig> {
+        let mut sc = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![self.cert.clone()], self.key.clone_key())
+        .expect("tls cert");
+        sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        std::sync::Arc::new(sc)
+    }
 }

@@ -95,7 +95,9 @@ pub async fn follow(
             continue;
         }
         match load(&path, json, store.as_ref(), plugins.as_ref()).await {
-            Ok(n) => tracing::info!(file = %path.display(), "configuration reloaded: {n} resources"),
+            Ok(n) => {
+                tracing::info!(file = %path.display(), "configuration reloaded: {n} resources")
+            }
             Err(e) => tracing::error!(file = %path.display(), "configuration not reloaded: {e}"),
         }
         last = Some(now);
@@ -111,9 +113,16 @@ mod tests {
         assert!(parse("routes: []\n", false).unwrap_err().contains("#END"));
         let doc = parse("routes:\n  - uri: /a\n#END\n", false).unwrap();
         assert_eq!(doc["routes"][0]["uri"], "/a");
-        assert!(parse("routes: [\n#END", false).unwrap_err().contains("YAML"));
+        assert!(
+            parse("routes: [\n#END", false)
+                .unwrap_err()
+                .contains("YAML")
+        );
         assert!(parse("a: ${{FERRY_SURELY_UNSET_VAR}}\n#END", false).is_err());
         assert_eq!(parse("#END\n", false).unwrap(), serde_json::json!({}));
-        assert_eq!(parse("{\"routes\": []}", true).unwrap()["routes"], serde_json::json!([]));
+        assert_eq!(
+            parse("{\"routes\": []}", true).unwrap()["routes"],
+            serde_json::json!([])
+        );
     }
 }

@@ -134,13 +134,7 @@ async fn errors_and_auth() {
             400,
             "invalid request body: EOF while parsing a value at line 1 column 19",
         ),
-        (
-            "PUT",
-            "/routes",
-            "".into(),
-            400,
-            "missing configurations",
-        ),
+        ("PUT", "/routes", "".into(), 400, "missing configurations"),
         (
             "PUT",
             "/routes",

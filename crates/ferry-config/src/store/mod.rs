@@ -90,7 +90,11 @@ pub trait Store: Send + Sync {
     /// Makes the store hold exactly `items` (standalone mode: one document replaces all),
     /// writing only what differs, and keeps `doc` as the document last accepted. Returns the
     /// revision after the change.
-    async fn replace_all(&self, items: Vec<(Kind, String, Value)>, doc: Value) -> Result<u64, StoreError>;
+    async fn replace_all(
+        &self,
+        items: Vec<(Kind, String, Value)>,
+        doc: Value,
+    ) -> Result<u64, StoreError>;
     /// The document last given to [`Store::replace_all`], if any.
     async fn document(&self) -> Result<Option<Value>, StoreError>;
     /// All resources at the current revision.

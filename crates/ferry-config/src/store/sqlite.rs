@@ -52,7 +52,10 @@ fn now_secs() -> i64 {
 /// The references that keep a resource alive: (referencing kind, JSON field).
 fn referrers(kind: Kind) -> &'static [(Kind, &'static str)] {
     match kind {
-        Kind::Upstreams => &[(Kind::Routes, "upstream_id"), (Kind::Services, "upstream_id")],
+        Kind::Upstreams => &[
+            (Kind::Routes, "upstream_id"),
+            (Kind::Services, "upstream_id"),
+        ],
         Kind::Services => &[(Kind::Routes, "service_id")],
         Kind::PluginConfigs => &[(Kind::Routes, "plugin_config_id")],
         Kind::ConsumerGroups => &[(Kind::Consumers, "group_id")],

@@ -201,7 +201,11 @@ mod tests {
             assert_eq!(b.pick(&[], Some(key.as_bytes())), Some(a), "sticky");
             let again = Balancer::new(nodes.clone(), &Kind::Chash(HashOn::Consumer));
             if k < 50 {
-                assert_eq!(again.pick(&[], Some(key.as_bytes())), Some(a), "stable across builds");
+                assert_eq!(
+                    again.pick(&[], Some(key.as_bytes())),
+                    Some(a),
+                    "stable across builds"
+                );
             }
             let next = b.pick(&[a], Some(key.as_bytes())).unwrap();
             assert_ne!(next, a, "a retry walks on");

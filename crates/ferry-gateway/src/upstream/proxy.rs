@@ -214,7 +214,11 @@ fn build_request(
     h.insert(header::HOST, val(host)?);
     let ip = ctx.remote_ip.as_ref();
     h.insert("x-real-ip", val(ip)?);
-    let xff = match ctx.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let xff = match ctx
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(prev) => format!("{prev}, {ip}"),
         None => ip.to_string(),
     };
