@@ -108,8 +108,16 @@ impl Shared {
             matched = snap.router.find(ctx);
         }
         let Match::Found(route) = matched else {
-            let e = GatewayError::client(StatusCode::NOT_FOUND, "404 Route Not Found");
-            return (None, e.into_response());
+            let not_found =
+                || GatewayError::client(StatusCode::NOT_FOUND, "404 Route Not Found").into_response();
+            // Global rules run for every request, matched or not.
+            return match &snap.global {
+                Some(g) => {
+                    let resp = g.chain.run(ctx).await.unwrap_or_else(not_found);
+                    (Some(g.clone()), resp)
+                }
+                None => (None, not_found()),
+            };
         };
         ctx.route = Some(route.info.clone());
         let resp = match route.chain.run(ctx).await {

@@ -24,6 +24,9 @@ use std::time::{Instant, SystemTime};
 pub struct Snapshot {
     pub revision: u64,
     pub router: Router,
+    /// The global rules' plugins, for requests no route matches (matched routes carry them
+    /// merged under their own).
+    pub global: Option<Arc<Route>>,
     pub built_at: Instant,
     pub built_wall: SystemTime,
 }
@@ -33,6 +36,7 @@ impl Snapshot {
         Snapshot {
             revision: 0,
             router: Router::default(),
+            global: None,
             built_at: Instant::now(),
             built_wall: SystemTime::now(),
         }
@@ -74,6 +78,9 @@ pub struct Compiler {
     /// What each route refers to, and the reverse: which routes use a service / plugin config.
     deps: HashMap<String, Deps>,
     users: HashMap<(Kind, String), HashSet<String>>,
+    /// The union of every global rule's plugins, merged under each route's.
+    global_plugins: Map<String, Value>,
+    global: Option<Arc<Route>>,
 }
 
 impl Compiler {
@@ -112,6 +119,7 @@ impl Compiler {
             .cloned()
             .collect();
         let mut errors = Vec::new();
+        self.rebuild_global(registry, &mut errors);
         for id in gone.iter().chain(&ids) {
             self.recompile(id, registry, &mut errors);
         }
@@ -144,9 +152,14 @@ impl Compiler {
             }
             self.revision = self.revision.max(ch.revision);
         }
+        let mut errors = Vec::new();
+        if changes.iter().any(|c| c.kind == Kind::GlobalRules)
+            && self.rebuild_global(registry, &mut errors)
+        {
+            dirty.extend(self.deps.keys().cloned());
+        }
         dirty.sort_unstable();
         dirty.dedup();
-        let mut errors = Vec::new();
         for id in &dirty {
             self.recompile(id, registry, &mut errors);
         }
@@ -158,9 +171,67 @@ impl Compiler {
         Snapshot {
             revision: self.revision,
             router: self.router.clone(),
+            global: self.global.clone(),
             built_at: Instant::now(),
             built_wall: SystemTime::now(),
         }
+    }
+
+    /// Recomputes the global rules' plugins (in creation order; a plugin configured by two
+    /// rules keeps the first and logs the other). Returns true when they changed.
+    fn rebuild_global(&mut self, registry: &Registry, errors: &mut Vec<String>) -> bool {
+        let mut rules: Vec<&Record> = self
+            .records
+            .values()
+            .filter(|r| r.kind == Kind::GlobalRules)
+            .collect();
+        rules.sort_by_key(|r| (r.create_rev, r.id.clone()));
+        let mut merged = Map::new();
+        for r in rules {
+            if let Some(Value::Object(p)) = r.value.get("plugins") {
+                for (k, v) in p {
+                    if merged.contains_key(k) {
+                        errors.push(format!(
+                            "global rule {}: plugin {k} is already configured by another global rule; ignored",
+                            r.id
+                        ));
+                        continue;
+                    }
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        if merged == self.global_plugins && (self.global.is_some() || merged.is_empty()) {
+            return false;
+        }
+        let info = Arc::new(RouteInfo {
+            id: String::new(),
+            name: None,
+            service_id: None,
+            service_name: None,
+        });
+        let prev = self.global.as_ref().map(|g| &g.chain);
+        self.global = match registry.build_chain(&merged, &info, prev) {
+            Ok(chain) if !merged.is_empty() => Some(Arc::new(Route {
+                info,
+                priority: 0,
+                uris: Vec::new(),
+                methods: 0,
+                hosts: Vec::new(),
+                remote_addrs: Vec::new(),
+                vars: Expr::default(),
+                chain,
+                target: Target::Fail(StatusCode::NOT_FOUND, "404 Route Not Found".into()),
+                seq: 0,
+            })),
+            Ok(_) => None,
+            Err(e) => {
+                errors.push(format!("global rules: {e}"));
+                None
+            }
+        };
+        self.global_plugins = merged;
+        true
     }
 
     /// The upstream a route proxies to when no plugin answers: route `upstream_id` > route
@@ -268,7 +339,14 @@ impl Compiler {
         let compiled = match &rec {
             Some(r) => {
                 let target = self.target(r);
-                compile_route(r, &self.records, registry, prev.as_deref(), target)
+                compile_route(
+                    r,
+                    &self.records,
+                    &self.global_plugins,
+                    registry,
+                    prev.as_deref(),
+                    target,
+                )
             }
             None => Ok(None),
         };
@@ -331,6 +409,7 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 fn compile_route(
     rec: &Record,
     records: &HashMap<(Kind, String), Record>,
+    global: &Map<String, Value>,
     registry: &Registry,
     prev: Option<&Route>,
     target: Target,
@@ -349,7 +428,8 @@ fn compile_route(
         ),
         None => None,
     };
-    let mut plugins = Map::new();
+    // Lowest to highest precedence: global rules, service, plugin config, route.
+    let mut plugins = global.clone();
     let mut merge = |p: Option<&Value>| {
         if let Some(Value::Object(m)) = p {
             for (k, v) in m {

@@ -11,6 +11,9 @@ pub struct TestCa {
     /// The leaf certificate and its key, for the server.
     pub cert: CertificateDer<'static>,
     pub key: PrivateKeyDer<'static>,
+    /// The same leaf certificate and key as PEM (for APISIX `ssls` resources).
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl TestCa {
@@ -30,6 +33,8 @@ impl TestCa {
             .expect("leaf cert");
         TestCa {
             ca_pem: ca.pem(),
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
             cert: leaf.der().clone(),
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
         }
