@@ -13,7 +13,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 
 async fn err(f: &Ferry, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
     let (s, v) = f.admin(method, path, body).await;
-    (s.as_u16(), v["error_msg"].as_str().unwrap_or_default().to_string())
+    (
+        s.as_u16(),
+        v["error_msg"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 #[tokio::test]
@@ -23,7 +26,13 @@ async fn upstreams_as_apisix_stores_them() {
     // ADC probes without a key; answers name the API version and not APISIX.
     let r = send("HEAD", &f.admin_url(""), &[], "").await;
     assert_eq!(r.status, 200);
-    let r = send("GET", &f.admin_url("/routes"), &[("x-api-key", TEST_KEY)], "").await;
+    let r = send(
+        "GET",
+        &f.admin_url("/routes"),
+        &[("x-api-key", TEST_KEY)],
+        "",
+    )
+    .await;
     assert_eq!(r.header("x-api-version"), Some("v3"));
     assert!(r.header("server").unwrap().starts_with("Ferry/"));
 
@@ -34,7 +43,10 @@ async fn upstreams_as_apisix_stores_them() {
     want["id"] = json!("1");
     want["create_time"] = v["value"]["create_time"].clone();
     want["update_time"] = v["value"]["update_time"].clone();
-    assert_eq!(v["value"], want, "the body as sent plus id and times, no defaults");
+    assert_eq!(
+        v["value"], want,
+        "the body as sent plus id and times, no defaults"
+    );
     let (s, _) = f.admin("PUT", "/upstreams/1", Some(body.clone())).await;
     assert_eq!(s, 200);
     let (s, v) = f.admin("POST", "/upstreams", Some(body.clone())).await;
@@ -66,7 +78,10 @@ async fn upstreams_as_apisix_stores_them() {
             json!({"nodes": {"a:1": 1}, "create_time": 1}),
             "the property is forbidden:  create_time",
         ),
-        (json!({"nodes": {"a:1": 1}, "scheme": "grpc"}), "not supported by Ferry"),
+        (
+            json!({"nodes": {"a:1": 1}, "scheme": "grpc"}),
+            "not supported by Ferry",
+        ),
     ] {
         let (s, m) = err(&f, "PUT", "/upstreams/2", Some(b.clone())).await;
         assert_eq!(s, 400, "{b}");
@@ -80,17 +95,27 @@ async fn upstreams_as_apisix_stores_them() {
 
     // PATCH merges (null deletes); a sub-path PATCH replaces; PATCH validates.
     let (s, v) = f
-        .admin("PATCH", "/upstreams/1", Some(json!({"labels": null, "desc": "d"})))
+        .admin(
+            "PATCH",
+            "/upstreams/1",
+            Some(json!({"labels": null, "desc": "d"})),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["value"].get("labels"), None);
     assert_eq!(v["value"]["desc"], "d");
     let (s, v) = f
-        .admin("PATCH", "/upstreams/1/nodes", Some(json!({"127.0.0.1:1981": 2})))
+        .admin(
+            "PATCH",
+            "/upstreams/1/nodes",
+            Some(json!({"127.0.0.1:1981": 2})),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["value"]["nodes"], json!({"127.0.0.1:1981": 2}));
-    let (s, _) = f.admin("PATCH", "/upstreams/1", Some(json!({"retries": -2}))).await;
+    let (s, _) = f
+        .admin("PATCH", "/upstreams/1", Some(json!({"retries": -2})))
+        .await;
     assert_eq!(s, 400);
 
     // Lists: filters, paging, page_size bounds.
@@ -98,8 +123,10 @@ async fn upstreams_as_apisix_stores_them() {
         f.admin(
             "PUT",
             &format!("/routes/r{i}"),
-            Some(json!({"uri": format!("/r{i}"), "name": format!("route-{i}"), "upstream_id": "1",
-                        "labels": if i % 2 == 0 { json!({"even": "yes"}) } else { json!({}) }})),
+            Some(
+                json!({"uri": format!("/r{i}"), "name": format!("route-{i}"), "upstream_id": "1",
+                        "labels": if i % 2 == 0 { json!({"even": "yes"}) } else { json!({}) }}),
+            ),
         )
         .await;
     }
@@ -107,13 +134,28 @@ async fn upstreams_as_apisix_stores_them() {
     assert_eq!(v["total"], 3, "route-1, route-10, route-11");
     let (_, v) = f.admin("GET", "/routes?label=even", None).await;
     assert_eq!(v["total"], 6);
-    let (_, v) = f.admin("GET", "/routes?filter=upstream_id%3D1&page=2&page_size=10", None).await;
-    assert_eq!((v["total"].as_u64(), v["list"].as_array().unwrap().len()), (Some(12), 2));
+    let (_, v) = f
+        .admin(
+            "GET",
+            "/routes?filter=upstream_id%3D1&page=2&page_size=10",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (v["total"].as_u64(), v["list"].as_array().unwrap().len()),
+        (Some(12), 2)
+    );
     let (s, m) = err(&f, "GET", "/routes?page=1&page_size=2", None).await;
-    assert_eq!((s, m.as_str()), (400, "page_size must be between 10 and 500"));
+    assert_eq!(
+        (s, m.as_str()),
+        (400, "page_size must be between 10 and 500")
+    );
     let (s, m) = err(&f, "DELETE", "/upstreams/1", None).await;
     assert_eq!(s, 400);
-    assert_eq!(m, "can not delete this upstream, route [r0] is still using it now");
+    assert_eq!(
+        m,
+        "can not delete this upstream, route [r0] is still using it now"
+    );
 
     // Stream routes: none, and Ferry says why writes are refused.
     let (s, v) = f.admin("GET", "/stream_routes", None).await;
@@ -130,20 +172,51 @@ async fn consumers_credentials_ssls_and_metadata() {
     let dir = TempDir::new("res-consumers");
     let f = Ferry::start(BIN, &dir.0, "");
     let (s, m) = err(&f, "POST", "/consumers", Some(json!({"username": "jack"}))).await;
-    assert_eq!((s, m.as_str()), (405, "not supported `POST` method for consumer"));
-    let (s, v) = f.admin("PUT", "/consumers", Some(json!({"username": "jack", "desc": "j"}))).await;
+    assert_eq!(
+        (s, m.as_str()),
+        (405, "not supported `POST` method for consumer")
+    );
+    let (s, v) = f
+        .admin(
+            "PUT",
+            "/consumers",
+            Some(json!({"username": "jack", "desc": "j"})),
+        )
+        .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["key"], "/apisix/consumers/jack");
-    assert_eq!(v["value"].get("id"), None, "a consumer's id is its username");
-    let (s, m) = err(&f, "PUT", "/consumers/jack", Some(json!({"username": "bob"}))).await;
+    assert_eq!(
+        v["value"].get("id"),
+        None,
+        "a consumer's id is its username"
+    );
+    let (s, m) = err(
+        &f,
+        "PUT",
+        "/consumers/jack",
+        Some(json!({"username": "bob"})),
+    )
+    .await;
     assert_eq!((s, m.as_str()), (400, "wrong username"));
-    let (s, _) = f.admin("PATCH", "/consumers/jack", Some(json!({"desc": "x"}))).await;
+    let (s, _) = f
+        .admin("PATCH", "/consumers/jack", Some(json!({"desc": "x"})))
+        .await;
     assert_eq!(s, 405);
 
-    let (s, m) = err(&f, "PUT", "/consumers/nobody/credentials/c1", Some(json!({}))).await;
+    let (s, m) = err(
+        &f,
+        "PUT",
+        "/consumers/nobody/credentials/c1",
+        Some(json!({})),
+    )
+    .await;
     assert_eq!((s, m.as_str()), (404, "consumer not found"));
     let (s, v) = f
-        .admin("PUT", "/consumers/jack/credentials/c1", Some(json!({"name": "first"})))
+        .admin(
+            "PUT",
+            "/consumers/jack/credentials/c1",
+            Some(json!({"name": "first"})),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["key"], "/apisix/consumers/jack/credentials/c1");
@@ -155,7 +228,13 @@ async fn consumers_credentials_ssls_and_metadata() {
         Some(json!({"plugins": {"request-id": {}}})),
     )
     .await;
-    assert_eq!((s, m.as_str()), (400, "only supports auth type plugins in consumer credential"));
+    assert_eq!(
+        (s, m.as_str()),
+        (
+            400,
+            "only supports auth type plugins in consumer credential"
+        )
+    );
     let (s, m) = err(&f, "PUT", "/consumers/jack/credentials", Some(json!({}))).await;
     assert_eq!((s, m.as_str()), (400, "missing credential id"));
     let (_, v) = f.admin("GET", "/consumers/jack/credentials", None).await;
@@ -183,9 +262,14 @@ async fn consumers_credentials_ssls_and_metadata() {
     let mut bad = ssl.clone();
     bad.as_object_mut().unwrap().remove("snis");
     let (s, m) = err(&f, "PUT", "/ssls/2", Some(bad)).await;
-    assert_eq!((s, m.as_str()), (400, "invalid configuration: then clause did not match"));
+    assert_eq!(
+        (s, m.as_str()),
+        (400, "invalid configuration: then clause did not match")
+    );
     let mut bad = ssl.clone();
-    bad["key"] = json!("-----BEGIN PRIVATE KEY-----\nnot a key at all, but long enough to pass the length check\n-----END PRIVATE KEY-----\n");
+    bad["key"] = json!(
+        "-----BEGIN PRIVATE KEY-----\nnot a key at all, but long enough to pass the length check\n-----END PRIVATE KEY-----\n"
+    );
     let (s, m) = err(&f, "PUT", "/ssls/2", Some(bad)).await;
     assert_eq!(s, 400);
     assert!(m.contains("failed to parse key"), "{m}");
@@ -196,7 +280,9 @@ async fn consumers_credentials_ssls_and_metadata() {
     let (s, m) = err(&f, "PUT", "/plugin_metadata/no-such", Some(json!({}))).await;
     assert_eq!((s, m.as_str()), (400, "invalid plugin name"));
     let meta = json!({"log_format": {"host": "$host"}});
-    let (s, v) = f.admin("PUT", "/plugin_metadata/http-logger", Some(meta.clone())).await;
+    let (s, v) = f
+        .admin("PUT", "/plugin_metadata/http-logger", Some(meta.clone()))
+        .await;
     assert_eq!(s, 201);
     assert_eq!(v["key"], "/apisix/plugin_metadata/http-logger");
     assert_eq!(v["value"], meta);
@@ -216,9 +302,18 @@ async fn global_rules_run_for_every_request() {
     )
     .await;
     let (s, m) = err(&f, "POST", "/global_rules", Some(json!({"plugins": {}}))).await;
-    assert_eq!((s, m.as_str()), (405, "not supported `POST` method for global rule"));
+    assert_eq!(
+        (s, m.as_str()),
+        (405, "not supported `POST` method for global rule")
+    );
     let (s, m) = err(&f, "PUT", "/global_rules/1", Some(json!({}))).await;
-    assert_eq!((s, m.as_str()), (400, "invalid configuration: property \"plugins\" is required"));
+    assert_eq!(
+        (s, m.as_str()),
+        (
+            400,
+            "invalid configuration: property \"plugins\" is required"
+        )
+    );
     let (s, v) = f
         .admin(
             "PUT",
@@ -236,12 +331,18 @@ async fn global_rules_run_for_every_request() {
     .await;
     assert_eq!(
         (s, m.as_str()),
-        (400, "plugin 'request-id' already exists in global rule with id '1'")
+        (
+            400,
+            "plugin 'request-id' already exists in global rule with id '1'"
+        )
     );
     // matched: the upstream sees the id and the client gets it back
     let r = send("GET", &f.url("/r"), &[], "").await;
     assert_eq!(r.status, 200);
-    let id = r.header("x-global-id").expect("global rule ran").to_string();
+    let id = r
+        .header("x-global-id")
+        .expect("global rule ran")
+        .to_string();
     assert_eq!(r.json()["headers"]["x-global-id"], id.as_str());
     // unmatched: global rules run too
     let r = send("GET", &f.url("/nowhere"), &[], "").await;
