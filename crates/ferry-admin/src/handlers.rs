@@ -182,7 +182,7 @@ fn check(
     value: &Value,
     plugins: &dyn PluginChecker,
 ) -> Result<Vec<(Kind, String)>, StoreError> {
-    if kind == Kind::PluginMetadata && !plugins.names().iter().any(|n| n == id) {
+    if kind == Kind::PluginMetadata && !plugins.has(id) {
         return Err(StoreError::Rejected("invalid plugin name".into()));
     }
     let mut refs = validate(kind, value, plugins).map_err(StoreError::Rejected)?;

@@ -153,7 +153,7 @@ fn item(
         Kind::PluginMetadata => {
             obj.remove("id");
             let name = given.ok_or_else(|| (String::new(), "missing plugin name".to_string()))?;
-            if !plugins.names().iter().any(|n| *n == name) {
+            if !plugins.has(&name) {
                 return Err((name, "invalid plugin name".into()));
             }
             (kind, name)

@@ -129,6 +129,10 @@ pub trait PluginChecker: Send + Sync {
     fn schema(&self, _name: &str) -> Option<Value> {
         None
     }
+    /// True when a plugin of this name exists.
+    fn has(&self, name: &str) -> bool {
+        self.names().iter().any(|n| n == name)
+    }
     /// True for authentication plugins (the only ones a credential may carry).
     fn is_auth(&self, _name: &str) -> bool {
         false

@@ -52,7 +52,7 @@ pub(crate) fn validate(
                     return Err("invalid configuration: property \"plugins\" validation failed: expect object to have at most 1 properties".into());
                 }
                 if let Some(name) = m.keys().next() {
-                    if !plugins.names().iter().any(|n| n == name) {
+                    if !plugins.has(name) {
                         return Err(format!("unknown plugin {name}"));
                     }
                     if !plugins.is_auth(name) {

@@ -432,7 +432,7 @@ pub fn parse(v: &Value) -> Result<UpstreamConf, String> {
     let retry_timeout = match m.get("retry_timeout") {
         None => None,
         Some(x) => match x.as_f64() {
-            Some(n) if n == 0.0 => None,
+            Some(0.0) => None,
             Some(n) if n > 0.0 && n < 1e9 => Some(Duration::from_secs_f64(n)),
             Some(n) => {
                 return Err(prop(

@@ -170,6 +170,10 @@ impl PluginChecker for Registry {
         self.factories.keys().map(|k| k.to_string()).collect()
     }
 
+    fn has(&self, name: &str) -> bool {
+        self.factories.contains_key(name)
+    }
+
     fn schema(&self, name: &str) -> Option<Value> {
         self.factories.get(name).map(|f| f.schema())
     }
