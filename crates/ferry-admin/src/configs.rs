@@ -121,13 +121,15 @@ pub async fn put(state: S, headers: HeaderMap, body: Body) -> ApiResult {
     if old.get(DIGEST).and_then(Value::as_str) == Some(digest.as_str()) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let (_, errors) = document::items(&doc, state.plugins.as_ref(), false);
+    let (mut items, errors) = document::items(&doc, state.plugins.as_ref(), false);
     if let Some(e) = errors.first() {
         return Err(bad(e.message()));
     }
     let body = doc.as_object().cloned().unwrap_or_default();
     let mut next = Map::new();
-    for (ty, _) in TYPES.iter().chain(&[("plugins", None)]) {
+    // Types whose version did not move keep what was stored; the body's items for them go.
+    let mut kept = Map::new();
+    for (ty, kind) in TYPES.iter().chain(&[("plugins", None)]) {
         let cur = document::version(&old, ty).map_err(bad)?.unwrap_or(0);
         let given = document::version(&body, ty).map_err(bad)?;
         let key = format!("{ty}_conf_version");
@@ -152,6 +154,15 @@ pub async fn put(state: S, headers: HeaderMap, body: Body) -> ApiResult {
         let src = if keep { &old } else { &body };
         if let Some(arr) = src.get(*ty) {
             next.insert(ty.to_string(), arr.clone());
+            if keep {
+                kept.insert(ty.to_string(), arr.clone());
+            }
+        }
+        if keep && let Some(kind) = kind {
+            let credentials = *kind == ferry_config::Kind::Consumers;
+            items.retain(|(k, _, _)| {
+                *k != *kind && !(credentials && *k == ferry_config::Kind::Credentials)
+            });
         }
     }
     let now = std::time::SystemTime::now()
@@ -160,10 +171,9 @@ pub async fn put(state: S, headers: HeaderMap, body: Body) -> ApiResult {
     next.insert(LAST_MODIFIED.into(), json!(now.to_string()));
     next.insert(DIGEST.into(), json!(digest));
     let next = Value::Object(next);
-    let (items, errors) = document::items(&next, state.plugins.as_ref(), false);
-    if let Some(e) = errors.first() {
-        return Err(bad(e.message()));
-    }
+    // What was stored was valid when it was accepted.
+    let (old_items, _) = document::items(&Value::Object(kept), state.plugins.as_ref(), false);
+    items.extend(old_items);
     let rev = state.store.replace_all(items, next.clone()).await?;
     wait_applied(&state, rev).await;
     let mut resp = StatusCode::ACCEPTED.into_response();

@@ -75,7 +75,8 @@ pub trait PluginFactory: Send + Sync {
     fn schema(&self) -> Value;
     /// Checks a configuration and returns it with defaults filled in.
     fn check(&self, conf: &Value) -> Result<Value, String>;
-    /// Builds an instance from a checked configuration for the route it will serve.
+    /// Builds an instance for the route it will serve from a configuration that passed
+    /// `check`, as stored (without defaults): building applies them.
     fn build(&self, conf: &Value, route: &Arc<RouteInfo>) -> Result<Arc<dyn Plugin>, String>;
 }
 
@@ -137,10 +138,9 @@ impl Registry {
             });
             let plugin = match reused {
                 Some(p) => p,
-                // Stored configurations are kept as sent: defaults are applied here.
+                // Stored configurations are kept as sent: `build` applies the defaults.
                 None => f
-                    .check(&conf)
-                    .and_then(|checked| f.build(&checked, route))
+                    .build(&conf, route)
                     .map_err(|e| format!("plugin {name}: {e}"))?,
             };
             entries.push(Entry {

@@ -110,7 +110,7 @@ async fn weights_hashing_and_host() {
     assert_eq!(nodes_for_users.len(), 2, "keys spread over both nodes");
 
     // The round-robin position belongs to the upstream: shared by the routes that name it,
-    // and kept when a route using it is rewritten (a reset would pick "a" twice).
+    // and kept when a route using it is rewritten.
     put(
         &f,
         "/upstreams/u2",
@@ -127,10 +127,9 @@ async fn weights_hashing_and_host() {
     )
     .await;
     let second = send("GET", &f.url("/x2"), &[], "").await;
-    assert_eq!(
-        (first.header("x-node"), second.header("x-node")),
-        (Some("a"), Some("b"))
-    );
+    // A fresh balancer starts from the same node, so a reset would answer twice from it.
+    assert!(first.header("x-node").is_some());
+    assert_ne!(first.header("x-node"), second.header("x-node"));
 }
 
 #[tokio::test]
