@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Macro benchmark, one command: builds release, starts the project's mock provider (pre-rendered
 # answers, `ferry-mock --fast`), Ferry (ai-proxy on, usage and TTFT recorded, access log on) and
-# a plain nginx `proxy_pass` to the same mock, and drives each with oha. Ferry and nginx run on
+# a plain nginx `proxy_pass` to the same mock, and drives each with oha; Ferry also proxies to
+# the mock as a plain upstream (a route with `upstream` nodes and no plugin), like nginx does. Ferry and nginx run on
 # CPU 0; the mock and oha on CPU 1. Prints Markdown tables: throughput and latency percentiles at
 # c=32 and c=256 (chat and 18-chunk streams), latency at a fixed rate of half Ferry's maximum,
 # unloaded latency and streaming time to first byte added over direct, RSS idle and peak, the
@@ -91,6 +92,10 @@ route() { # route ID URI EXTRA_PLUGINS EXTRA_AI_PROXY
 }
 route chat /v1/chat/completions "" ""
 route messages /v1/messages "" ""
+# Plain upstream proxying (no plugin), chosen by a header so the path stays the mock's.
+curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:$admin_port/apisix/admin/routes/plain" -X PUT -H "X-API-KEY: bench-key" -d "{
+  \"uri\": \"/v1/chat/completions\", \"priority\": 10, \"vars\": [[\"http_x_plain\", \"==\", \"1\"]],
+  \"upstream\": {\"nodes\": {\"127.0.0.1:$mock_port\": 1}, \"keepalive_pool\": {\"size\": 256}}}" | grep -q 20 || { echo "route plain refused" >&2; exit 1; }
 
 kafka_mode=""
 if [ "${BENCH_KAFKA:-1}" = 1 ]; then
@@ -137,15 +142,16 @@ viangx="http://127.0.0.1:$nginx_port/v1/chat/completions"
 gw="http://127.0.0.1:$port/v1/chat/completions"
 run warm "$gw" "$body" 32 >/dev/null
 declare -A R
-for t in direct nginx ferry; do
-  case $t in direct) u=$direct ;; nginx) u=$viangx ;; ferry) u=$gw ;; esac
+for t in direct nginx ferry plain; do
+  extra=()
+  case $t in direct) u=$direct ;; nginx) u=$viangx ;; ferry) u=$gw ;; plain) u=$gw; extra=(-H "x-plain: 1") ;; esac
   for c in 32 256; do
     t0=$(ticks "$ferry_pid")
-    R[$t.chat.$c]=$(run "$t-chat-$c" "$u" "$body" "$c")
+    R[$t.chat.$c]=$(run "$t-chat-$c" "$u" "$body" "$c" "${extra[@]}")
     [ "$t" = ferry ] && R[cpu.chat.$c]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[$t.chat.$c]}" | cut -d' ' -f1) * secs) ))
     t0=$(ticks "$ferry_pid")
     [ "$t" = ferry ] && [ "$c" = 32 ] && peak_chat=$(rss "$ferry_pid" VmHWM)
-    R[$t.stream.$c]=$(run "$t-stream-$c" "$u" "$stream_body" "$c")
+    R[$t.stream.$c]=$(run "$t-stream-$c" "$u" "$stream_body" "$c" "${extra[@]}")
     [ "$t" = ferry ] && R[cpu.stream.$c]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[$t.stream.$c]}" | cut -d' ' -f1) * secs) ))
   done
 done
@@ -220,8 +226,8 @@ echo "Ferry and nginx on CPU 0, mock (ferry-mock --fast) and oha on CPU 1. Chat:
 echo
 echo "| target | conns | chat req/s | p50 ms | p99 ms | p99.9 ms | non-200 | stream req/s | p50 ms | p99 ms | p99.9 ms | non-200 |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-for t in direct nginx ferry; do
-  case $t in direct) n="mock directly" ;; nginx) n="nginx proxy_pass" ;; ferry) n="Ferry ai-proxy" ;; esac
+for t in direct nginx ferry plain; do
+  case $t in direct) n="mock directly" ;; nginx) n="nginx proxy_pass" ;; ferry) n="Ferry ai-proxy" ;; plain) n="Ferry upstream (no plugin)" ;; esac
   for c in 32 256; do
     echo "| $n | $c $(cols "${R[$t.chat.$c]}") $(cols "${R[$t.stream.$c]}" | cut -c2-)"
   done
@@ -234,6 +240,7 @@ echo
 echo "| ratio | chat c=32 | chat c=256 | stream c=32 | stream c=256 |"
 echo "|---|---|---|---|---|"
 echo "| Ferry / nginx proxy | $(ratio "${R[ferry.chat.32]}" "${R[nginx.chat.32]}") | $(ratio "${R[ferry.chat.256]}" "${R[nginx.chat.256]}") | $(ratio "${R[ferry.stream.32]}" "${R[nginx.stream.32]}") | $(ratio "${R[ferry.stream.256]}" "${R[nginx.stream.256]}") |"
+echo "| Ferry upstream (no plugin) / nginx proxy | $(ratio "${R[plain.chat.32]}" "${R[nginx.chat.32]}") | $(ratio "${R[plain.chat.256]}" "${R[nginx.chat.256]}") | $(ratio "${R[plain.stream.32]}" "${R[nginx.stream.32]}") | $(ratio "${R[plain.stream.256]}" "${R[nginx.stream.256]}") |"
 echo "| nginx proxy / direct | $(ratio "${R[nginx.chat.32]}" "${R[direct.chat.32]}") | $(ratio "${R[nginx.chat.256]}" "${R[direct.chat.256]}") | $(ratio "${R[nginx.stream.32]}" "${R[direct.stream.32]}") | $(ratio "${R[nginx.stream.256]}" "${R[direct.stream.256]}") |"
 echo "| Ferry converting Anthropic → OpenAI / nginx proxy | | | $(ratio "${R[convert.stream.32]}" "${R[nginx.stream.32]}") | |"
 if [ -n "$kafka_mode" ]; then
