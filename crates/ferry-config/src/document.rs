@@ -184,35 +184,6 @@ pub fn version(doc: &Map<String, Value>, ty: &str) -> Result<Option<u64>, String
     }
 }
 
-/// Substitutes `${{VAR}}` and `${{VAR:=default}}` from `env` in a file's raw text.
-pub fn substitute_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 3..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| "unterminated ${{ in the configuration file".to_string())?;
-        let inner = after[..end].trim();
-        let (name, default) = match inner.split_once(":=") {
-            Some((n, d)) => (n.trim(), Some(d)),
-            None => (inner, None),
-        };
-        match env(name).or_else(|| default.map(String::from)) {
-            Some(v) => out.push_str(&v),
-            None => {
-                return Err(format!(
-                    "failed to handle configuration: can't find environment variable {name}"
-                ));
-            }
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,19 +249,5 @@ mod tests {
         );
         assert!(errors.is_empty());
         assert_eq!(auto[0].1, "arr_0");
-    }
-
-    #[test]
-    fn env_substitution() {
-        let env = |k: &str| (k == "HOST").then(|| "10.0.0.1".to_string());
-        assert_eq!(
-            substitute_env("a: ${{HOST}}:${{ PORT:=80 }}", env).unwrap(),
-            "a: 10.0.0.1:80"
-        );
-        assert!(
-            substitute_env("${{NOPE}}", env)
-                .unwrap_err()
-                .contains("NOPE")
-        );
     }
 }

@@ -35,7 +35,8 @@ pub fn parse(text: &str, json: bool) -> Result<Value, String> {
         }
         text.to_string()
     };
-    let body = document::substitute_env(&body, |k| std::env::var(k).ok())?;
+    let body = ferry_config::app::substitute_env(&body, |k| std::env::var(k).ok())
+        .map_err(|e| e.to_string())?;
     let doc: Value = if json {
         serde_json::from_str(&body).map_err(|e| format!("invalid JSON: {e}"))?
     } else {

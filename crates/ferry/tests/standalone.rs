@@ -285,3 +285,57 @@ async fn the_apisix_yaml_file() {
         "{v}"
     );
 }
+
+/// The document docs/kubernetes.md says the Ingress Controller sends for the documentation's
+/// first Ingress Controller example: accepted, and a chat request goes through it (the provider
+/// host resolved to a TLS mock).
+#[tokio::test]
+async fn the_ingress_controller_document_in_the_docs() {
+    use ferry_testkit::mock::{Mock, MockConfig};
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/kubernetes.md"),
+    )
+    .unwrap();
+    let start = page
+        .find("```json title=\"PUT /apisix/admin/configs")
+        .unwrap();
+    let body_start = page[start..].find('\n').unwrap() + start + 1;
+    let body_end = page[body_start..].find("```").unwrap() + body_start;
+    let doc = &page[body_start..body_end];
+
+    let (mock, ca) = Mock::start_tls(
+        MockConfig {
+            key: Some("your-api-key".into()),
+            record: true,
+            ..Default::default()
+        },
+        &["api.openai.com"],
+    )
+    .await;
+    let dir = TempDir::new("sa-k8s");
+    std::fs::write(dir.0.join("ca.pem"), ca).unwrap();
+    let (port, admin_port) = config(
+        &dir.0,
+        "  role: traditional\n  role_traditional:\n    config_provider: yaml\n",
+    );
+    let cfg = std::fs::read_to_string(dir.0.join("config.yaml"))
+        .unwrap()
+        .replace(
+            "apisix:\n",
+            "apisix:\n  ssl:\n    ssl_trusted_certificate: ca.pem\n",
+        )
+        + &format!("ferry:\n  resolve:\n    api.openai.com: {}\n", mock.addr);
+    std::fs::write(dir.0.join("config.yaml"), cfg).unwrap();
+    let f = Ferry::spawn(BIN, &dir.0, port, admin_port, TEST_KEY.into());
+    let (s, v, _) = configs(&f, "PUT", Some("k8s-1"), doc).await;
+    assert_eq!(s, 202, "{v}");
+    let r = send(
+        "POST",
+        &f.url("/anything"),
+        &[("content-type", "application/json")],
+        json!({"messages": [{"role": "user", "content": "What is 1+1?"}]}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(mock.last().unwrap().json()["model"], "gpt-4");
+}

@@ -187,6 +187,32 @@ async fn retries_failures_and_placeholders() {
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(t.elapsed() < Duration::from_secs(2));
 
+    // a node that sends its head and then stalls: the body is cut after the read timeout
+    let mock = ferry_testkit::mock::Mock::start(ferry_testkit::mock::MockConfig::default()).await;
+    let mock_authority = mock
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    put(
+        &f,
+        "/routes/stall",
+        json!({"uri": "/v1/chat/completions", "timeout": {"connect": 1, "send": 1, "read": 0.5},
+               "upstream": {"nodes": {mock_authority: 1}}}),
+    )
+    .await;
+    let t = std::time::Instant::now();
+    let r = send(
+        "POST",
+        &f.url("/v1/chat/completions"),
+        &[("content-type", "application/json"), ("x-mock-stall", "1")],
+        json!({"model": "m", "stream": true, "messages": []}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.aborted, "the stalled body is cut, not left hanging");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+
     // ADC's placeholder: an upstream PUT with no body is stored, fetchable, not listed, and a
     // request that needs it gets 503.
     let r = send(

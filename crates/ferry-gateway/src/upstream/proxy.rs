@@ -244,17 +244,19 @@ fn respond(resp: http::Response<Incoming>, read: Duration, guard: Active) -> Res
     let body: GwBody = BodyExt::boxed_unsync(ReadTimeout {
         inner: body,
         read,
-        sleep: Box::pin(tokio::time::sleep(read)),
+        sleep: None,
         _active: guard,
     });
     http::Response::from_parts(parts, body)
 }
 
-/// The upstream body with nginx's `proxy_read_timeout` between chunks.
+/// The upstream body with nginx's `proxy_read_timeout` between chunks. The timer is armed only
+/// when the body has to wait (a small answer that is already here never touches the timer
+/// wheel) and re-armed after each chunk.
 struct ReadTimeout {
     inner: Incoming,
     read: Duration,
-    sleep: Pin<Box<Sleep>>,
+    sleep: Option<Pin<Box<Sleep>>>,
     _active: Active,
 }
 
@@ -268,16 +270,24 @@ impl Body for ReadTimeout {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
-                let next = tokio::time::Instant::now() + self.read;
-                self.sleep.as_mut().reset(next);
+                let read = self.read;
+                if let Some(s) = self.sleep.as_mut() {
+                    s.as_mut().reset(tokio::time::Instant::now() + read);
+                }
                 Poll::Ready(Some(Ok(f)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err("upstream read timed out".into()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let read = self.read;
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(read)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err("upstream read timed out".into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
