@@ -292,6 +292,7 @@ async fn https_upstreams_send_the_host_as_sni() {
     let r = send("GET", &f.url("/s"), &[], "").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["sni"], "secure.test");
+    assert_eq!(r.json()["headers"]["host"], "secure.test", "{}", r.text());
     // pass: the client's Host is the server name
     put(
         &f,

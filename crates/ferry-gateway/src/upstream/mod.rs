@@ -115,7 +115,8 @@ impl Target {
     pub fn new(up: Arc<UpstreamRt>, route_timeout: Option<Timeouts>) -> Result<Target, String> {
         let timeouts = route_timeout.or(up.conf.timeout).unwrap_or_default();
         let per_request = up.conf.https && up.conf.pass_host == PassHost::Pass;
-        let fixed = if per_request {
+        // An upstream with no nodes (ADC's placeholder) never connects: no client for it.
+        let fixed = if per_request || up.balancer.is_empty() {
             None
         } else {
             let sni = match &up.conf.pass_host {
