@@ -164,6 +164,18 @@ pub fn validate(
     }
 }
 
+/// The fields of resources that are a named set of plugins (plugin configs, consumer groups,
+/// credentials).
+pub(crate) const PLUGIN_SET_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "desc",
+    "labels",
+    "plugins",
+    "create_time",
+    "update_time",
+];
+
 /// `additionalProperties: false` with APISIX's message.
 pub(crate) fn only(obj: &Map<String, Value>, allowed: &[&str]) -> Result<(), String> {
     match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -259,15 +271,7 @@ fn validate_routing(
             "create_time",
             "update_time",
         ],
-        _ => &[
-            "id",
-            "name",
-            "desc",
-            "labels",
-            "plugins",
-            "create_time",
-            "update_time",
-        ],
+        _ => PLUGIN_SET_FIELDS,
     };
     only(obj, allowed)?;
     if kind == Kind::PluginConfigs {

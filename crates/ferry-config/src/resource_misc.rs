@@ -2,8 +2,8 @@
 //! groups, SSL certificates, global rules and plugin metadata, with APISIX's messages.
 
 use crate::resource::{
-    Kind, PluginChecker, Ref, check_host, common, nonempty_array, only, opt_plugins, opt_ref,
-    opt_str, type_err,
+    Kind, PLUGIN_SET_FIELDS, PluginChecker, Ref, check_host, common, nonempty_array, only,
+    opt_plugins, opt_ref, opt_str, type_err,
 };
 use serde_json::{Map, Value};
 
@@ -31,18 +31,7 @@ pub(crate) fn validate(
             opt_ref(obj, "group_id", Kind::ConsumerGroups, &mut refs)?;
         }
         Kind::Credentials => {
-            only(
-                obj,
-                &[
-                    "id",
-                    "name",
-                    "desc",
-                    "labels",
-                    "plugins",
-                    "create_time",
-                    "update_time",
-                ],
-            )?;
+            only(obj, PLUGIN_SET_FIELDS)?;
             common(obj)?;
             if let Some(p) = obj.get("plugins") {
                 let m = p
@@ -63,18 +52,7 @@ pub(crate) fn validate(
             }
         }
         Kind::ConsumerGroups => {
-            only(
-                obj,
-                &[
-                    "id",
-                    "name",
-                    "desc",
-                    "labels",
-                    "plugins",
-                    "create_time",
-                    "update_time",
-                ],
-            )?;
+            only(obj, PLUGIN_SET_FIELDS)?;
             common(obj)?;
             opt_plugins(obj, plugins, true)?;
         }
