@@ -146,8 +146,10 @@ for t in direct nginx ferry plain; do
   extra=()
   case $t in direct) u=$direct ;; nginx) u=$viangx ;; ferry) u=$gw ;; plain) u=$gw; extra=(-H "x-plain: 1") ;; esac
   for c in 32 256; do
-    t0=$(ticks "$ferry_pid")
+    t0=$(ticks "$ferry_pid"); n0=$(ticks "$nginx_worker")
     R[$t.chat.$c]=$(run "$t-chat-$c" "$u" "$body" "$c" "${extra[@]}")
+    [ "$t" = plain ] && R[cpu.plain.$c]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[$t.chat.$c]}" | cut -d' ' -f1) * secs) ))
+    [ "$t" = nginx ] && R[cpu.nginx.$c]=$(( ($(ticks "$nginx_worker") - n0) * 10000 * 1000 / ($(echo "${R[$t.chat.$c]}" | cut -d' ' -f1) * secs) ))
     [ "$t" = ferry ] && R[cpu.chat.$c]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[$t.chat.$c]}" | cut -d' ' -f1) * secs) ))
     t0=$(ticks "$ferry_pid")
     [ "$t" = ferry ] && [ "$c" = 32 ] && peak_chat=$(rss "$ferry_pid" VmHWM)
@@ -248,6 +250,7 @@ if [ -n "$kafka_mode" ]; then
 fi
 echo
 echo "Ferry's own CPU time per request (utime + stime over the run / requests): chat ${R[cpu.chat.32]} ns (c=32), ${R[cpu.chat.256]} ns (c=256); stream ${R[cpu.stream.32]} ns (c=32), ${R[cpu.stream.256]} ns (c=256); converted Anthropic stream ${R[cpu.convert]} ns (c=32)."
+echo "Plain proxying, CPU time per chat request: Ferry upstream (no plugin) ${R[cpu.plain.32]} ns (c=32), ${R[cpu.plain.256]} ns (c=256); the nginx worker ${R[cpu.nginx.32]} ns (c=32), ${R[cpu.nginx.256]} ns (c=256)."
 if [ -n "$kafka_mode" ]; then
   echo "With kafka-logger (the broker shares CPU 1 with the mock and oha): chat ${R[cpu.kafka.chat]} ns, stream ${R[cpu.kafka.stream]} ns per request."
 fi
