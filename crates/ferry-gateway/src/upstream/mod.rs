@@ -35,6 +35,8 @@ pub enum KeySource {
 pub struct UpstreamRt {
     pub conf: UpstreamConf,
     pub balancer: Balancer,
+    /// Each node's `host:port`, parsed once.
+    pub authorities: Vec<http::uri::Authority>,
     pub key: Option<KeySource>,
     transport: Arc<Transport>,
     /// Clients by settings (connect timeout, TLS server name), kept while the upstream lives.
@@ -55,7 +57,16 @@ impl UpstreamRt {
             }),
             _ => None,
         };
+        let authorities = conf
+            .nodes
+            .iter()
+            .map(|n| {
+                http::uri::Authority::try_from(n.authority())
+                    .map_err(|e| format!("upstream node {}: {e}", n.authority()))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(UpstreamRt {
+            authorities,
             balancer: Balancer::new(conf.nodes.clone(), &conf.balancer),
             conf,
             key,

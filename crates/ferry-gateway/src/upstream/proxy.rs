@@ -10,7 +10,8 @@ use ferry_core::body::{BoxError, GwBody, Response};
 use ferry_core::ctx::Ctx;
 use ferry_core::error::GatewayError;
 use ferry_core::transport::UpError;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -109,8 +110,8 @@ pub async fn forward(target: &Target, ctx: &mut Ctx) -> Response {
     let path = ctx
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut tried = Vec::new();
     let mut last: Option<(String, UpError)> = None;
     while tried.len() < tries {
@@ -119,7 +120,7 @@ pub async fn forward(target: &Target, ctx: &mut Ctx) -> Response {
         };
         tried.push(i);
         let node = &up.balancer.nodes[i];
-        let authority = node.authority();
+        let authority = &up.authorities[i];
         let host = match &conf.pass_host {
             PassHost::Pass => host_in.clone(),
             PassHost::Node => {
@@ -127,7 +128,7 @@ pub async fn forward(target: &Target, ctx: &mut Ctx) -> Response {
                 if node.port == default {
                     node.host.clone()
                 } else {
-                    authority.clone()
+                    authority.to_string()
                 }
             }
             PassHost::Rewrite(h) => h.clone(),
@@ -139,7 +140,7 @@ pub async fn forward(target: &Target, ctx: &mut Ctx) -> Response {
                 Err(e) => return fail(StatusCode::BAD_GATEWAY, e),
             },
         };
-        let req = match build_request(ctx, scheme, &authority, &path, &host, body.clone()) {
+        let req = match build_request(ctx, scheme, authority, &path, &host, body.clone()) {
             Ok(r) => r,
             Err(e) => return fail(StatusCode::BAD_GATEWAY, e),
         };
@@ -149,11 +150,11 @@ pub async fn forward(target: &Target, ctx: &mut Ctx) -> Response {
         match client.send_within(req, timeouts.read).await {
             Ok(resp) => {
                 let took = started.elapsed().as_secs_f64();
-                ctx.upstream.addr = Some(authority);
+                ctx.upstream.addr = Some(authority.to_string());
                 ctx.upstream.status = Some(resp.status().as_u16());
                 ctx.upstream.scheme = Some(scheme);
                 ctx.upstream.host = Some(host);
-                ctx.upstream.uri = Some(path);
+                ctx.upstream.uri = Some(path.as_str().to_string());
                 ctx.upstream.header_time = Some(took);
                 return respond(resp, timeouts.read, guard);
             }
@@ -165,7 +166,7 @@ pub async fn forward(target: &Target, ctx: &mut Ctx) -> Response {
                     "upstream try {} of {tries} failed: {e}",
                     tried.len()
                 );
-                last = Some((authority, e));
+                last = Some((authority.to_string(), e));
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
@@ -194,13 +195,18 @@ pub async fn forward(target: &Target, ctx: &mut Ctx) -> Response {
 
 fn build_request(
     ctx: &Ctx,
-    scheme: &str,
-    authority: &str,
-    path: &str,
+    scheme: &'static str,
+    authority: &Authority,
+    path: &PathAndQuery,
     host: &str,
     body: Bytes,
 ) -> Result<http::Request<Full<Bytes>>, String> {
-    let uri = format!("{scheme}://{authority}{path}");
+    let uri = Uri::builder()
+        .scheme(scheme)
+        .authority(authority.clone())
+        .path_and_query(path.clone())
+        .build()
+        .map_err(|e| format!("cannot build the upstream URI: {e}"))?;
     let mut req = http::Request::builder()
         .method(ctx.method.clone())
         .uri(uri)
@@ -225,7 +231,7 @@ fn build_request(
     h.insert("x-forwarded-for", val(&xff)?);
     h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     h.insert("x-forwarded-host", val(&ctx.host())?);
-    h.insert("x-forwarded-port", val(&ctx.local.port().to_string())?);
+    h.insert("x-forwarded-port", HeaderValue::from(ctx.local.port()));
     Ok(req)
 }
 
