@@ -47,9 +47,13 @@ pub enum Builtin {
     UpstreamUri,
     UpstreamHost,
     UpstreamScheme,
+    ConsumerName,
+    ConsumerGroupId,
 }
 
 const BUILTINS: &[(&str, Builtin)] = &[
+    ("consumer_name", Builtin::ConsumerName),
+    ("consumer_group_id", Builtin::ConsumerGroupId),
     ("uri", Builtin::Uri),
     ("document_uri", Builtin::Uri),
     ("request_uri", Builtin::RequestUri),

@@ -115,6 +115,8 @@ pub struct Ctx {
     json: OnceCell<Option<Value>>,
     /// The matched route, once routing is done.
     pub route: Option<Arc<RouteInfo>>,
+    /// The consumer an authentication plugin attached.
+    pub consumer: Option<crate::consumer::Attached>,
     /// `$apisix_request_id`: random per request; `request-id` replaces it with its own.
     pub request_id: String,
     /// What an AI plugin recorded (`$llm_*`).
@@ -153,6 +155,7 @@ impl Ctx {
             max_body,
             json: OnceCell::new(),
             route: None,
+            consumer: None,
             request_id: random_id(),
             llm: LlmStats::default(),
             upstream: UpstreamInfo::default(),
@@ -360,6 +363,15 @@ impl Ctx {
             Builtin::ContentLength => self.header_str("content-length").map_or(Val::Nil, s),
             Builtin::Hostname => s(hostname()),
             Builtin::RouteId => self.route.as_ref().map_or(Val::Nil, |r| s(&r.id)),
+            Builtin::ConsumerName => self
+                .consumer
+                .as_ref()
+                .map_or(Val::Nil, |c| s(&c.consumer.username)),
+            Builtin::ConsumerGroupId => self
+                .consumer
+                .as_ref()
+                .and_then(|c| c.consumer.group_id.as_deref())
+                .map_or(Val::Nil, s),
             Builtin::RouteName => self
                 .route
                 .as_ref()

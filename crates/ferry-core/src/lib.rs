@@ -5,6 +5,7 @@
 //! clients shared by plugins and the gateway's upstream proxy). No server here.
 
 pub mod body;
+pub mod consumer;
 pub mod ctx;
 pub mod error;
 pub mod fmt;

@@ -315,8 +315,16 @@ impl Chain {
     }
 
     /// Runs rewrite, access and before_proxy. Returns the response a plugin produced, or
-    /// `None` when no plugin answers (the route has no upstream).
+    /// `None` when no plugin answers (the route's upstream then does).
     pub async fn run(&self, ctx: &mut Ctx) -> Option<Response> {
+        if let Some(r) = self.rewrite(ctx).await {
+            return Some(r);
+        }
+        self.proceed(ctx).await
+    }
+
+    /// The rewrite phase (authentication plugins attach the consumer here).
+    pub async fn rewrite(&self, ctx: &mut Ctx) -> Option<Response> {
         if self.filters_need_body
             && ctx.body().is_none()
             && let Err(e) = ctx.read_body().await
@@ -330,6 +338,35 @@ impl Chain {
                 return Some(r);
             }
         }
+        None
+    }
+
+    /// Switching to this chain (the route's merged with a consumer's plugins) after `before`
+    /// ran its rewrite phase: selects this chain's plugins and runs the rewrite phase of those
+    /// `before` did not have.
+    pub async fn rewrite_after(&self, before: &Chain, ctx: &mut Ctx) -> Option<Response> {
+        if self.filters_need_body
+            && ctx.body().is_none()
+            && let Err(e) = ctx.read_body().await
+        {
+            return Some(e.into_response());
+        }
+        ctx.plugin_mask = self.select(ctx);
+        let mask = ctx.plugin_mask;
+        for e in self.on(mask) {
+            if before.entries.iter().any(|b| b.name == e.name) {
+                continue;
+            }
+            if let Flow::Respond(r) = e.plugin.rewrite(ctx) {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// The access phase, then before_proxy: the response a plugin produced, or `None`.
+    pub async fn proceed(&self, ctx: &mut Ctx) -> Option<Response> {
+        let mask = ctx.plugin_mask;
         for e in self.on(mask) {
             let flow = match e.plugin.access(ctx) {
                 Phase::Done(f) => f,

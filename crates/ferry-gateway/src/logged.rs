@@ -3,7 +3,7 @@
 //! log phase itself: the plugins' `log`, then the access-log line.
 
 use crate::access_log::AccessLog;
-use crate::router::Route;
+use ferry_core::plugin::Chain;
 use bytes::Bytes;
 use ferry_core::body::{BoxError, GwBody};
 use ferry_core::ctx::Ctx;
@@ -16,8 +16,9 @@ use std::task::{Context, Poll};
 pub struct LoggedBody {
     inner: GwBody,
     ctx: Option<Box<Ctx>>,
-    /// The matched route, whose chain runs the filters and the log phase.
-    route: Option<Arc<Route>>,
+    /// The chain that served the request (the route's, merged with its consumer's plugins,
+    /// or the global rules'), which runs the filters and the log phase.
+    chain: Option<Arc<Chain>>,
     access_log: Option<Arc<AccessLog>>,
     filters: bool,
     ended: bool,
@@ -27,14 +28,14 @@ impl LoggedBody {
     pub fn new(
         inner: GwBody,
         ctx: Box<Ctx>,
-        route: Option<Arc<Route>>,
+        chain: Option<Arc<Chain>>,
         access_log: Option<Arc<AccessLog>>,
     ) -> Self {
-        let filters = route.as_ref().is_some_and(|r| r.chain.has_body_filters());
+        let filters = chain.as_ref().is_some_and(|c| c.has_body_filters());
         LoggedBody {
             inner,
             ctx: Some(ctx),
-            route,
+            chain,
             access_log,
             filters,
             ended: false,
@@ -46,20 +47,20 @@ impl LoggedBody {
             // A body that ended early (client gone, error) still gets its final filter call.
             if self.filters
                 && !self.ended
-                && let Some(route) = &self.route
+                && let Some(chain) = &self.chain
             {
-                route.chain.body_filter(&mut ctx, &mut Bytes::new(), true);
+                chain.body_filter(&mut ctx, &mut Bytes::new(), true);
             }
-            log_phase(ctx, self.route.as_deref(), self.access_log.as_deref());
+            log_phase(ctx, self.chain.as_deref(), self.access_log.as_deref());
         }
     }
 }
 
 /// The log phase: plugins' `log`, then the access-log line. Runs once per request.
-pub fn log_phase(mut ctx: Box<Ctx>, route: Option<&Route>, access_log: Option<&AccessLog>) {
+pub fn log_phase(mut ctx: Box<Ctx>, chain: Option<&Chain>, access_log: Option<&AccessLog>) {
     ctx.end = Some(std::time::Instant::now());
-    if let Some(route) = route {
-        route.chain.log(&ctx);
+    if let Some(chain) = chain {
+        chain.log(&ctx);
     }
     if let Some(log) = access_log {
         let mut line = String::with_capacity(256);
@@ -88,9 +89,9 @@ impl Body for LoggedBody {
                     Ok(mut data) => {
                         if let Some(ctx) = this.ctx.as_mut() {
                             if this.filters
-                                && let Some(route) = &this.route
+                                && let Some(chain) = &this.chain
                             {
-                                route.chain.body_filter(ctx, &mut data, false);
+                                chain.body_filter(ctx, &mut data, false);
                             }
                             ctx.body_bytes_sent += data.len() as u64;
                         }
@@ -107,10 +108,10 @@ impl Body for LoggedBody {
             Poll::Ready(None) => {
                 if this.filters
                     && let Some(ctx) = this.ctx.as_mut()
-                    && let Some(route) = &this.route
+                    && let Some(chain) = &this.chain
                 {
                     let mut tail = Bytes::new();
-                    route.chain.body_filter(ctx, &mut tail, true);
+                    chain.body_filter(ctx, &mut tail, true);
                     if !tail.is_empty() {
                         this.ended = true;
                         ctx.body_bytes_sent += tail.len() as u64;

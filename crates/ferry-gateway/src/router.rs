@@ -7,7 +7,8 @@ use crate::upstream::Target;
 use crate::uri_index::UriIndex;
 use ferry_config::Expr;
 use ferry_core::ctx::{Ctx, RouteInfo};
-use ferry_core::plugin::Chain;
+use ferry_core::consumer::Consumer;
+use ferry_core::plugin::{Chain, Registry};
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -53,14 +54,61 @@ pub struct Route {
     pub hosts: Vec<HostPat>,
     pub remote_addrs: Vec<IpNet>,
     pub vars: Expr,
-    pub chain: Chain,
+    pub chain: Arc<Chain>,
+    /// The route's merged plugins (global rules, service, plugin config, route), kept to
+    /// merge a consumer's over them.
+    pub plugins: serde_json::Map<String, serde_json::Value>,
+    /// The route's chain merged with each consumer's plugins, built on a consumer's first
+    /// request and rebuilt when that consumer changes.
+    pub consumer_chains: ConsumerChains,
     /// Where requests go when no plugin answers them.
     pub target: Target,
     /// Creation order, the last tie-breaker.
     pub seq: u64,
 }
 
+/// Per-consumer chains of one route.
+#[derive(Default)]
+pub struct ConsumerChains(std::sync::Mutex<std::collections::HashMap<String, (Arc<Consumer>, Arc<Chain>)>>);
+
+/// Consumers whose merged chains a route keeps; past this the cache starts over.
+const CONSUMER_CHAINS: usize = 4096;
+
 impl Route {
+    /// The chain for requests of `consumer`: the route's plugins overlaid with the consumer's
+    /// (consumer > consumer group > route, whole configurations), built once per consumer
+    /// version; instances whose configuration did not change are kept.
+    pub fn consumer_chain(
+        &self,
+        consumer: &Arc<Consumer>,
+        registry: &Registry,
+    ) -> Result<Arc<Chain>, String> {
+        let mut map = self
+            .consumer_chains
+            .0
+            .lock()
+            .map_err(|_| "consumer chain cache poisoned".to_string())?;
+        let prev = match map.get(&consumer.username) {
+            Some((c, chain)) if Arc::ptr_eq(c, consumer) => return Ok(chain.clone()),
+            Some((_, chain)) => Some(chain.clone()),
+            None => None,
+        };
+        let mut plugins = self.plugins.clone();
+        for (k, v) in &consumer.plugins {
+            plugins.insert(k.clone(), v.clone());
+        }
+        let chain = Arc::new(registry.build_chain(
+            &plugins,
+            &self.info,
+            prev.as_deref().or(Some(&self.chain)),
+        )?);
+        if map.len() >= CONSUMER_CHAINS {
+            map.clear();
+        }
+        map.insert(consumer.username.clone(), (consumer.clone(), chain.clone()));
+        Ok(chain)
+    }
+
     pub fn id(&self) -> &str {
         &self.info.id
     }

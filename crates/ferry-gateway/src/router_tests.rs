@@ -10,7 +10,9 @@ fn route(id: &str, uris: &[&str], f: impl FnOnce(&mut Route)) -> Arc<Route> {
         ..RouteInfo::default()
     });
     let mut r = Route {
-        chain: Chain::empty(info.clone()),
+        chain: Arc::new(Chain::empty(info.clone())),
+        plugins: Default::default(),
+        consumer_chains: Default::default(),
         info,
         priority: 0,
         uris: uris.iter().map(|s| s.to_string()).collect(),

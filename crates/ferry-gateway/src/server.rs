@@ -4,12 +4,13 @@
 
 use crate::access_log::AccessLog;
 use crate::logged::LoggedBody;
-use crate::router::{Match, Route};
+use crate::router::Match;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use ferry_core::body::Response;
 use ferry_core::ctx::{Ctx, Peer, ResponseRecord};
 use ferry_core::error::GatewayError;
+use ferry_core::plugin::{Chain, Registry};
 use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -34,6 +35,8 @@ pub struct Shared {
     pub max_header: usize,
     /// The revision of the published snapshot, for callers that wait for a write to apply.
     applied: watch::Sender<u64>,
+    /// Builds the chains of routes merged with a consumer's plugins.
+    registry: std::sync::OnceLock<Arc<Registry>>,
 }
 
 impl Shared {
@@ -48,7 +51,14 @@ impl Shared {
             max_body,
             max_header,
             applied: watch::channel(0).0,
+            registry: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The plugin registry consumers' plugins are built from (without one, a consumer's
+    /// plugins are not merged into its requests).
+    pub fn set_registry(&self, registry: Arc<Registry>) {
+        let _ = self.registry.set(registry);
     }
 
     /// Publishes a new snapshot; in-flight requests keep the one they started with.
@@ -70,7 +80,7 @@ impl Shared {
         peer: &Peer,
     ) -> http::Response<LoggedBody> {
         let mut ctx = Box::new(Ctx::new(req, peer, self.max_body));
-        let (route, resp) = match head_size(&ctx) {
+        let (chain, resp) = match head_size(&ctx) {
             n if self.max_header > 0 && n > self.max_header => {
                 let e = GatewayError::client(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -84,9 +94,9 @@ impl Shared {
             _ => self.route_and_run(&mut ctx).await,
         };
         let (mut parts, body) = resp.into_parts();
-        if let Some(route) = &route {
-            route.chain.header_filter(&mut ctx, &mut parts);
-            if route.chain.wants_response_record() {
+        if let Some(chain) = &chain {
+            chain.header_filter(&mut ctx, &mut parts);
+            if chain.wants_response_record() {
                 ctx.response = Some(ResponseRecord {
                     headers: parts.headers.clone(),
                     body: None,
@@ -95,10 +105,12 @@ impl Shared {
         }
         ctx.status = parts.status.as_u16();
         let log = self.access_log.clone();
-        http::Response::from_parts(parts, LoggedBody::new(body, ctx, route, log))
+        http::Response::from_parts(parts, LoggedBody::new(body, ctx, chain, log))
     }
 
-    async fn route_and_run(&self, ctx: &mut Ctx) -> (Option<Arc<Route>>, Response) {
+    /// Routes the request and runs its chain; returns the chain that served it (for the
+    /// filter and log phases) and the response.
+    async fn route_and_run(&self, ctx: &mut Ctx) -> (Option<Arc<Chain>>, Response) {
         let snap = self.snapshot.load_full();
         let mut matched = snap.router.find(ctx);
         if let Match::NeedBody = matched {
@@ -108,24 +120,55 @@ impl Shared {
             matched = snap.router.find(ctx);
         }
         let Match::Found(route) = matched else {
-            let not_found = || {
-                GatewayError::client(StatusCode::NOT_FOUND, "404 Route Not Found").into_response()
-            };
+            let not_found =
+                || GatewayError::client(StatusCode::NOT_FOUND, "404 Route Not Found").into_response();
             // Global rules run for every request, matched or not.
             return match &snap.global {
                 Some(g) => {
                     let resp = g.chain.run(ctx).await.unwrap_or_else(not_found);
-                    (Some(g.clone()), resp)
+                    (Some(g.chain.clone()), resp)
                 }
                 None => (None, not_found()),
             };
         };
         ctx.route = Some(route.info.clone());
-        let resp = match route.chain.run(ctx).await {
+        let mut chain = route.chain.clone();
+        if let Some(r) = chain.rewrite(ctx).await {
+            return (Some(chain), r);
+        }
+        // An authentication plugin attached a consumer that brings plugins: continue with the
+        // route's chain merged with them.
+        if let Some(att) = &ctx.consumer
+            && !att.consumer.plugins.is_empty()
+            && let Some(registry) = self.registry.get()
+        {
+            let consumer = att.consumer.clone();
+            match route.consumer_chain(&consumer, registry) {
+                Ok(merged) => {
+                    if let Some(r) = merged.rewrite_after(&chain, ctx).await {
+                        return (Some(merged), r);
+                    }
+                    chain = merged;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        route = route.id(),
+                        consumer = consumer.username.as_str(),
+                        "cannot merge the consumer's plugins: {e}"
+                    );
+                    let e = GatewayError::gateway(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "failed to merge the consumer's plugins",
+                    );
+                    return (Some(chain), e.into_response());
+                }
+            }
+        }
+        let resp = match chain.proceed(ctx).await {
             Some(r) => r,
             None => crate::upstream::forward(&route.target, ctx).await,
         };
-        (Some(route), resp)
+        (Some(chain), resp)
     }
 }
 

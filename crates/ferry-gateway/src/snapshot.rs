@@ -210,9 +210,11 @@ impl Compiler {
             service_id: None,
             service_name: None,
         });
-        let prev = self.global.as_ref().map(|g| &g.chain);
+        let prev = self.global.as_ref().map(|g| &*g.chain);
         self.global = match registry.build_chain(&merged, &info, prev) {
             Ok(chain) if !merged.is_empty() => Some(Arc::new(Route {
+                plugins: merged.clone(),
+                consumer_chains: Default::default(),
                 info,
                 priority: 0,
                 uris: Vec::new(),
@@ -220,7 +222,7 @@ impl Compiler {
                 hosts: Vec::new(),
                 remote_addrs: Vec::new(),
                 vars: Expr::default(),
-                chain,
+                chain: Arc::new(chain),
                 target: Target::Fail(StatusCode::NOT_FOUND, "404 Route Not Found".into()),
                 seq: 0,
             })),
@@ -459,7 +461,7 @@ fn compile_route(
         Some(p) if *p.info == info => p.info.clone(),
         _ => Arc::new(info),
     };
-    let chain = registry.build_chain(&plugins, &info, prev.map(|p| &p.chain))?;
+    let chain = Arc::new(registry.build_chain(&plugins, &info, prev.map(|p| &*p.chain))?);
 
     let mut uris = strings(v.get("uris"));
     uris.extend(strings(v.get("uri")));
@@ -489,6 +491,8 @@ fn compile_route(
         remote_addrs,
         vars,
         chain,
+        plugins,
+        consumer_chains: Default::default(),
         target,
         seq: rec.create_rev,
     }))
