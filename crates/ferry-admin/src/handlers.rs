@@ -253,6 +253,65 @@ async fn global_rule_conflict(state: &AdminState, id: &str, value: &Value) -> Re
     Ok(())
 }
 
+/// The auth keys a consumer or credential body carries: (plugin, key).
+fn auth_keys(plugins: &dyn PluginChecker, value: &Value) -> Vec<(String, String)> {
+    value
+        .get("plugins")
+        .and_then(Value::as_object)
+        .map(|p| {
+            p.iter()
+                .filter_map(|(k, conf)| Some((k.clone(), plugins.consumer_key(k, conf)?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An auth key belongs to one consumer: refused when another consumer, or a credential of
+/// another consumer (or another credential, for a credential), already has it.
+async fn duplicate_key(
+    state: &AdminState,
+    kind: Kind,
+    id: &str,
+    value: &Value,
+) -> Result<(), ApiError> {
+    let mine = auth_keys(state.plugins.as_ref(), value);
+    if mine.is_empty() {
+        return Ok(());
+    }
+    let owner = match kind {
+        Kind::Credentials => id.split_once('/').map_or(id, |(u, _)| u),
+        _ => id,
+    };
+    let taken = |theirs: Vec<(String, String)>| mine.iter().find(|m| theirs.contains(m)).cloned();
+    for c in state.store.list(Kind::Consumers).await? {
+        if c.id == owner {
+            continue;
+        }
+        if let Some((plugin, _)) = taken(auth_keys(state.plugins.as_ref(), &c.value)) {
+            return Err(bad(format!(
+                "duplicate key of plugin {plugin} found with consumer: {}",
+                c.id
+            )));
+        }
+    }
+    for c in state.store.list(Kind::Credentials).await? {
+        let (user, cid) = c.id.split_once("/credentials/").unwrap_or(("", &c.id));
+        let own = match kind {
+            Kind::Credentials => c.id == id,
+            _ => user == owner,
+        };
+        if own {
+            continue;
+        }
+        if let Some((plugin, _)) = taken(auth_keys(state.plugins.as_ref(), &c.value)) {
+            return Err(bad(format!(
+                "duplicate key of plugin {plugin} found with credential: {cid} of consumer: {user}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Validates and stores a whole resource body as `kind/id`.
 async fn put_value(state: &AdminState, kind: Kind, id: String, value: Value) -> ApiResult {
     writable(state)?;
@@ -260,6 +319,15 @@ async fn put_value(state: &AdminState, kind: Kind, id: String, value: Value) -> 
     if kind == Kind::GlobalRules {
         global_rule_conflict(state, &id, &value).await?;
     }
+    // Consumer and credential writes go one at a time, so the key check is exact.
+    let _serial = match kind {
+        Kind::Consumers | Kind::Credentials => {
+            let guard = state.consumer_writes.lock().await;
+            duplicate_key(state, kind, &id, &value).await?;
+            Some(guard)
+        }
+        _ => None,
+    };
     let f = checked(kind, id.clone(), value, state.plugins.clone());
     write(state, kind, id, f).await
 }

@@ -137,6 +137,15 @@ pub trait PluginChecker: Send + Sync {
     fn is_auth(&self, _name: &str) -> bool {
         false
     }
+    /// Checks a consumer's or credential's configuration for plugin `name` (auth plugins have
+    /// a consumer-side schema).
+    fn check_consumer(&self, name: &str, conf: &Value) -> Result<Value, PluginCheckError> {
+        self.check(name, conf)
+    }
+    /// The consumer-identifying value of an auth plugin's consumer-side configuration.
+    fn consumer_key(&self, _name: &str, _conf: &Value) -> Option<String> {
+        None
+    }
 }
 
 /// A reference from one resource to another that must exist when the write lands.
@@ -414,6 +423,16 @@ fn validate_route(obj: &Map<String, Value>, refs: &mut Vec<Ref>) -> Result<(), S
 }
 
 fn check_plugins(p: &Map<String, Value>, plugins: &dyn PluginChecker) -> Result<(), String> {
+    check_plugin_map(p, plugins, false)
+}
+
+/// Checks every plugin configuration of a `plugins` object; `consumer`: as a consumer or
+/// credential carries them (auth plugins by their consumer-side schema).
+pub(crate) fn check_plugin_map(
+    p: &Map<String, Value>,
+    plugins: &dyn PluginChecker,
+    consumer: bool,
+) -> Result<(), String> {
     for (name, conf) in p {
         if !conf.is_object() {
             return Err(format!(
@@ -421,7 +440,12 @@ fn check_plugins(p: &Map<String, Value>, plugins: &dyn PluginChecker) -> Result<
                 type_name(conf)
             ));
         }
-        match plugins.check(name, conf) {
+        let checked = if consumer && plugins.is_auth(name) {
+            plugins.check_consumer(name, conf)
+        } else {
+            plugins.check(name, conf)
+        };
+        match checked {
             Ok(_) => {}
             Err(PluginCheckError::Unknown) => return Err(format!("unknown plugin [{name}]")),
             Err(PluginCheckError::Invalid(msg)) => {

@@ -2,8 +2,8 @@
 //! groups, SSL certificates, global rules and plugin metadata, with APISIX's messages.
 
 use crate::resource::{
-    Kind, PLUGIN_SET_FIELDS, PluginChecker, Ref, check_host, common, nonempty_array, only,
-    opt_plugins, opt_ref, opt_str, type_err,
+    Kind, PLUGIN_SET_FIELDS, PluginChecker, Ref, check_host, check_plugin_map, common,
+    nonempty_array, only, opt_plugins, opt_ref, opt_str, type_err,
 };
 use serde_json::{Map, Value};
 
@@ -27,7 +27,7 @@ pub(crate) fn validate(
             )?;
             check_username(obj.get("username"))?;
             common(obj)?;
-            opt_plugins(obj, plugins, false)?;
+            consumer_plugins(obj, plugins)?;
             opt_ref(obj, "group_id", Kind::ConsumerGroups, &mut refs)?;
         }
         Kind::Credentials => {
@@ -48,7 +48,7 @@ pub(crate) fn validate(
                         return Err("only supports auth type plugins in consumer credential".into());
                     }
                 }
-                opt_plugins(obj, plugins, false)?;
+                consumer_plugins(obj, plugins)?;
             }
         }
         Kind::ConsumerGroups => {
@@ -77,6 +77,15 @@ pub(crate) fn validate(
         }
     }
     Ok(refs)
+}
+
+/// A consumer's or credential's `plugins`: auth plugins by their consumer-side schema.
+fn consumer_plugins(obj: &Map<String, Value>, plugins: &dyn PluginChecker) -> Result<(), String> {
+    match obj.get("plugins") {
+        Some(Value::Object(p)) => check_plugin_map(p, plugins, true),
+        Some(other) => Err(type_err("plugins", "object", other)),
+        None => Ok(()),
+    }
 }
 
 /// A consumer's `username`: `^[a-zA-Z0-9_\-]+$`, at most 256 characters.

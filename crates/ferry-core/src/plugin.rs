@@ -75,6 +75,21 @@ pub trait PluginFactory: Send + Sync {
     fn schema(&self) -> Value;
     /// Checks a configuration and returns it with defaults filled in.
     fn check(&self, conf: &Value) -> Result<Value, String>;
+    /// True for authentication plugins (the only ones a credential may carry; they run in
+    /// rewrite and are not merged from consumers).
+    fn is_auth(&self) -> bool {
+        false
+    }
+    /// Checks the configuration a consumer or credential carries for this plugin (an auth
+    /// plugin's consumer side, e.g. key-auth's `{"key": ...}`).
+    fn check_consumer(&self, conf: &Value) -> Result<Value, String> {
+        self.check(conf)
+    }
+    /// The value that identifies a consumer in a consumer-side configuration (key-auth's
+    /// `key`): unique across consumers and credentials.
+    fn consumer_key(&self, _conf: &Value) -> Option<String> {
+        None
+    }
     /// Builds an instance for the route it will serve from a configuration that passed
     /// `check`, as stored (without defaults): building applies them.
     fn build(&self, conf: &Value, route: &Arc<RouteInfo>) -> Result<Arc<dyn Plugin>, String>;
@@ -172,6 +187,20 @@ impl PluginChecker for Registry {
 
     fn has(&self, name: &str) -> bool {
         self.factories.contains_key(name)
+    }
+
+    fn is_auth(&self, name: &str) -> bool {
+        self.factories.get(name).is_some_and(|f| f.is_auth())
+    }
+
+    fn check_consumer(&self, name: &str, conf: &Value) -> Result<Value, PluginCheckError> {
+        let f = self.factories.get(name).ok_or(PluginCheckError::Unknown)?;
+        let (body, _) = split_meta(conf).map_err(PluginCheckError::Invalid)?;
+        f.check_consumer(&body).map_err(PluginCheckError::Invalid)
+    }
+
+    fn consumer_key(&self, name: &str, conf: &Value) -> Option<String> {
+        self.factories.get(name)?.consumer_key(conf)
     }
 
     fn schema(&self, name: &str) -> Option<Value> {

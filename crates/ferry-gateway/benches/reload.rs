@@ -16,7 +16,7 @@ fn main() {
 }
 
 fn registry() -> Registry {
-    ferry_plugins::builtin(Default::default())
+    ferry_plugins::builtin(Default::default(), Default::default())
 }
 
 /// A route as the docs write them: ai-proxy to OpenAI, prometheus, request-id, a `vars` rule.

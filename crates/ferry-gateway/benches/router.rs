@@ -50,7 +50,7 @@ fn snapshot(n: usize) -> Snapshot {
             revision: 1,
             records,
         },
-        &ferry_plugins::builtin(Default::default()),
+        &ferry_plugins::builtin(Default::default(), Default::default()),
     );
     assert!(errors.is_empty(), "{errors:?}");
     snap

@@ -3,10 +3,10 @@
 //! log phase itself: the plugins' `log`, then the access-log line.
 
 use crate::access_log::AccessLog;
-use ferry_core::plugin::Chain;
 use bytes::Bytes;
 use ferry_core::body::{BoxError, GwBody};
 use ferry_core::ctx::Ctx;
+use ferry_core::plugin::Chain;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;

@@ -6,8 +6,8 @@
 use crate::upstream::Target;
 use crate::uri_index::UriIndex;
 use ferry_config::Expr;
-use ferry_core::ctx::{Ctx, RouteInfo};
 use ferry_core::consumer::Consumer;
+use ferry_core::ctx::{Ctx, RouteInfo};
 use ferry_core::plugin::{Chain, Registry};
 use ipnet::IpNet;
 use std::collections::BTreeMap;
@@ -69,7 +69,9 @@ pub struct Route {
 
 /// Per-consumer chains of one route.
 #[derive(Default)]
-pub struct ConsumerChains(std::sync::Mutex<std::collections::HashMap<String, (Arc<Consumer>, Arc<Chain>)>>);
+pub struct ConsumerChains(
+    std::sync::Mutex<std::collections::HashMap<String, (Arc<Consumer>, Arc<Chain>)>>,
+);
 
 /// Consumers whose merged chains a route keeps; past this the cache starts over.
 const CONSUMER_CHAINS: usize = 4096;

@@ -120,8 +120,9 @@ impl Shared {
             matched = snap.router.find(ctx);
         }
         let Match::Found(route) = matched else {
-            let not_found =
-                || GatewayError::client(StatusCode::NOT_FOUND, "404 Route Not Found").into_response();
+            let not_found = || {
+                GatewayError::client(StatusCode::NOT_FOUND, "404 Route Not Found").into_response()
+            };
             // Global rules run for every request, matched or not.
             return match &snap.global {
                 Some(g) => {

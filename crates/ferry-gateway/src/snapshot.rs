@@ -6,11 +6,12 @@
 use crate::router::{HostPat, Route, Router, method_bit};
 use crate::upstream::{Target, UpstreamRt};
 use ferry_config::Expr;
-use ferry_config::Kind;
 use ferry_config::expr::parse_net;
 use ferry_config::resource::id_string;
 use ferry_config::store::{Change, Record, StoreSnapshot};
 use ferry_config::upstream::parse_timeouts;
+use ferry_config::{Kind, PluginChecker};
+use ferry_core::consumer::{Consumer, ConsumerTable, Directory};
 use ferry_core::ctx::RouteInfo;
 use ferry_core::plugin::Registry;
 use ferry_core::transport::Transport;
@@ -65,6 +66,8 @@ struct Deps {
 pub struct Compiler {
     /// Upstream clients come from here.
     transport: Arc<Transport>,
+    /// Where authentication plugins find consumers: rebuilt when consumers change.
+    directory: Directory,
     /// Stored upstreams compiled, with the revision they were compiled at: shared by every
     /// route that names them, so balancer state lives as long as the upstream is unchanged.
     upstreams: HashMap<String, (u64, Arc<UpstreamRt>)>,
@@ -84,12 +87,19 @@ pub struct Compiler {
 }
 
 impl Compiler {
-    /// A compiler whose upstreams use `transport`'s clients.
-    pub fn new(transport: Arc<Transport>) -> Compiler {
+    /// A compiler whose upstreams use `transport`'s clients and that publishes consumers to
+    /// `directory`.
+    pub fn new(transport: Arc<Transport>, directory: Directory) -> Compiler {
         Compiler {
             transport,
+            directory,
             ..Compiler::default()
         }
+    }
+
+    /// The consumer directory this compiler publishes to.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
     }
 
     /// The revision compiled last.
@@ -119,6 +129,7 @@ impl Compiler {
             .cloned()
             .collect();
         let mut errors = Vec::new();
+        self.rebuild_consumers(registry);
         self.rebuild_global(registry, &mut errors);
         for id in gone.iter().chain(&ids) {
             self.recompile(id, registry, &mut errors);
@@ -153,6 +164,14 @@ impl Compiler {
             self.revision = self.revision.max(ch.revision);
         }
         let mut errors = Vec::new();
+        if changes.iter().any(|c| {
+            matches!(
+                c.kind,
+                Kind::Consumers | Kind::Credentials | Kind::ConsumerGroups
+            )
+        }) {
+            self.rebuild_consumers(registry);
+        }
         if changes.iter().any(|c| c.kind == Kind::GlobalRules)
             && self.rebuild_global(registry, &mut errors)
         {
@@ -175,6 +194,77 @@ impl Compiler {
             built_at: Instant::now(),
             built_wall: SystemTime::now(),
         }
+    }
+
+    /// Rebuilds the consumer directory: each consumer with its group's plugins under its own
+    /// (auth plugins left out), and every auth key of consumers and credentials.
+    fn rebuild_consumers(&self, registry: &Registry) {
+        let mut table = ConsumerTable::new();
+        let mut consumers: Vec<&Record> = self
+            .records
+            .values()
+            .filter(|r| r.kind == Kind::Consumers)
+            .collect();
+        consumers.sort_by_key(|r| r.create_rev);
+        for r in consumers {
+            let v = &r.value;
+            let group_id = v.get("group_id").and_then(id_string);
+            let mut plugins = Map::new();
+            let group = group_id
+                .as_ref()
+                .and_then(|g| self.records.get(&(Kind::ConsumerGroups, g.clone())));
+            for src in [group.map(|g| &g.value), Some(v)].into_iter().flatten() {
+                if let Some(Value::Object(p)) = src.get("plugins") {
+                    for (k, conf) in p {
+                        if !registry.is_auth(k) {
+                            plugins.insert(k.clone(), conf.clone());
+                        }
+                    }
+                }
+            }
+            let consumer = table.insert(Consumer {
+                username: r.id.clone(),
+                custom_id: v
+                    .pointer("/labels/custom_id")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                group_id,
+                plugins,
+            });
+            if let Some(Value::Object(p)) = v.get("plugins") {
+                for (k, conf) in p {
+                    if let Some(key) = registry.consumer_key(k, conf) {
+                        table.add_key(k, key, consumer.clone(), None);
+                    }
+                }
+            }
+        }
+        let mut credentials: Vec<&Record> = self
+            .records
+            .values()
+            .filter(|r| r.kind == Kind::Credentials)
+            .collect();
+        credentials.sort_by_key(|r| r.create_rev);
+        let mut keys = Vec::new();
+        for r in credentials {
+            let Some((user, cid)) = r.id.split_once("/credentials/") else {
+                continue;
+            };
+            let Some(consumer) = table.consumer(user).cloned() else {
+                continue;
+            };
+            if let Some(Value::Object(p)) = r.value.get("plugins") {
+                for (k, conf) in p {
+                    if let Some(key) = registry.consumer_key(k, conf) {
+                        keys.push((k.clone(), key, consumer.clone(), cid.to_string()));
+                    }
+                }
+            }
+        }
+        for (plugin, key, consumer, cid) in keys {
+            table.add_key(&plugin, key, consumer, Some(cid));
+        }
+        self.directory.store(Arc::new(table));
     }
 
     /// Recomputes the global rules' plugins (in creation order; a plugin configured by two

@@ -1,24 +1,27 @@
 //! Ferry's built-in plugins on the core's contract: `ai-proxy`, the loggers (`http-logger`,
-//! `file-logger`, `kafka-logger`) with their shared batch processor and log entry, `prometheus`
-//! and `request-id`; plus the upstream transport they share. [`builtin`] is the registry.
+//! `file-logger`, `kafka-logger`) with their shared batch processor and log entry, `prometheus`,
+//! `request-id` and `key-auth`. [`builtin`] is the registry.
 
 pub mod ai_proxy;
 pub mod kafka_logger;
 mod kafka_quiet;
+pub mod key_auth;
 pub mod log;
 pub mod loggers;
 pub mod prometheus;
 pub mod request_id;
 pub use ferry_core::transport;
 
+use ferry_core::consumer::Directory;
 use ferry_core::plugin::Registry;
 use std::sync::Arc;
 use transport::Transport;
 
 /// The registry with every built-in plugin; `transport` makes the upstream clients of
-/// `ai-proxy` and `http-logger`.
-pub fn builtin(transport: Arc<Transport>) -> Registry {
+/// `ai-proxy` and `http-logger`; authentication plugins look consumers up in `directory`.
+pub fn builtin(transport: Arc<Transport>, directory: Directory) -> Registry {
     let mut r = Registry::default();
+    r.add(Arc::new(key_auth::Factory { directory }));
     r.add(Arc::new(request_id::Factory));
     r.add(Arc::new(loggers::HttpFactory::new(transport.clone())));
     r.add(Arc::new(ai_proxy::Factory { transport }));

@@ -253,7 +253,8 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         cfg.trusted_ca.as_deref(),
         cfg.resolve.clone(),
     )?);
-    let registry = Arc::new(ferry_plugins::builtin(transport.clone()));
+    let directory = ferry_core::consumer::directory();
+    let registry = Arc::new(ferry_plugins::builtin(transport.clone(), directory.clone()));
     let access_log = if cfg.access_log.enabled {
         Some(AccessLog::start(&cfg.access_log)?)
     } else {
@@ -282,9 +283,14 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         }
         _ => ConfigSource::Store,
     };
-    let compiler = reload::load(Compiler::new(transport), store.as_ref(), &registry)
-        .await
-        .map_err(|e| e.to_string())?;
+    shared.set_registry(registry.clone());
+    let compiler = reload::load(
+        Compiler::new(transport, directory),
+        store.as_ref(),
+        &registry,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     shared.publish(compiler.snapshot());
 
     let listeners = server::bind(&cfg.node_listen).await?;
@@ -329,6 +335,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
             allow: cfg.allow_admin.clone(),
             applied: Some(shared.applied()),
             source: source.clone(),
+            consumer_writes: Default::default(),
         });
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {

@@ -7,6 +7,7 @@
 use super::conf::Compiled;
 use super::stream::{Converting, SseState, StreamError, UpstreamBody};
 use super::{AiState, ms_since};
+use crate::key_auth::Credential;
 use crate::transport::UpError;
 use bytes::Bytes;
 use ferry_core::body::{Response, full};
@@ -110,9 +111,11 @@ fn plan(conf: &Compiled, ctx: &mut Ctx) -> GwResult<Plan> {
             let path = t.path.clone().unwrap_or_else(|| ctx.uri.path().to_string());
             let mut query = t.query.clone();
             if passthrough {
+                let credential = ctx.ext.get::<Credential>().map(|c| c.query.as_str());
                 for (k, v) in url::form_urlencoded::parse(ctx.query().as_bytes()) {
                     let k = k.into_owned();
-                    if conf.auth_query_keys.contains(&k) {
+                    // the gateway's own auth key never goes to the provider
+                    if conf.auth_query_keys.contains(&k) || credential == Some(k.as_str()) {
                         continue;
                     }
                     match query.iter_mut().find(|(qk, _)| *qk == k) {
@@ -134,7 +137,17 @@ fn plan(conf: &Compiled, ctx: &mut Ctx) -> GwResult<Plan> {
         http::Method::POST
     };
     *req.uri_mut() = uri;
-    *req.headers_mut() = upstream_request_headers(&ctx.headers, &conf.auth_headers, pair);
+    // The client's gateway credential (key-auth) is never forwarded to an LLM provider (nor
+    // converted into a provider key); a key configured in `auth` is the provider's own.
+    let client_headers = match ctx.ext.get::<Credential>() {
+        Some(c) => {
+            let mut h = ctx.headers.clone();
+            h.remove(&c.header);
+            std::borrow::Cow::Owned(h)
+        }
+        None => std::borrow::Cow::Borrowed(&ctx.headers),
+    };
+    *req.headers_mut() = upstream_request_headers(&client_headers, &conf.auth_headers, pair);
     ctx.upstream.scheme = Some(t.scheme);
     ctx.upstream.host = Some(t.host.clone());
     ctx.upstream.uri = Some(path);

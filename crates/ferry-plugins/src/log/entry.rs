@@ -6,6 +6,7 @@ use super::json::{Obj, push_str};
 use ferry_core::ctx::Ctx;
 use http::HeaderMap;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -111,8 +112,15 @@ struct Messages<'a> {
 /// Builds the entry for a finished request, written straight from the context.
 pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Entry {
     let llm = ctx.ext.get::<Arc<LlmLogging>>().map(Arc::as_ref);
-    let secret_headers: &[String] = llm.map_or(&[], |l| &l.secret_headers);
-    let secret_args: &[String] = llm.map_or(&[], |l| &l.secret_args);
+    let mut secret_headers: Cow<'_, [String]> =
+        Cow::Borrowed(llm.map_or(&[], |l| &l.secret_headers));
+    let mut secret_args: Cow<'_, [String]> = Cow::Borrowed(llm.map_or(&[], |l| &l.secret_args));
+    // A gateway credential (key-auth) is never written to a log.
+    if let Some(c) = ctx.ext.get::<crate::key_auth::Credential>() {
+        secret_headers.to_mut().push(c.header.as_str().to_string());
+        secret_args.to_mut().push(c.query.clone());
+    }
+    let (secret_headers, secret_args) = (&*secret_headers, &*secret_args);
     let uri = redacted_uri(ctx, secret_args);
     let uri = uri.as_ref();
     let req_body = ctx.body().filter(|b| !b.is_empty());
@@ -184,6 +192,11 @@ pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Entr
     }
     if let Some(a) = &ctx.upstream.addr {
         e.str("upstream", a);
+    }
+    if let Some(c) = &ctx.consumer {
+        e.obj("consumer", |o| {
+            o.str("username", &c.consumer.username);
+        });
     }
     if let Some(l) = llm {
         if l.summaries {

@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
+/// Distinct (status code, consumer) pairs one route reports before new consumers count as
+/// `other`.
+const STATUS_LABELS: usize = 4096;
+
 /// Distinct `model` label values one route reports before the rest count as `other`.
 pub const MODEL_LABELS: usize = 64;
 
@@ -72,7 +76,10 @@ struct LlmHandles {
 struct Prometheus {
     route: String,
     service: String,
-    status: LabelCache<u16, Counter>,
+    /// `apisix_http_status` by (code, consumer).
+    status: LabelCache<(u16, String), Counter>,
+    /// Past the cap, new consumers count as `other`.
+    status_other: LabelCache<u16, Counter>,
     latency_request: Histogram,
     latency_upstream: Histogram,
     latency_apisix: Histogram,
@@ -100,7 +107,8 @@ impl Prometheus {
             overhead: metrics::histogram!("ferry_gateway_overhead_ms", "route" => route.clone()),
             egress: metrics::counter!("apisix_bandwidth", rs("egress")),
             ingress: metrics::counter!("apisix_bandwidth", rs("ingress")),
-            status: LabelCache::new(1000),
+            status: LabelCache::new(STATUS_LABELS),
+            status_other: LabelCache::new(1000),
             llm: LabelCache::new(MODEL_LABELS),
             other: LabelCache::new(64),
             route,
@@ -108,14 +116,18 @@ impl Prometheus {
         }
     }
 
-    fn status_counter(&self, code: u16) -> Option<Counter> {
-        self.status.get_or_make(
-            |c| *c == code,
-            || code,
-            |c| {
-                metrics::counter!("apisix_http_status", "code" => c.to_string(), "route" => self.route.clone(), "service" => self.service.clone())
-            },
-        )
+    fn status_counter(&self, code: u16, consumer: &str) -> Option<Counter> {
+        let make = |code: u16, consumer: String| metrics::counter!("apisix_http_status", "code" => code.to_string(), "route" => self.route.clone(), "service" => self.service.clone(), "consumer" => consumer);
+        self.status
+            .get_or_make(
+                |(c, n)| *c == code && n == consumer,
+                || (code, consumer.to_string()),
+                |(c, n)| make(*c, n.clone()),
+            )
+            .or_else(|| {
+                self.status_other
+                    .get_or_make(|c| *c == code, || code, |c| make(*c, "other".into()))
+            })
     }
 
     /// The handles for (provider, model); `other` as the model once the route has
@@ -157,7 +169,11 @@ impl Plugin for Prometheus {
     fn log(&self, ctx: &Ctx) {
         let total_ms = ctx.elapsed_secs() * 1000.0;
         let upstream_ms = ctx.upstream.response_time.unwrap_or(0.0) * 1000.0;
-        if let Some(c) = self.status_counter(ctx.status) {
+        let consumer = ctx
+            .consumer
+            .as_ref()
+            .map_or("", |c| c.consumer.username.as_str());
+        if let Some(c) = self.status_counter(ctx.status, consumer) {
             c.increment(1);
         }
         self.latency_request.record(total_ms);
