@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 
 /// The access-log format the tests read: upstream and LLM variables, space-separated.
-pub const LOG_FORMAT: &str = "$status|$upstream_addr|$upstream_status|$upstream_scheme://$upstream_host$upstream_uri|$request_type|$request_llm_model|$llm_model|$llm_time_to_first_token|$apisix_upstream_response_time|$llm_prompt_tokens|$llm_completion_tokens|$llm_total_tokens|$llm_stream|$llm_has_tool_calls|$llm_tool_count|$llm_end_user_id|$llm_cache_read_input_tokens|$llm_cache_creation_input_tokens|$llm_reasoning_tokens|$upstream_response_length|$body_bytes_sent";
+pub const LOG_FORMAT: &str = "$status|$upstream_addr|$upstream_status|$upstream_scheme://$upstream_host$upstream_uri|$request_type|$request_llm_model|$llm_model|$llm_time_to_first_token|$apisix_upstream_response_time|$llm_prompt_tokens|$llm_completion_tokens|$llm_total_tokens|$llm_stream|$llm_has_tool_calls|$llm_tool_count|$llm_end_user_id|$llm_cache_read_input_tokens|$llm_cache_creation_input_tokens|$llm_reasoning_tokens|$upstream_response_length|$body_bytes_sent|$consumer_name";
 
 pub struct Env {
     pub dir: TempDir,
