@@ -67,11 +67,12 @@ pub struct Route {
     pub seq: u64,
 }
 
+/// A consumer's merged chain, with the consumer version it was built for.
+type ConsumerChain = (Arc<Consumer>, Arc<Chain>);
+
 /// Per-consumer chains of one route.
 #[derive(Default)]
-pub struct ConsumerChains(
-    std::sync::Mutex<std::collections::HashMap<String, (Arc<Consumer>, Arc<Chain>)>>,
-);
+pub struct ConsumerChains(std::sync::Mutex<std::collections::HashMap<String, ConsumerChain>>);
 
 /// Consumers whose merged chains a route keeps; past this the cache starts over.
 const CONSUMER_CHAINS: usize = 4096;
