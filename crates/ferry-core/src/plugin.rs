@@ -75,6 +75,16 @@ pub trait PluginFactory: Send + Sync {
     fn schema(&self) -> Value;
     /// Checks a configuration and returns it with defaults filled in.
     fn check(&self, conf: &Value) -> Result<Value, String>;
+    /// Builds an instance knowing which resource the configuration came from (`owner`, e.g.
+    /// `/apisix/consumers/jack`); plugins whose state is scoped by owner override this.
+    fn build_owned(
+        &self,
+        conf: &Value,
+        route: &Arc<RouteInfo>,
+        _owner: Option<&str>,
+    ) -> Result<Arc<dyn Plugin>, String> {
+        self.build(conf, route)
+    }
     /// True for authentication plugins (the only ones a credential may carry; they run in
     /// rewrite and are not merged from consumers).
     fn is_auth(&self) -> bool {
@@ -148,14 +158,14 @@ impl Registry {
             let reused = prev.and_then(|p| {
                 p.entries
                     .iter()
-                    .find(|e| e.name == f.name() && e.conf == conf)
+                    .find(|e| e.name == f.name() && e.conf == conf && e.owner == meta.owner)
                     .map(|e| e.plugin.clone())
             });
             let plugin = match reused {
                 Some(p) => p,
                 // Stored configurations are kept as sent: `build` applies the defaults.
                 None => f
-                    .build(&conf, route)
+                    .build_owned(&conf, route, meta.owner.as_deref())
                     .map_err(|e| format!("plugin {name}: {e}"))?,
             };
             entries.push(Entry {
@@ -163,6 +173,7 @@ impl Registry {
                 priority: meta.priority.unwrap_or(f.priority() as i64),
                 filter: meta.filter,
                 conf,
+                owner: meta.owner,
                 plugin,
             });
         }
@@ -208,12 +219,29 @@ impl PluginChecker for Registry {
     }
 }
 
-/// APISIX's per-plugin `_meta`: `disable`, `priority`, `filter`.
+/// APISIX's per-plugin `_meta`: `disable`, `priority`, `filter`; and `parent`, the resource
+/// the configuration came from (set by the compiler, as APISIX does).
 #[derive(Default)]
 struct Meta {
     disable: bool,
     priority: Option<i64>,
     filter: Option<Expr>,
+    owner: Option<String>,
+}
+
+/// Marks a plugin configuration as coming from resource `owner` (`/apisix/routes/1`,
+/// `/apisix/consumers/jack`, ...): counters of limiting plugins are scoped by it.
+pub fn with_owner(conf: &Value, owner: &str) -> Value {
+    let mut c = conf.clone();
+    if let Some(obj) = c.as_object_mut() {
+        let meta = obj
+            .entry("_meta")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(m) = meta.as_object_mut() {
+            m.insert("parent".into(), Value::String(owner.to_string()));
+        }
+    }
+    c
 }
 
 fn split_meta(conf: &Value) -> Result<(Value, Meta), String> {
@@ -246,6 +274,7 @@ fn split_meta(conf: &Value) -> Result<(Value, Meta), String> {
                     })?);
             }
             "error_response" => {}
+            "parent" => out.owner = v.as_str().map(String::from),
             other => {
                 return Err(format!(
                     "property \"_meta\" validation failed: additional properties forbidden, found {other}"
@@ -264,6 +293,8 @@ struct Entry {
     filter: Option<Expr>,
     /// The checked configuration (without `_meta`) the instance was built from.
     conf: Value,
+    /// The resource the configuration came from.
+    owner: Option<String>,
     plugin: Arc<dyn Plugin>,
 }
 

@@ -13,7 +13,7 @@ use ferry_config::upstream::parse_timeouts;
 use ferry_config::{Kind, PluginChecker};
 use ferry_core::consumer::{Consumer, ConsumerTable, Directory};
 use ferry_core::ctx::RouteInfo;
-use ferry_core::plugin::Registry;
+use ferry_core::plugin::{Registry, with_owner};
 use ferry_core::transport::Transport;
 use http::StatusCode;
 use serde_json::{Map, Value};
@@ -213,11 +213,15 @@ impl Compiler {
             let group = group_id
                 .as_ref()
                 .and_then(|g| self.records.get(&(Kind::ConsumerGroups, g.clone())));
-            for src in [group.map(|g| &g.value), Some(v)].into_iter().flatten() {
+            let sources = [
+                group.map(|g| (&g.value, Kind::ConsumerGroups.key(&g.id))),
+                Some((v, Kind::Consumers.key(&r.id))),
+            ];
+            for (src, owner) in sources.into_iter().flatten() {
                 if let Some(Value::Object(p)) = src.get("plugins") {
                     for (k, conf) in p {
                         if !registry.is_auth(k) {
-                            plugins.insert(k.clone(), conf.clone());
+                            plugins.insert(k.clone(), with_owner(conf, &owner));
                         }
                     }
                 }
@@ -280,6 +284,7 @@ impl Compiler {
         for r in rules {
             if let Some(Value::Object(p)) = r.value.get("plugins") {
                 for (k, v) in p {
+                    let v = &with_owner(v, &Kind::GlobalRules.key(&r.id));
                     if merged.contains_key(k) {
                         errors.push(format!(
                             "global rule {}: plugin {k} is already configured by another global rule; ignored",
@@ -520,23 +525,29 @@ fn compile_route(
         ),
         None => None,
     };
-    // Lowest to highest precedence: global rules, service, plugin config, route.
+    // Lowest to highest precedence: global rules, service, plugin config, route; each
+    // configuration marked with the resource it came from.
     let mut plugins = global.clone();
-    let mut merge = |p: Option<&Value>| {
+    let mut merge = |p: Option<&Value>, owner: String| {
         if let Some(Value::Object(m)) = p {
             for (k, v) in m {
-                plugins.insert(k.clone(), v.clone());
+                plugins.insert(k.clone(), with_owner(v, &owner));
             }
         }
     };
-    merge(service.and_then(|s| s.get("plugins")));
+    if let Some(sid) = &service_id {
+        merge(
+            service.and_then(|s| s.get("plugins")),
+            Kind::Services.key(sid),
+        );
+    }
     if let Some(pc) = v.get("plugin_config_id").and_then(id_string) {
         let rec = records
             .get(&(Kind::PluginConfigs, pc.clone()))
             .ok_or_else(|| format!("plugin_config {pc} not found"))?;
-        merge(rec.value.get("plugins"));
+        merge(rec.value.get("plugins"), Kind::PluginConfigs.key(&pc));
     }
-    merge(v.get("plugins"));
+    merge(v.get("plugins"), Kind::Routes.key(&rec.id));
     let info = RouteInfo {
         id: rec.id.clone(),
         name: v.get("name").and_then(Value::as_str).map(String::from),

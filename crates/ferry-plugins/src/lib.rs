@@ -1,11 +1,12 @@
 //! Ferry's built-in plugins on the core's contract: `ai-proxy`, the loggers (`http-logger`,
 //! `file-logger`, `kafka-logger`) with their shared batch processor and log entry, `prometheus`,
-//! `request-id` and `key-auth`. [`builtin`] is the registry.
+//! `request-id`, `key-auth` and `limit-count`. [`builtin`] is the registry.
 
 pub mod ai_proxy;
 pub mod kafka_logger;
 mod kafka_quiet;
 pub mod key_auth;
+pub mod limit;
 pub mod log;
 pub mod loggers;
 pub mod prometheus;
@@ -22,6 +23,7 @@ use transport::Transport;
 pub fn builtin(transport: Arc<Transport>, directory: Directory) -> Registry {
     let mut r = Registry::default();
     r.add(Arc::new(key_auth::Factory { directory }));
+    r.add(Arc::new(limit::count::Factory::default()));
     r.add(Arc::new(request_id::Factory));
     r.add(Arc::new(loggers::HttpFactory::new(transport.clone())));
     r.add(Arc::new(ai_proxy::Factory { transport }));

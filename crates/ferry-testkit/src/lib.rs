@@ -5,6 +5,7 @@
 
 pub mod echo;
 pub mod mock;
+pub mod redis;
 pub mod tansu;
 pub mod tls;
 

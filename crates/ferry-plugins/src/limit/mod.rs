@@ -1,0 +1,55 @@
+//! What the limiting plugins share: fixed-window counters, kept in this process (`local`) or
+//! in Redis (`redis`, so every Ferry node on that Redis shares one budget), addressed by an
+//! identity derived from content (owner resource, configuration digest, key), never from a
+//! node-local revision; and the `redis_*` settings as APISIX spells them.
+
+pub mod count;
+mod local;
+mod redis_store;
+
+pub use local::LocalCounters;
+pub use redis_store::{RedisConf, RedisPool};
+
+use serde_json::Value;
+use std::time::Duration;
+
+/// Where counters live.
+#[derive(Clone)]
+pub enum Store {
+    Local(std::sync::Arc<LocalCounters>),
+    Redis(std::sync::Arc<redis::aio::ConnectionManager>, Duration),
+}
+
+/// A counter after an update: how much was used in the window and when it ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    pub used: u64,
+    pub reset: Duration,
+}
+
+impl Store {
+    /// Adds `cost` to the counter `id` (a new counter lasts `window`); `cost` 0 only reads.
+    pub async fn add(&self, id: &str, cost: u64, window: Duration) -> Result<Window, String> {
+        match self {
+            Store::Local(c) => Ok(c.add(id, cost, window)),
+            Store::Redis(conn, timeout) => redis_store::add(conn, *timeout, id, cost, window).await,
+        }
+    }
+}
+
+/// A stable 64-bit digest of a configuration (FNV-1a over its canonical JSON), so the same
+/// configuration addresses the same counter on every node and after a restart.
+pub fn digest(conf: &Value) -> String {
+    let text = conf.to_string();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Seconds until the window ends, rounded up, at least 1.
+pub fn reset_secs(reset: Duration) -> u64 {
+    reset.as_millis().div_ceil(1000).max(1) as u64
+}

@@ -1,0 +1,171 @@
+//! `limit-count` through a real `ferry serve`: per-consumer keys, consumer-level limits over the
+//! route's, `X-RateLimit-*` headers, rejection codes and messages, window reset; with Redis:
+//! two Ferry nodes sharing one budget, and a Redis outage (500, or through with
+//! `allow_degradation`), never a hang.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Env, JSON, chat_body};
+use ferry_testkit::redis::Redis;
+use ferry_testkit::{Resp, send};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+async fn put(env: &Env, path: &str, body: Value) {
+    let (s, v) = env.ferry.admin("PUT", path, Some(body)).await;
+    assert!(s == 200 || s == 201, "PUT {path}: {s} {v}");
+}
+
+fn quota(r: &Resp) -> (Option<&str>, Option<&str>) {
+    (
+        r.header("x-ratelimit-limit"),
+        r.header("x-ratelimit-remaining"),
+    )
+}
+
+#[tokio::test]
+async fn per_consumer_counts_and_consumer_limits() {
+    let env = Env::start("limit-local").await;
+    put(
+        &env,
+        "/consumers",
+        json!({"username": "jack", "plugins": {"key-auth": {"key": "jack-key"}}}),
+    )
+    .await;
+    put(
+        &env,
+        "/consumers",
+        json!({"username": "bob", "plugins": {"key-auth": {"key": "bob-key"}}}),
+    )
+    .await;
+    put(&env, "/consumers", json!({"username": "alice", "plugins": {"key-auth": {"key": "alice-key"},
+        "limit-count": {"count": 1, "time_window": 60, "rejected_code": 403, "rejected_msg": "alice is over"}}})).await;
+    env.route_with(json!({"id": "r", "uri": "/anything", "plugins": {
+        "key-auth": {},
+        "limit-count": {"count": 2, "time_window": 2, "rejected_code": 429, "key_type": "var", "key": "consumer_name"},
+        "ai-proxy": env.ai("openai", "")
+    }}))
+    .await;
+    let url = env.url("/anything");
+    let call = |key: &'static str| {
+        let url = url.clone();
+        async move { send("POST", &url, &[JSON[0], ("apikey", key)], chat_body()).await }
+    };
+    let r = call("jack-key").await;
+    assert_eq!(
+        (r.status.as_u16(), quota(&r)),
+        (200, (Some("2"), Some("1")))
+    );
+    assert_eq!(r.header("x-ratelimit-reset"), Some("2"));
+    let r = call("jack-key").await;
+    assert_eq!(
+        (r.status.as_u16(), quota(&r)),
+        (200, (Some("2"), Some("0")))
+    );
+    let before = env.mock.requests().len();
+    let r = call("jack-key").await;
+    assert_eq!(
+        (r.status.as_u16(), quota(&r)),
+        (429, (Some("2"), Some("0")))
+    );
+    assert_eq!(r.json()["error_msg"], "Too Many Requests");
+    assert_eq!(
+        env.mock.requests().len(),
+        before,
+        "a rejected request never reaches the provider"
+    );
+    // bob has his own counter (key: consumer_name)
+    assert_eq!(call("bob-key").await.status, 200);
+    // alice's own limit-count replaces the route's
+    let r = call("alice-key").await;
+    assert_eq!(
+        (r.status.as_u16(), quota(&r)),
+        (200, (Some("1"), Some("0")))
+    );
+    let r = call("alice-key").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error_msg"], "alice is over");
+    // the window ends
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = call("jack-key").await;
+    assert_eq!(
+        (r.status.as_u16(), quota(&r)),
+        (200, (Some("2"), Some("1")))
+    );
+
+    // schema errors as APISIX words them
+    let (s, v) = env
+        .ferry
+        .admin(
+            "PUT",
+            "/routes/bad",
+            Some(
+                json!({"uri": "/bad", "plugins": {"limit-count": {"count": 0, "time_window": 60}}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        v["error_msg"],
+        "failed to check the configuration of plugin limit-count err: property \"count\" validation failed: value should match only one schema, but matches none"
+    );
+}
+
+/// A route with `limit-count` on Redis, the same on two nodes.
+fn redis_route(env: &Env, port: u16, extra: Value) -> Value {
+    let mut lc = json!({"count": 3, "time_window": 60, "rejected_code": 429, "key_type": "constant", "key": "all",
+                        "policy": "redis", "redis_host": "127.0.0.1", "redis_port": port, "redis_timeout": 300});
+    for (k, v) in extra.as_object().unwrap() {
+        lc[k] = v.clone();
+    }
+    json!({"id": "shared", "uri": "/anything", "plugins": {"limit-count": lc, "ai-proxy": env.ai("openai", "")}})
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (PATH or FERRY_REDIS); .ci/run installs it"]
+async fn two_nodes_share_a_redis_budget_and_survive_an_outage() {
+    let mut redis = Redis::start();
+    let a = Env::start("limit-redis-a").await;
+    let b = Env::start("limit-redis-b").await;
+    a.route_with(redis_route(&a, redis.port, json!({}))).await;
+    b.route_with(redis_route(&b, redis.port, json!({}))).await;
+    let go = |env: &Env| {
+        let url = env.url("/anything");
+        async move { send("POST", &url, &JSON, chat_body()).await }
+    };
+    let r = go(&a).await;
+    assert_eq!(
+        (r.status.as_u16(), quota(&r)),
+        (200, (Some("3"), Some("2")))
+    );
+    let r = go(&b).await;
+    assert_eq!(
+        (r.status.as_u16(), quota(&r)),
+        (200, (Some("3"), Some("1"))),
+        "the other node sees the same counter"
+    );
+    let r = go(&a).await;
+    assert_eq!(quota(&r), (Some("3"), Some("0")));
+    let r = go(&b).await;
+    assert_eq!(r.status, 429);
+    let reset: u64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&reset), "{reset}");
+
+    // Redis goes away: 500 at once, or through with allow_degradation; never a hang
+    redis.kill();
+    let t = Instant::now();
+    let r = go(&a).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.json()["error_msg"], "failed to limit count");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    b.route_with(redis_route(
+        &b,
+        redis.port,
+        json!({"allow_degradation": true}),
+    ))
+    .await;
+    let r = go(&b).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ratelimit-limit"), None);
+}
