@@ -1,6 +1,6 @@
 //! Ferry's built-in plugins on the core's contract: `ai-proxy`, the loggers (`http-logger`,
 //! `file-logger`, `kafka-logger`) with their shared batch processor and log entry, `prometheus`,
-//! `request-id`, `key-auth` and `limit-count`. [`builtin`] is the registry.
+//! `request-id`, `key-auth`, `limit-count` and `ai-rate-limiting`. [`builtin`] is the registry.
 
 pub mod ai_proxy;
 pub mod kafka_logger;
@@ -23,7 +23,15 @@ use transport::Transport;
 pub fn builtin(transport: Arc<Transport>, directory: Directory) -> Registry {
     let mut r = Registry::default();
     r.add(Arc::new(key_auth::Factory { directory }));
-    r.add(Arc::new(limit::count::Factory::default()));
+    let counters = Arc::new(limit::LocalCounters::default());
+    r.add(Arc::new(limit::count::Factory {
+        counters: counters.clone(),
+        redis: Default::default(),
+    }));
+    r.add(Arc::new(limit::tokens::Factory {
+        counters,
+        redis: Default::default(),
+    }));
     r.add(Arc::new(request_id::Factory));
     r.add(Arc::new(loggers::HttpFactory::new(transport.clone())));
     r.add(Arc::new(ai_proxy::Factory { transport }));

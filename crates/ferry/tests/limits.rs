@@ -169,3 +169,136 @@ async fn two_nodes_share_a_redis_budget_and_survive_an_outage() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-ratelimit-limit"), None);
 }
+
+/// The remaining-tokens header of the mock's OpenAI instance.
+fn ai_remaining(r: &Resp) -> Option<&str> {
+    r.header("x-ai-ratelimit-remaining-ai-proxy-openai")
+}
+
+#[tokio::test]
+async fn token_budgets() {
+    let env = Env::start("ai-rate-local").await;
+    // the mock's usage: 23 prompt + 8 completion = 31 per chat; a 3-chunk stream 15 + 6 = 21
+    let route = |id: &str, uri: &str, rl: Value| json!({"id": id, "uri": uri, "plugins": {"ai-rate-limiting": rl, "ai-proxy": env.ai("openai", "")}});
+    env.route_with(route(
+        "total",
+        "/total",
+        json!({"limit": 50, "time_window": 60}),
+    ))
+    .await;
+    env.route_with(route("completion", "/completion", json!({"limit": 20, "time_window": 60, "limit_strategy": "completion_tokens", "rejected_code": 429, "rejected_msg": "out of tokens"}))).await;
+    env.route_with(route(
+        "stream",
+        "/stream",
+        json!({"limit": 40, "time_window": 60}),
+    ))
+    .await;
+    let go = |path: &str, body: String| {
+        let url = env.url(path);
+        async move {
+            // the commit happens as the response ends; give it a moment
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            send("POST", &url, &JSON, body).await
+        }
+    };
+    let r = go("/total", chat_body()).await;
+    assert_eq!((r.status.as_u16(), ai_remaining(&r)), (200, Some("50")));
+    assert_eq!(r.header("x-ai-ratelimit-limit-ai-proxy-openai"), Some("50"));
+    assert_eq!(r.header("x-ai-ratelimit-reset-ai-proxy-openai"), Some("60"));
+    let r = go("/total", chat_body()).await;
+    assert_eq!(
+        (r.status.as_u16(), ai_remaining(&r)),
+        (200, Some("19")),
+        "admitted with 19 left, though it costs 31"
+    );
+    let before = env.mock.requests().len();
+    let r = go("/total", chat_body()).await;
+    assert_eq!((r.status.as_u16(), ai_remaining(&r)), (503, Some("0")));
+    assert_eq!(
+        env.mock.requests().len(),
+        before,
+        "not sent to the provider"
+    );
+
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let r = go("/completion", chat_body()).await;
+        seen.push((r.status.as_u16(), ai_remaining(&r).map(String::from)));
+    }
+    let want: Vec<(u16, Option<String>)> = vec![
+        (200, Some("20".into())),
+        (200, Some("12".into())),
+        (200, Some("4".into())),
+        (429, Some("0".into())),
+    ];
+    assert_eq!(seen, want);
+    let r = go("/completion", chat_body()).await;
+    assert_eq!(r.json()["error_msg"], "out of tokens");
+
+    // streams are counted from their usage chunk
+    let stream =
+        json!({"messages": [{"role": "user", "content": "hi"}], "stream": true}).to_string();
+    let r = go("/stream", stream.clone()).await;
+    assert_eq!((r.status.as_u16(), ai_remaining(&r)), (200, Some("40")));
+    assert!(r.text().ends_with("data: [DONE]\n\n"));
+    let r = go("/stream", stream.clone()).await;
+    assert_eq!(ai_remaining(&r), Some("19"));
+    let r = go("/stream", stream).await;
+    assert_eq!(r.status, 503);
+}
+
+#[tokio::test]
+async fn token_budgets_per_consumer() {
+    let env = Env::start("ai-rate-consumers").await;
+    for (user, key) in [("jack", "jack-key"), ("rose", "rose-key")] {
+        put(
+            &env,
+            "/consumers",
+            json!({"username": user, "plugins": {"key-auth": {"key": key},
+            "ai-rate-limiting": {"limit": 40, "time_window": 60}}}),
+        )
+        .await;
+    }
+    env.route_with(json!({"id": "r", "uri": "/anything", "plugins": {"key-auth": {}, "ai-proxy": env.ai("openai", "")}}))
+        .await;
+    let go = |key: &'static str| {
+        let url = env.url("/anything");
+        async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            send("POST", &url, &[JSON[0], ("apikey", key)], chat_body()).await
+        }
+    };
+    assert_eq!(ai_remaining(&go("jack-key").await), Some("40"));
+    assert_eq!(ai_remaining(&go("jack-key").await), Some("9"));
+    assert_eq!(go("jack-key").await.status, 503);
+    // identical configuration, another consumer: its own budget
+    assert_eq!(ai_remaining(&go("rose-key").await), Some("40"));
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (PATH or FERRY_REDIS); .ci/run installs it"]
+async fn token_budgets_shared_through_redis() {
+    let redis = Redis::start();
+    let a = Env::start("ai-rate-redis-a").await;
+    let b = Env::start("ai-rate-redis-b").await;
+    for env in [&a, &b] {
+        env.route_with(json!({"id": "r", "uri": "/anything", "plugins": {
+            "ai-rate-limiting": {"limit": 50, "time_window": 60, "policy": "redis", "redis_host": "127.0.0.1", "redis_port": redis.port},
+            "ai-proxy": env.ai("openai", "")}}))
+            .await;
+    }
+    let go = |env: &Env| {
+        let url = env.url("/anything");
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            send("POST", &url, &JSON, chat_body()).await
+        }
+    };
+    assert_eq!(ai_remaining(&go(&a).await), Some("50"));
+    assert_eq!(
+        ai_remaining(&go(&b).await),
+        Some("19"),
+        "node b sees node a's 31 tokens"
+    );
+    assert_eq!(go(&a).await.status, 503);
+}

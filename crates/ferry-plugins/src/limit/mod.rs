@@ -6,6 +6,7 @@
 pub mod count;
 mod local;
 mod redis_store;
+pub mod tokens;
 
 pub use local::LocalCounters;
 pub use redis_store::{RedisConf, RedisPool};
