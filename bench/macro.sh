@@ -6,7 +6,8 @@
 # CPU 0; the mock and oha on CPU 1. Prints Markdown tables: throughput and latency percentiles at
 # c=32 and c=256 (chat and 18-chunk streams), latency at a fixed rate of half Ferry's maximum,
 # unloaded latency and streaming time to first byte added over direct, RSS idle and peak, the
-# memory for 10,000 concurrent slow streams, and Ferry with kafka-logger (Tansu broker) on.
+# memory for 10,000 concurrent slow streams, Ferry with kafka-logger (Tansu broker) on, and with
+# key-auth + limit-count (local, and on a redis-server when one is installed).
 # Everything it starts is stopped by PID on exit.
 # Usage: bench/macro.sh [seconds per run, default 10]
 # Env: BENCH_SLOW=N concurrent slow streams (default 10000, 0 skips); BENCH_KAFKA=0 skips Kafka.
@@ -111,6 +112,21 @@ if [ "${BENCH_KAFKA:-1}" = 1 ]; then
   fi
 fi
 
+# key-auth + limit-count (local, and on Redis when redis-server is there), a budget no run reaches.
+curl -s -o /dev/null "http://127.0.0.1:$admin_port/apisix/admin/consumers" -X PUT -H "X-API-KEY: bench-key" \
+  -d '{"username": "bench", "plugins": {"key-auth": {"key": "bench-consumer-key"}}}'
+limit='"count": 1000000000, "time_window": 3600, "key_type": "var", "key": "consumer_name"'
+route authed /authed/v1/chat/completions ", \"key-auth\": {}, \"limit-count\": {$limit}" ""
+redis_mode=""
+if command -v redis-server >/dev/null; then
+  rport=$(free_port)
+  taskset -c 1 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
+  pids+=($!)
+  wait_port "$rport"
+  route authredis /authredis/v1/chat/completions ", \"key-auth\": {}, \"limit-count\": {$limit, \"policy\": \"redis\", \"redis_host\": \"127.0.0.1\", \"redis_port\": $rport}" ""
+  redis_mode=1
+fi
+
 idle_rss=$(rss "$ferry_pid" VmRSS)
 nginx_idle=$(rss "$nginx_worker" VmRSS)
 
@@ -170,6 +186,12 @@ if [ -n "$kafka_mode" ]; then
   R[kafka.stream.32]=$(run kafka-stream "http://127.0.0.1:$port/logged/v1/chat/completions" "$stream_body" 32)
   R[cpu.kafka.stream]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[kafka.stream.32]}" | cut -d' ' -f1) * secs) ))
 fi
+for t in authed authredis; do
+  [ "$t" = authredis ] && [ -z "$redis_mode" ] && continue
+  t0=$(ticks "$ferry_pid")
+  R[$t.chat.32]=$(run "$t-chat" "http://127.0.0.1:$port/$t/v1/chat/completions" "$body" 32 -H "apikey: bench-consumer-key")
+  R[cpu.$t]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[$t.chat.32]}" | cut -d' ' -f1) * secs) ))
+done
 # Fixed rate: half of Ferry's maximum at c=32, the same rate for every target.
 rate=$(( $(echo "${R[ferry.chat.32]}" | cut -d' ' -f1) / 2 ))
 for t in direct nginx ferry; do
@@ -238,6 +260,10 @@ if [ -n "$kafka_mode" ]; then
   echo "| Ferry + kafka-logger (summaries) | 32 $(cols "${R[kafka.chat.32]}") $(cols "${R[kafka.stream.32]}" | cut -c2-)"
 fi
 echo "| Ferry, Anthropic client → OpenAI stream (converted) | 32 | | | | | | $(cols "${R[convert.stream.32]}" | cut -c3-)"
+echo "| Ferry + key-auth + limit-count (local) | 32 $(cols "${R[authed.chat.32]}") | | | | | |"
+if [ -n "$redis_mode" ]; then
+  echo "| Ferry + key-auth + limit-count (redis) | 32 $(cols "${R[authredis.chat.32]}") | | | | | |"
+fi
 echo
 echo "| ratio | chat c=32 | chat c=256 | stream c=32 | stream c=256 |"
 echo "|---|---|---|---|---|"
@@ -250,6 +276,7 @@ if [ -n "$kafka_mode" ]; then
 fi
 echo
 echo "Ferry's own CPU time per request (utime + stime over the run / requests): chat ${R[cpu.chat.32]} ns (c=32), ${R[cpu.chat.256]} ns (c=256); stream ${R[cpu.stream.32]} ns (c=32), ${R[cpu.stream.256]} ns (c=256); converted Anthropic stream ${R[cpu.convert]} ns (c=32)."
+echo "key-auth + limit-count, chat c=32: local $(ratio "${R[authed.chat.32]}" "${R[ferry.chat.32]}") of plain ai-proxy's req/s, ${R[cpu.authed]} ns of Ferry CPU per request (plain: ${R[cpu.chat.32]} ns)$([ -n "$redis_mode" ] && echo "; redis $(ratio "${R[authredis.chat.32]}" "${R[ferry.chat.32]}"), ${R[cpu.authredis]} ns")."
 echo "Plain proxying, CPU time per chat request: Ferry upstream (no plugin) ${R[cpu.plain.32]} ns (c=32), ${R[cpu.plain.256]} ns (c=256); the nginx worker ${R[cpu.nginx.32]} ns (c=32), ${R[cpu.nginx.256]} ns (c=256)."
 if [ -n "$kafka_mode" ]; then
   echo "With kafka-logger (the broker shares CPU 1 with the mock and oha): chat ${R[cpu.kafka.chat]} ns, stream ${R[cpu.kafka.stream]} ns per request."
