@@ -26,7 +26,7 @@ async fn keys_consumers_and_credentials() {
     let mut ai = env.ai("openai", "");
     ai["auth"] = json!({"header": {"Authorization": "Bearer token"}});
     env.route_with(json!({"id": "r", "uri": "/anything", "plugins": {
-        "key-auth": {}, "ai-proxy": ai,
+        "key-auth": {}, "ai-proxy": ai, "prometheus": {},
         "file-logger": {"path": entries.to_str().unwrap()}
     }}))
     .await;
@@ -190,6 +190,29 @@ async fn keys_consumers_and_credentials() {
     )
     .await;
     assert_eq!(r.status, 401);
+
+    // the consumer is a label of apisix_http_status
+    let port = env.ferry.metrics_port.unwrap();
+    let m = send(
+        "GET",
+        &format!("http://127.0.0.1:{port}/apisix/prometheus/metrics"),
+        &[],
+        "",
+    )
+    .await
+    .text();
+    assert!(
+        m.lines().any(|l| l.starts_with("apisix_http_status")
+            && l.contains("consumer=\"jack\"")
+            && l.contains("code=\"200\"")),
+        "{m}"
+    );
+    assert!(
+        m.lines().any(|l| l.starts_with("apisix_http_status")
+            && l.contains("consumer=\"\"")
+            && l.contains("code=\"401\"")),
+        "{m}"
+    );
 
     // log entries carry the consumer, never the key
     tokio::time::sleep(Duration::from_millis(300)).await;
