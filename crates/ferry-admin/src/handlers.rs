@@ -312,6 +312,51 @@ async fn duplicate_key(
     Ok(())
 }
 
+/// `limit-count` configurations that share a `group` share one counter, so they must be the
+/// same: compared with every other stored resource of that group (APISIX compares with the
+/// first one a worker saw, which refuses updating the group's only member).
+async fn group_conflict(
+    state: &AdminState,
+    kind: Kind,
+    id: &str,
+    value: &Value,
+) -> Result<(), ApiError> {
+    let conf_of = |v: &Value| -> Option<(String, Value)> {
+        let mut c = v.pointer("/plugins/limit-count")?.clone();
+        let group = c.get("group")?.as_str()?.to_string();
+        if let Some(o) = c.as_object_mut() {
+            o.remove("_meta");
+        }
+        Some((group, c))
+    };
+    let Some((group, mine)) = conf_of(value) else {
+        return Ok(());
+    };
+    for k in [
+        Kind::Routes,
+        Kind::Services,
+        Kind::PluginConfigs,
+        Kind::Consumers,
+        Kind::ConsumerGroups,
+        Kind::GlobalRules,
+    ] {
+        for r in state.store.list(k).await? {
+            if k == kind && r.id == id {
+                continue;
+            }
+            if let Some((g, theirs)) = conf_of(&r.value)
+                && g == group
+                && theirs != mine
+            {
+                return Err(bad(
+                    "failed to check the configuration of plugin limit-count err: group conf mismatched",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Validates and stores a whole resource body as `kind/id`.
 async fn put_value(state: &AdminState, kind: Kind, id: String, value: Value) -> ApiResult {
     writable(state)?;
@@ -319,6 +364,7 @@ async fn put_value(state: &AdminState, kind: Kind, id: String, value: Value) -> 
     if kind == Kind::GlobalRules {
         global_rule_conflict(state, &id, &value).await?;
     }
+    group_conflict(state, kind, &id, &value).await?;
     // Consumer and credential writes go one at a time, so the key check is exact.
     let _serial = match kind {
         Kind::Consumers | Kind::Credentials => {

@@ -94,6 +94,22 @@ async fn per_consumer_counts_and_consumer_limits() {
         (200, (Some("2"), Some("1")))
     );
 
+    // a group shares one counter, so its configurations must agree
+    let grouped = |count: u64| json!({"uri": "/g", "plugins": {"limit-count": {"count": count, "time_window": 60, "group": "g1"}}, "upstream_id": "none"});
+    put(&env, "/upstreams/none", json!({})).await;
+    put(&env, "/routes/g1", grouped(5)).await;
+    put(&env, "/routes/g1", grouped(6)).await; // its only member may change
+    let (s, v) = env.ferry.admin("PUT", "/routes/g2", Some(grouped(7))).await;
+    assert_eq!(s, 400);
+    assert!(
+        v["error_msg"]
+            .as_str()
+            .unwrap()
+            .ends_with("group conf mismatched"),
+        "{v}"
+    );
+    put(&env, "/routes/g2", grouped(6)).await;
+
     // schema errors as APISIX words them
     let (s, v) = env
         .ferry
