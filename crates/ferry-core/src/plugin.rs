@@ -385,26 +385,17 @@ impl Chain {
 
     /// The rewrite phase (authentication plugins attach the consumer here).
     pub async fn rewrite(&self, ctx: &mut Ctx) -> Option<Response> {
-        if self.filters_need_body
-            && ctx.body().is_none()
-            && let Err(e) = ctx.read_body().await
-        {
-            return Some(e.into_response());
-        }
-        ctx.plugin_mask = self.select(ctx);
-        let mask = ctx.plugin_mask;
-        for e in self.on(mask) {
-            if let Flow::Respond(r) = e.plugin.rewrite(ctx) {
-                return Some(r);
-            }
-        }
-        None
+        self.rewrite_skipping(None, ctx).await
     }
 
     /// Switching to this chain (the route's merged with a consumer's plugins) after `before`
     /// ran its rewrite phase: selects this chain's plugins and runs the rewrite phase of those
     /// `before` did not have.
     pub async fn rewrite_after(&self, before: &Chain, ctx: &mut Ctx) -> Option<Response> {
+        self.rewrite_skipping(Some(before), ctx).await
+    }
+
+    async fn rewrite_skipping(&self, done: Option<&Chain>, ctx: &mut Ctx) -> Option<Response> {
         if self.filters_need_body
             && ctx.body().is_none()
             && let Err(e) = ctx.read_body().await
@@ -414,7 +405,7 @@ impl Chain {
         ctx.plugin_mask = self.select(ctx);
         let mask = ctx.plugin_mask;
         for e in self.on(mask) {
-            if before.entries.iter().any(|b| b.name == e.name) {
+            if done.is_some_and(|d| d.entries.iter().any(|b| b.name == e.name)) {
                 continue;
             }
             if let Flow::Respond(r) = e.plugin.rewrite(ctx) {
