@@ -9,6 +9,7 @@ pub mod consumer;
 pub mod ctx;
 pub mod error;
 pub mod fmt;
+pub mod hash;
 pub mod line_file;
 pub mod plugin;
 pub mod shared;

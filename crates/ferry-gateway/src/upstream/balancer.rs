@@ -25,15 +25,10 @@ enum Picker {
     LeastConn,
 }
 
-/// 64-bit FNV-1a: stable across processes and versions, so every Ferry node hashes a key to the
-/// same upstream node.
+/// FNV-1a (stable across processes and versions, so every Ferry node hashes a key to the same
+/// upstream node), finished with a mix: FNV spreads short keys poorly in the high bits.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    // FNV spreads short keys poorly in the high bits; finish with a mix.
+    let mut h = ferry_core::hash::fnv1a(bytes);
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^ (h >> 33)

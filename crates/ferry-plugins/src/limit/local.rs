@@ -24,8 +24,7 @@ impl Default for LocalCounters {
 impl LocalCounters {
     /// Adds `cost` to `id`; a counter that is absent or expired starts a new window.
     pub fn add(&self, id: &str, cost: u64, window: Duration) -> Window {
-        let shard = super::digest(&serde_json::Value::String(id.to_string()));
-        let i = u64::from_str_radix(&shard[12..], 16).unwrap_or(0) as usize % SHARDS;
+        let i = (super::fnv1a(id.as_bytes()) as usize) % SHARDS;
         let now = Instant::now();
         let Ok(mut map) = self.shards[i].lock() else {
             return Window {
@@ -36,7 +35,10 @@ impl LocalCounters {
         if map.len() > 10_000 {
             map.retain(|_, (_, end)| *end > now);
         }
-        let entry = map.entry(id.to_string()).or_insert((0, now + window));
+        let entry = match map.get_mut(id) {
+            Some(e) => e,
+            None => map.entry(id.to_string()).or_insert((0, now + window)),
+        };
         if entry.1 <= now {
             *entry = (0, now + window);
         }

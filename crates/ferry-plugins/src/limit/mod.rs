@@ -41,14 +41,10 @@ impl Store {
 /// A stable 64-bit digest of a configuration (FNV-1a over its canonical JSON), so the same
 /// configuration addresses the same counter on every node and after a restart.
 pub fn digest(conf: &Value) -> String {
-    let text = conf.to_string();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", fnv1a(conf.to_string().as_bytes()))
 }
+
+pub use ferry_core::hash::fnv1a;
 
 /// Seconds until the window ends, rounded up, at least 1.
 pub fn reset_secs(reset: Duration) -> u64 {
