@@ -27,21 +27,50 @@ impl Redis {
     /// Starts a server; panics with the reason when there is none (tests needing it are
     /// `#[ignore]`d unless asked for).
     pub fn start() -> Redis {
+        Redis::launch(|port| vec!["--port".into(), port.to_string()])
+    }
+
+    /// A server that speaks only TLS, with `ca`'s leaf certificate (files written to `dir`).
+    pub fn start_tls(ca: &crate::tls::TestCa, dir: &std::path::Path) -> Redis {
+        let file = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).expect("write tls file");
+            p.display().to_string()
+        };
+        let (cert, key, ca_file) = (
+            file("redis.crt", &ca.cert_pem),
+            file("redis.key", &ca.key_pem),
+            file("redis-ca.crt", &ca.ca_pem),
+        );
+        Redis::launch(move |port| {
+            [
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca_file,
+                "--tls-auth-clients",
+                "no",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        })
+    }
+
+    fn launch(args: impl Fn(u16) -> Vec<String>) -> Redis {
         let bin = Redis::binary().expect(
             "redis-server not found: install it (apt-get install redis-server) or set FERRY_REDIS",
         );
         let port = crate::free_port();
         let child = Command::new(bin)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(args(port))
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -318,3 +318,27 @@ async fn token_budgets_shared_through_redis() {
     );
     assert_eq!(go(&a).await.status, 503);
 }
+
+#[tokio::test]
+#[ignore = "needs redis-server (PATH or FERRY_REDIS); .ci/run installs it"]
+async fn redis_over_tls() {
+    let env = Env::start("limit-redis-tls").await;
+    let ca = ferry_testkit::tls::TestCa::new(&["localhost", "127.0.0.1"]);
+    let redis = Redis::start_tls(&ca, &env.dir.0);
+    // not verified (redis_ssl_verify defaults to false, as APISIX): a private CA is fine
+    env.route_with(redis_route(&env, redis.port, json!({"redis_ssl": true})))
+        .await;
+    let go = || {
+        let url = env.url("/anything");
+        async move { send("POST", &url, &JSON, chat_body()).await }
+    };
+    let r = go().await;
+    assert_eq!(
+        (r.status.as_u16(), quota(&r)),
+        (200, (Some("3"), Some("2"))),
+        "{}",
+        r.text()
+    );
+    let r = go().await;
+    assert_eq!(quota(&r), (Some("3"), Some("1")));
+}

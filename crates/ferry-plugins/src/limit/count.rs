@@ -120,9 +120,6 @@ pub fn policy(policy: &str, r: &RedisFields) -> Result<Option<RedisConf>, String
                 Some(h) if h.len() >= 2 => h.clone(),
                 _ => return Err("then clause did not match".into()),
             };
-            if r.redis_ssl {
-                return Err("property \"redis_ssl\" validation failed: TLS to Redis is not supported by Ferry yet".into());
-            }
             if r.redis_timeout == 0 {
                 return Err(
                     "property \"redis_timeout\" validation failed: expected 0 to be at least 1"
@@ -141,6 +138,8 @@ pub fn policy(policy: &str, r: &RedisFields) -> Result<Option<RedisConf>, String
                 redis_password: r.redis_password.clone(),
                 redis_database: r.redis_database,
                 redis_timeout: r.redis_timeout,
+                redis_ssl: r.redis_ssl,
+                redis_ssl_verify: r.redis_ssl_verify.unwrap_or(false),
             }))
         }
         "redis-cluster" | "redis-sentinel" => Err(format!(

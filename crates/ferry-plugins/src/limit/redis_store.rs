@@ -20,6 +20,9 @@ pub struct RedisConf {
     pub redis_database: u32,
     /// Milliseconds, for connecting and for each command.
     pub redis_timeout: u64,
+    /// TLS to Redis (`rediss://`), and whether its certificate is verified (system roots).
+    pub redis_ssl: bool,
+    pub redis_ssl_verify: bool,
 }
 
 impl RedisConf {
@@ -36,8 +39,13 @@ impl RedisConf {
         } else {
             self.redis_host.clone()
         };
+        let (scheme, insecure) = match (self.redis_ssl, self.redis_ssl_verify) {
+            (false, _) => ("redis", ""),
+            (true, true) => ("rediss", ""),
+            (true, false) => ("rediss", "#insecure"),
+        };
         format!(
-            "redis://{auth}{host}:{}/{}",
+            "{scheme}://{auth}{host}:{}/{}{insecure}",
             self.redis_port, self.redis_database
         )
     }
@@ -53,6 +61,10 @@ impl RedisPool {
     /// The shared connection for `conf`; it connects on first use and reconnects by itself.
     pub fn get(&self, conf: &RedisConf) -> Result<Arc<ConnectionManager>, String> {
         self.conns.get_or_try_insert(conf.clone(), || {
+            if conf.redis_ssl {
+                // The Redis client's TLS uses the process's default provider: Ferry's.
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            }
             let client = redis::Client::open(conf.url())
                 .map_err(|e| format!("redis {}:{}: {e}", conf.redis_host, conf.redis_port))?;
             let timeout = Duration::from_millis(conf.redis_timeout);
