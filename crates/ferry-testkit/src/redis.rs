@@ -27,7 +27,17 @@ impl Redis {
     /// Starts a server; panics with the reason when there is none (tests needing it are
     /// `#[ignore]`d unless asked for).
     pub fn start() -> Redis {
-        Redis::launch(|port| vec!["--port".into(), port.to_string()])
+        Redis::start_with(&[])
+    }
+
+    /// A server with extra arguments (e.g. `["--requirepass", "secret"]`).
+    pub fn start_with(extra: &[&str]) -> Redis {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Redis::launch(move |port| {
+            let mut a = vec!["--port".into(), port.to_string()];
+            a.extend(extra.iter().cloned());
+            a
+        })
     }
 
     /// A server that speaks only TLS, with `ca`'s leaf certificate (files written to `dir`).

@@ -342,3 +342,44 @@ async fn redis_over_tls() {
     let r = go().await;
     assert_eq!(quota(&r), (Some("3"), Some("1")));
 }
+
+#[tokio::test]
+#[ignore = "needs redis-server (PATH or FERRY_REDIS); .ci/run installs it"]
+async fn redis_password_and_database() {
+    let redis = Redis::start_with(&["--requirepass", "s3cret"]);
+    let env = Env::start("limit-redis-auth").await;
+    env.route_with(redis_route(
+        &env,
+        redis.port,
+        json!({"redis_password": "s3cret", "redis_database": 3}),
+    ))
+    .await;
+    let r = send("POST", &env.url("/anything"), &JSON, chat_body()).await;
+    assert_eq!(
+        (r.status.as_u16(), quota(&r)),
+        (200, (Some("3"), Some("2"))),
+        "{}",
+        r.text()
+    );
+    // the counter lives in database 3
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    use std::io::{Read, Write};
+    c.write_all(b"AUTH s3cret\r\nSELECT 3\r\nDBSIZE\r\nSELECT 0\r\nDBSIZE\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut buf = [0u8; 256];
+    let n = c.read(&mut buf).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..n]),
+        "+OK\r\n+OK\r\n:1\r\n+OK\r\n:0\r\n"
+    );
+    // a wrong password: the limiter fails, so the request does (APISIX: 500)
+    env.route_with(redis_route(
+        &env,
+        redis.port,
+        json!({"redis_password": "wrong"}),
+    ))
+    .await;
+    let r = send("POST", &env.url("/anything"), &JSON, chat_body()).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+}
