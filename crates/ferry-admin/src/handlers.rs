@@ -1,7 +1,7 @@
 //! Admin API resource handlers: create, replace, merge, read, list (with APISIX's filters and
 //! paging) and delete, in APISIX's response shapes (`{"key": "/apisix/routes/1", "value": ...}`).
 
-use crate::{AdminState, ConfigSource, error};
+use crate::{AdminState, ConfigSource, conflicts, error, lists};
 use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, Query, State};
@@ -111,7 +111,7 @@ fn public(kind: Kind, v: &Value) -> Value {
     v.clone()
 }
 
-fn item(r: &Record) -> Value {
+pub(crate) fn item(r: &Record) -> Value {
     json!({
         "key": r.kind.key(&r.id),
         "value": public(r.kind, &r.value),
@@ -232,144 +232,19 @@ pub async fn wait_applied(state: &AdminState, rev: u64) {
     }
 }
 
-/// Two global rules may not configure the same plugin.
-async fn global_rule_conflict(state: &AdminState, id: &str, value: &Value) -> Result<(), ApiError> {
-    let Some(mine) = value.get("plugins").and_then(Value::as_object) else {
-        return Ok(());
-    };
-    for r in state.store.list(Kind::GlobalRules).await? {
-        if r.id == id {
-            continue;
-        }
-        if let Some(theirs) = r.value.get("plugins").and_then(Value::as_object)
-            && let Some(name) = mine.keys().find(|k| theirs.contains_key(*k))
-        {
-            return Err(bad(format!(
-                "plugin '{name}' already exists in global rule with id '{}'",
-                r.id
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The auth keys a consumer or credential body carries: (plugin, key).
-fn auth_keys(plugins: &dyn PluginChecker, value: &Value) -> Vec<(String, String)> {
-    value
-        .get("plugins")
-        .and_then(Value::as_object)
-        .map(|p| {
-            p.iter()
-                .filter_map(|(k, conf)| Some((k.clone(), plugins.consumer_key(k, conf)?)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// An auth key belongs to one consumer: refused when another consumer, or a credential of
-/// another consumer (or another credential, for a credential), already has it.
-async fn duplicate_key(
-    state: &AdminState,
-    kind: Kind,
-    id: &str,
-    value: &Value,
-) -> Result<(), ApiError> {
-    let mine = auth_keys(state.plugins.as_ref(), value);
-    if mine.is_empty() {
-        return Ok(());
-    }
-    let owner = match kind {
-        Kind::Credentials => id.split_once('/').map_or(id, |(u, _)| u),
-        _ => id,
-    };
-    let taken = |theirs: Vec<(String, String)>| mine.iter().find(|m| theirs.contains(m)).cloned();
-    for c in state.store.list(Kind::Consumers).await? {
-        if c.id == owner {
-            continue;
-        }
-        if let Some((plugin, _)) = taken(auth_keys(state.plugins.as_ref(), &c.value)) {
-            return Err(bad(format!(
-                "duplicate key of plugin {plugin} found with consumer: {}",
-                c.id
-            )));
-        }
-    }
-    for c in state.store.list(Kind::Credentials).await? {
-        let (user, cid) = c.id.split_once("/credentials/").unwrap_or(("", &c.id));
-        let own = match kind {
-            Kind::Credentials => c.id == id,
-            _ => user == owner,
-        };
-        if own {
-            continue;
-        }
-        if let Some((plugin, _)) = taken(auth_keys(state.plugins.as_ref(), &c.value)) {
-            return Err(bad(format!(
-                "duplicate key of plugin {plugin} found with credential: {cid} of consumer: {user}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// `limit-count` configurations that share a `group` share one counter, so they must be the
-/// same: compared with every other stored resource of that group (APISIX compares with the
-/// first one a worker saw, which refuses updating the group's only member).
-async fn group_conflict(
-    state: &AdminState,
-    kind: Kind,
-    id: &str,
-    value: &Value,
-) -> Result<(), ApiError> {
-    let conf_of = |v: &Value| -> Option<(String, Value)> {
-        let mut c = v.pointer("/plugins/limit-count")?.clone();
-        let group = c.get("group")?.as_str()?.to_string();
-        if let Some(o) = c.as_object_mut() {
-            o.remove("_meta");
-        }
-        Some((group, c))
-    };
-    let Some((group, mine)) = conf_of(value) else {
-        return Ok(());
-    };
-    for k in [
-        Kind::Routes,
-        Kind::Services,
-        Kind::PluginConfigs,
-        Kind::Consumers,
-        Kind::ConsumerGroups,
-        Kind::GlobalRules,
-    ] {
-        for r in state.store.list(k).await? {
-            if k == kind && r.id == id {
-                continue;
-            }
-            if let Some((g, theirs)) = conf_of(&r.value)
-                && g == group
-                && theirs != mine
-            {
-                return Err(bad(
-                    "failed to check the configuration of plugin limit-count err: group conf mismatched",
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Validates and stores a whole resource body as `kind/id`.
 async fn put_value(state: &AdminState, kind: Kind, id: String, value: Value) -> ApiResult {
     writable(state)?;
     no_times(&value)?;
     if kind == Kind::GlobalRules {
-        global_rule_conflict(state, &id, &value).await?;
+        conflicts::global_rule_conflict(state, &id, &value).await?;
     }
-    group_conflict(state, kind, &id, &value).await?;
+    conflicts::group_conflict(state, kind, &id, &value).await?;
     // Consumer and credential writes go one at a time, so the key check is exact.
     let _serial = match kind {
         Kind::Consumers | Kind::Credentials => {
             let guard = state.consumer_writes.lock().await;
-            duplicate_key(state, kind, &id, &value).await?;
+            conflicts::duplicate_key(state, kind, &id, &value).await?;
             Some(guard)
         }
         _ => None,
@@ -393,81 +268,6 @@ fn check_id(kind: Kind, id: &str) -> Result<(), ApiError> {
     }
 }
 
-fn regex(q: &HashMap<String, String>, key: &str) -> Result<Option<regex::Regex>, ApiError> {
-    q.get(key)
-        .map(|p| regex::Regex::new(p).map_err(|e| bad(format!("invalid {key} regex: {e}"))))
-        .transpose()
-}
-
-/// APISIX's list filters (`name`, `label`, `uri`, `filter`) then paging (`page`, `page_size`).
-fn filtered(
-    mut rs: Vec<Record>,
-    q: &HashMap<String, String>,
-) -> Result<(usize, Vec<Record>), ApiError> {
-    let name = regex(q, "name")?;
-    let uri = regex(q, "uri")?;
-    let label = q.get("label");
-    let exact: Vec<(String, String)> = q
-        .get("filter")
-        .map(|f| {
-            url::form_urlencoded::parse(f.as_bytes())
-                .filter(|(k, _)| k == "service_id" || k == "upstream_id")
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
-    rs.retain(|r| {
-        let v = &r.value;
-        if let Some(re) = &name
-            && !v
-                .get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|n| re.is_match(n))
-        {
-            return false;
-        }
-        if let Some(l) = label
-            && !v
-                .get("labels")
-                .and_then(Value::as_object)
-                .is_some_and(|m| !l.is_empty() && m.contains_key(l))
-        {
-            return false;
-        }
-        if let Some(re) = &uri {
-            let mut all = v
-                .get("uris")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            all.extend(v.get("uri").cloned());
-            if !all.iter().filter_map(Value::as_str).any(|u| re.is_match(u)) {
-                return false;
-            }
-        }
-        exact
-            .iter()
-            .all(|(k, want)| v.get(k).and_then(id_string).as_deref() == Some(want.as_str()))
-    });
-    let total = rs.len();
-    let num = |k: &str| q.get(k).and_then(|s| s.parse::<i64>().ok());
-    if let (Some(page), Some(size)) = (q.get("page"), num("page_size")) {
-        if !(10..=500).contains(&size) {
-            return Err(bad("page_size must be between 10 and 500"));
-        }
-        let page = page.parse::<i64>().ok().filter(|p| *p >= 1).unwrap_or(1);
-        rs.sort_by_key(|r| r.create_rev);
-        let start = ((page - 1) * size) as usize;
-        rs = rs.into_iter().skip(start).take(size as usize).collect();
-    }
-    Ok((total, rs))
-}
-
-fn list_answer(total: usize, rs: &[Record]) -> Response {
-    let list: Vec<Value> = rs.iter().map(item).collect();
-    Json(json!({"total": total, "list": list})).into_response()
-}
-
 pub async fn list(state: S, Path(kind): Path<String>, Query(q): Q) -> ApiResult {
     if kind == STREAM_ROUTES {
         return Ok(Json(json!({"total": 0, "list": []})).into_response());
@@ -478,8 +278,8 @@ pub async fn list(state: S, Path(kind): Path<String>, Query(q): Q) -> ApiResult 
         // ADC's placeholders (no nodes) are fetchable by id but not listed.
         rs.retain(|r| !UpstreamConf::is_placeholder(&r.value));
     }
-    let (total, rs) = filtered(rs, &q)?;
-    Ok(list_answer(total, &rs))
+    let (total, rs) = lists::filtered(rs, &q)?;
+    Ok(lists::list_answer(total, &rs))
 }
 
 pub async fn get_one(state: S, Path((kind, id)): Path<(String, String)>) -> ApiResult {
@@ -639,7 +439,7 @@ pub async fn patch(state: S, Path((kind, id)): Path<(String, String)>, body: Bod
         return Err(bad("invalid configuration: a PATCH body must be an object"));
     }
     if kind == Kind::GlobalRules {
-        global_rule_conflict(&state, &id, &p).await?;
+        conflicts::global_rule_conflict(&state, &id, &p).await?;
     }
     patch_with(&state, kind, id, move |v| {
         merge(v, p);
@@ -709,7 +509,7 @@ async fn credentials(
                 let prefix = Kind::credential_id(user, "");
                 let mut rs = state.store.list(Kind::Credentials).await?;
                 rs.retain(|r| r.id.starts_with(&prefix));
-                Ok(list_answer(rs.len(), &rs))
+                Ok(lists::list_answer(rs.len(), &rs))
             }
             Method::PUT => {
                 let value = body_of(body).await?;
@@ -806,56 +606,5 @@ mod tests {
         let b = new_id();
         assert!(b > a);
         assert_eq!(a.len(), 20);
-    }
-
-    fn rec(id: &str, v: Value, rev: u64) -> Record {
-        Record {
-            kind: Kind::Routes,
-            id: id.into(),
-            value: v,
-            create_rev: rev,
-            mod_rev: rev,
-        }
-    }
-
-    #[test]
-    fn filters_and_paging() {
-        let rs: Vec<Record> = (1..=25)
-            .map(|i| {
-                rec(
-                    &i.to_string(),
-                    json!({"uri": format!("/r{i}"), "name": format!("n{i}"), "labels": {"k": "v"}, "service_id": if i % 2 == 0 { "s" } else { "t" }}),
-                    i,
-                )
-            })
-            .chain([rec("x", json!({"uris": ["/x"]}), 30)])
-            .collect();
-        let q = |p: &[(&str, &str)]| {
-            p.iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect()
-        };
-        let (t, l) = filtered(rs.clone(), &q(&[("name", "^n1")])).unwrap();
-        assert_eq!(
-            (t, l.len()),
-            (11, 11),
-            "n1, n10..n19; the unnamed item does not match"
-        );
-        assert_eq!(filtered(rs.clone(), &q(&[("label", "k")])).unwrap().0, 25);
-        assert_eq!(filtered(rs.clone(), &q(&[("label", "")])).unwrap().0, 0);
-        assert_eq!(filtered(rs.clone(), &q(&[("uri", "^/x$")])).unwrap().0, 1);
-        assert_eq!(
-            filtered(rs.clone(), &q(&[("filter", "service_id=s")]))
-                .unwrap()
-                .0,
-            12
-        );
-        let (t, l) = filtered(rs.clone(), &q(&[("page", "3"), ("page_size", "10")])).unwrap();
-        assert_eq!((t, l.len()), (26, 6));
-        let (_, l) = filtered(rs.clone(), &q(&[("page", "-1"), ("page_size", "10")])).unwrap();
-        assert_eq!(l[0].id, "1");
-        let (t, l) = filtered(rs.clone(), &q(&[("page", "9"), ("page_size", "10")])).unwrap();
-        assert_eq!((t, l.len()), (26, 0));
-        assert!(filtered(rs, &q(&[("page", "1"), ("page_size", "2")])).is_err());
     }
 }

@@ -2,7 +2,9 @@
 //! [`Store`], with `X-API-KEY` checked in constant time and every write validated first.
 
 mod configs;
+mod conflicts;
 mod handlers;
+mod lists;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
