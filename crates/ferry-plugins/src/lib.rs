@@ -23,15 +23,11 @@ use transport::Transport;
 pub fn builtin(transport: Arc<Transport>, directory: Directory) -> Registry {
     let mut r = Registry::default();
     r.add(Arc::new(key_auth::Factory { directory }));
-    let counters = Arc::new(limit::LocalCounters::default());
+    let limits = Arc::new(limit::Limits::default());
     r.add(Arc::new(limit::count::Factory {
-        counters: counters.clone(),
-        redis: Default::default(),
+        limits: limits.clone(),
     }));
-    r.add(Arc::new(limit::tokens::Factory {
-        counters,
-        redis: Default::default(),
-    }));
+    r.add(Arc::new(limit::tokens::Factory { limits }));
     r.add(Arc::new(request_id::Factory));
     r.add(Arc::new(loggers::HttpFactory::new(transport.clone())));
     r.add(Arc::new(ai_proxy::Factory { transport }));

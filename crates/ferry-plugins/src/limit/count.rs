@@ -4,7 +4,7 @@
 //! counter is scoped by the configuration's owner (route, service, consumer) and content, or
 //! by `group`.
 
-use super::{LocalCounters, RedisConf, RedisPool, Store, Window, digest, reset_secs};
+use super::{Limits, RedisConf, Store, Window, digest, owner_key, reset_secs};
 use ferry_config::{Val, Var, VarSource};
 use ferry_core::body::full;
 use ferry_core::ctx::{Ctx, RouteInfo};
@@ -311,8 +311,7 @@ impl KeySpec {
 /// Builds `limit-count` instances; local counters and Redis connections are shared.
 #[derive(Default)]
 pub struct Factory {
-    pub counters: Arc<LocalCounters>,
-    pub redis: RedisPool,
+    pub limits: Arc<Limits>,
 }
 
 impl PluginFactory for Factory {
@@ -371,16 +370,11 @@ impl PluginFactory for Factory {
         let prefix = match &c.group {
             Some(g) => format!("group:{g}"),
             None => {
-                let owner = owner
-                    .map(String::from)
-                    .unwrap_or_else(|| format!("/apisix/routes/{}", route.id));
+                let owner = owner_key(owner, route);
                 format!("{owner}:{}", digest(&normalized))
             }
         };
-        let store = match &checked.redis {
-            None => Store::Local(self.counters.clone()),
-            Some(r) => Store::Redis(self.redis.get(r)?, Duration::from_millis(r.redis_timeout)),
-        };
+        let store = self.limits.store(checked.redis.as_ref())?;
         Ok(Arc::new(LimitCount {
             count: checked.count,
             window: checked.window,

@@ -14,6 +14,31 @@ pub use redis_store::{RedisConf, RedisPool};
 use serde_json::Value;
 use std::time::Duration;
 
+/// The counters and Redis connections every limiting plugin shares (so one Redis setting is
+/// one connection, whichever plugin uses it).
+#[derive(Default)]
+pub struct Limits {
+    counters: std::sync::Arc<LocalCounters>,
+    redis: RedisPool,
+}
+
+impl Limits {
+    /// Where a configuration's counters live: here, or the Redis it names.
+    pub fn store(&self, redis: Option<&RedisConf>) -> Result<Store, String> {
+        Ok(match redis {
+            None => Store::Local(self.counters.clone()),
+            Some(r) => Store::Redis(self.redis.get(r)?, Duration::from_millis(r.redis_timeout)),
+        })
+    }
+}
+
+/// The resource a configuration came from; a route's own when the compiler did not say.
+pub fn owner_key(owner: Option<&str>, route: &ferry_core::ctx::RouteInfo) -> String {
+    owner
+        .map(String::from)
+        .unwrap_or_else(|| format!("/apisix/routes/{}", route.id))
+}
+
 /// Where counters live.
 #[derive(Clone)]
 pub enum Store {

@@ -5,7 +5,7 @@
 //! ends. `X-AI-RateLimit-{Limit,Remaining,Reset}-<instance>` headers; local or Redis counters.
 
 use super::count::{RedisFields, policy, positive, rejected, rejection};
-use super::{LocalCounters, RedisPool, Store, Window, digest, reset_secs};
+use super::{Limits, Store, Window, digest, owner_key, reset_secs};
 use ferry_core::ctx::{Ctx, RouteInfo};
 use ferry_core::plugin::{Flow, Phase, Plugin, PluginFactory, parse_conf};
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -170,8 +170,7 @@ impl Conf {
 /// Builds `ai-rate-limiting` instances; counters and Redis connections are shared.
 #[derive(Default)]
 pub struct Factory {
-    pub counters: Arc<LocalCounters>,
-    pub redis: RedisPool,
+    pub limits: Arc<Limits>,
 }
 
 impl PluginFactory for Factory {
@@ -221,13 +220,8 @@ impl PluginFactory for Factory {
         let c: Conf = parse_conf(conf)?;
         let checked = c.validate()?;
         let normalized = serde_json::to_value(&c).map_err(|e| e.to_string())?;
-        let owner = owner
-            .map(String::from)
-            .unwrap_or_else(|| format!("/apisix/routes/{}", route.id));
-        let store = match &checked.redis {
-            None => Store::Local(self.counters.clone()),
-            Some(r) => Store::Redis(self.redis.get(r)?, Duration::from_millis(r.redis_timeout)),
-        };
+        let owner = owner_key(owner, route);
+        let store = self.limits.store(checked.redis.as_ref())?;
         Ok(Arc::new(AiRateLimiting {
             prefix: format!("ai-rate-limiting:{owner}:{}", digest(&normalized)),
             default: checked.default,
