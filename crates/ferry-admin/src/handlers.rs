@@ -14,7 +14,6 @@ use ferry_config::{Kind, PluginChecker};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 type S = State<Arc<AdminState>>;
 type Q = Query<HashMap<String, String>>;
@@ -47,6 +46,7 @@ impl From<StoreError> for ApiError {
                 StatusCode::BAD_REQUEST
             }
             StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("admin store error: {e}");
@@ -111,9 +111,9 @@ fn public(kind: Kind, v: &Value) -> Value {
     v.clone()
 }
 
-pub(crate) fn item(r: &Record) -> Value {
+pub(crate) fn item(prefix: &str, r: &Record) -> Value {
     json!({
-        "key": r.kind.key(&r.id),
+        "key": r.kind.key_in(prefix, &r.id),
         "value": public(r.kind, &r.value),
         "createdIndex": r.create_rev,
         "modifiedIndex": r.mod_rev,
@@ -195,8 +195,9 @@ fn check(
 }
 
 /// The store write of a whole body for `kind/id`.
-fn checked(kind: Kind, id: String, mut value: Value, plugins: Arc<dyn PluginChecker>) -> WriteFn {
+fn checked(kind: Kind, id: String, value: Value, plugins: Arc<dyn PluginChecker>) -> WriteFn {
     Box::new(move |_old| {
+        let mut value = value.clone();
         with_id(kind, &id, &mut value);
         let refs = check(kind, &id, &value, plugins.as_ref())?;
         Ok((value, refs))
@@ -219,7 +220,7 @@ async fn write(state: &AdminState, kind: Kind, id: String, f: WriteFn) -> ApiRes
     let r = &out.record;
     Ok((
         status,
-        Json(json!({"key": kind.key(&r.id), "value": public(kind, &r.value)})),
+        Json(json!({"key": kind.key_in(state.store.prefix(), &r.id), "value": public(kind, &r.value)})),
     )
         .into_response())
 }
@@ -279,7 +280,7 @@ pub async fn list(state: S, Path(kind): Path<String>, Query(q): Q) -> ApiResult 
         rs.retain(|r| !UpstreamConf::is_placeholder(&r.value));
     }
     let (total, rs) = lists::filtered(rs, &q)?;
-    Ok(lists::list_answer(total, &rs))
+    Ok(lists::list_answer(state.store.prefix(), total, &rs))
 }
 
 pub async fn get_one(state: S, Path((kind, id)): Path<(String, String)>) -> ApiResult {
@@ -292,7 +293,7 @@ pub async fn get_one(state: S, Path((kind, id)): Path<(String, String)>) -> ApiR
         .get(kind, &id)
         .await?
         .ok_or(StoreError::NotFound)?;
-    Ok(Json(item(&r)).into_response())
+    Ok(Json(item(state.store.prefix(), &r)).into_response())
 }
 
 /// `PUT /apisix/admin/<kind>` with the id (a consumer's `username`) in the body.
@@ -346,22 +347,6 @@ pub async fn put_id(state: S, Path((kind, id)): Path<(String, String)>, body: Bo
     put_value(&state, kind, id, value).await
 }
 
-/// A new id for POST: 20 zero-padded digits, increasing.
-fn new_id() -> String {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    let mut prev = LAST.load(Ordering::Relaxed);
-    loop {
-        let next = now.max(prev + 1);
-        match LAST.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return format!("{next:020}"),
-            Err(p) => prev = p,
-        }
-    }
-}
-
 pub async fn post(state: S, Path(kind): Path<String>, body: Body) -> ApiResult {
     let kind = kind_of(&kind)?;
     if !kind.allows_post() {
@@ -371,7 +356,8 @@ pub async fn post(state: S, Path(kind): Path<String>, body: Body) -> ApiResult {
     if value.get("id").is_some() {
         return Err(bad(format!("wrong {} id, do not need it", kind.noun())));
     }
-    put_value(&state, kind, new_id(), value).await
+    let id = state.store.post_id().await?;
+    put_value(&state, kind, id, value).await
 }
 
 pub async fn post_id(_state: S, Path((kind, _id)): Path<(String, String)>) -> ApiResult {
@@ -401,9 +387,10 @@ fn merge(target: &mut Value, patch: Value) {
 fn patched(
     kind: Kind,
     id: String,
-    apply: impl FnOnce(&mut Value) -> Result<(), String> + Send + 'static,
+    apply: impl FnMut(&mut Value) -> Result<(), String> + Send + 'static,
     plugins: Arc<dyn PluginChecker>,
 ) -> WriteFn {
+    let mut apply = apply;
     Box::new(move |old| {
         let mut value = old.cloned().ok_or(StoreError::NotFound)?;
         apply(&mut value).map_err(StoreError::Rejected)?;
@@ -419,7 +406,7 @@ async fn patch_with(
     state: &AdminState,
     kind: Kind,
     id: String,
-    apply: impl FnOnce(&mut Value) -> Result<(), String> + Send + 'static,
+    apply: impl FnMut(&mut Value) -> Result<(), String> + Send + 'static,
 ) -> ApiResult {
     writable(state)?;
     if !kind.allows_patch() {
@@ -442,7 +429,7 @@ pub async fn patch(state: S, Path((kind, id)): Path<(String, String)>, body: Bod
         conflicts::global_rule_conflict(&state, &id, &p).await?;
     }
     patch_with(&state, kind, id, move |v| {
-        merge(v, p);
+        merge(v, p.clone());
         Ok(())
     })
     .await
@@ -480,7 +467,7 @@ pub async fn sub_path(
                 .as_object_mut()
                 .ok_or_else(|| format!("invalid sub-path: /{}", segs[..i].join("/")))?;
             if i + 1 == segs.len() {
-                obj.insert(s.clone(), p);
+                obj.insert(s.clone(), p.clone());
                 return Ok(());
             }
             cur = obj
@@ -509,7 +496,7 @@ async fn credentials(
                 let prefix = Kind::credential_id(user, "");
                 let mut rs = state.store.list(Kind::Credentials).await?;
                 rs.retain(|r| r.id.starts_with(&prefix));
-                Ok(lists::list_answer(rs.len(), &rs))
+                Ok(lists::list_answer(state.store.prefix(), rs.len(), &rs))
             }
             Method::PUT => {
                 let value = body_of(body).await?;
@@ -537,7 +524,7 @@ async fn credentials(
                 .get(Kind::Credentials, &id)
                 .await?
                 .ok_or(StoreError::NotFound)?;
-            Ok(Json(item(&r)).into_response())
+            Ok(Json(item(state.store.prefix(), &r)).into_response())
         }
         Method::PUT => {
             let value = body_of(body).await?;
@@ -552,7 +539,10 @@ async fn credentials(
             writable(state)?;
             let (r, rev) = state.store.delete(Kind::Credentials, &id, false).await?;
             wait_applied(state, rev).await;
-            Ok(Json(json!({"deleted": "1", "key": Kind::Credentials.key(&r.id)})).into_response())
+            Ok(Json(
+                json!({"deleted": "1", "key": Kind::Credentials.key_in(state.store.prefix(), &r.id)}),
+            )
+            .into_response())
         }
         m => Err(not_supported(&m, Kind::Credentials)),
     }
@@ -564,7 +554,7 @@ pub async fn delete(state: S, Path((kind, id)): Path<(String, String)>, Query(q)
     let force = q.get("force").is_some_and(|f| f == "true");
     let (r, rev) = state.store.delete(kind, &id, force).await?;
     wait_applied(&state, rev).await;
-    Ok(Json(json!({"deleted": "1", "key": kind.key(&r.id)})).into_response())
+    Ok(Json(json!({"deleted": "1", "key": kind.key_in(state.store.prefix(), &r.id)})).into_response())
 }
 
 pub async fn missing_id(method: Method, Path(kind): Path<String>) -> ApiResult {
@@ -602,8 +592,8 @@ mod tests {
 
     #[test]
     fn ids_increase() {
-        let a = new_id();
-        let b = new_id();
+        let a = ferry_config::store::local_post_id();
+        let b = ferry_config::store::local_post_id();
         assert!(b > a);
         assert_eq!(a.len(), 20);
     }

@@ -79,8 +79,8 @@ pub(crate) fn filtered(
     Ok((total, rs))
 }
 
-pub(crate) fn list_answer(total: usize, rs: &[Record]) -> Response {
-    let list: Vec<Value> = rs.iter().map(item).collect();
+pub(crate) fn list_answer(prefix: &str, total: usize, rs: &[Record]) -> Response {
+    let list: Vec<Value> = rs.iter().map(|r| item(prefix, r)).collect();
     Json(json!({"total": total, "list": list})).into_response()
 }
 

@@ -1,6 +1,7 @@
 //! `conf/config.yaml` in APISIX's shape: the keys Ferry uses, `${{VAR}}` environment references,
 //! and a list of APISIX keys that Ferry ignores (reported once, never an error).
 
+use crate::cluster::{DataEncryption, EtcdConf, RawDataEncryption, RawEtcd, Role};
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -65,6 +66,12 @@ pub struct AppConfig {
     /// `deployment.admin.allow_admin`: CIDRs allowed to reach the Admin API (empty: all).
     pub allow_admin: Vec<ipnet::IpNet>,
     pub config_provider: ConfigProvider,
+    /// `deployment.role`.
+    pub role: Role,
+    /// `deployment.etcd` (used when `config_provider` is etcd).
+    pub etcd: EtcdConf,
+    /// `apisix.data_encryption` (applies to values stored in etcd).
+    pub data_encryption: DataEncryption,
     pub access_log: AccessLogConf,
     /// Request-body limit for the data plane, bytes (0: unlimited).
     pub client_max_body_size: u64,
@@ -95,6 +102,9 @@ impl Default for AppConfig {
             admin_keys: Vec::new(),
             allow_admin: Vec::new(),
             config_provider: ConfigProvider::Embedded,
+            role: Role::Traditional,
+            etcd: EtcdConf::default(),
+            data_encryption: DataEncryption::default(),
             access_log: AccessLogConf {
                 enabled: true,
                 path: PathBuf::from("logs/access.log"),
@@ -136,6 +146,7 @@ struct RawApisix {
     node_listen: Option<NodeListen>,
     enable_admin: Option<bool>,
     ssl: Option<RawSsl>,
+    data_encryption: Option<RawDataEncryption>,
 }
 
 #[derive(Deserialize, Default)]
@@ -241,6 +252,8 @@ struct RawDeployment {
     role: Option<String>,
     role_traditional: Option<RawRoleTraditional>,
     role_data_plane: Option<RawRoleTraditional>,
+    role_control_plane: Option<RawRoleTraditional>,
+    etcd: Option<RawEtcd>,
     #[serde(default)]
     admin: RawAdmin,
 }
@@ -372,28 +385,55 @@ impl AppConfig {
         if let Some(e) = raw.apisix.enable_admin {
             self.admin_enabled = e;
         }
-        if let Some(rt) = raw.deployment.role_traditional
-            && let Some(p) = rt.config_provider
-        {
-            self.config_provider = match p.as_str() {
-                "embedded" => ConfigProvider::Embedded,
-                "etcd" => ConfigProvider::Etcd,
-                "yaml" => ConfigProvider::Yaml,
-                other => {
-                    return Err(ConfigError(format!(
-                        "deployment.role_traditional.config_provider: unknown provider \"{other}\" (expected embedded, etcd or yaml)"
-                    )));
-                }
-            };
+        if let Some(d) = raw.apisix.data_encryption {
+            self.data_encryption = d.resolve()?;
         }
+        let has_etcd = raw.deployment.etcd.is_some();
+        if let Some(e) = raw.deployment.etcd {
+            self.etcd = e.resolve(std::env::var("APISIX_DEPLOYMENT_ETCD_HOST").ok())?;
+        } else if let Ok(env) = std::env::var("APISIX_DEPLOYMENT_ETCD_HOST") {
+            self.etcd = RawEtcd::default().resolve(Some(env))?;
+        }
+        let provider = |section: Option<RawRoleTraditional>, key: &str| -> Result<Option<String>, ConfigError> {
+            match section {
+                Some(s) => Ok(s.config_provider),
+                None => Err(ConfigError(format!(
+                    "invalid deployment {key} configuration: property \"role_{key}\" is required"
+                ))),
+            }
+        };
         match raw.deployment.role.as_deref() {
-            None | Some("traditional") => {}
-            Some("data_plane") => {
-                let p = raw
-                    .deployment
-                    .role_data_plane
-                    .and_then(|r| r.config_provider);
+            None | Some("traditional") => {
+                self.role = Role::Traditional;
+                let p = raw.deployment.role_traditional.and_then(|r| r.config_provider);
                 self.config_provider = match p.as_deref() {
+                    Some("embedded") => ConfigProvider::Embedded,
+                    Some("etcd") => ConfigProvider::Etcd,
+                    Some("yaml") => ConfigProvider::Yaml,
+                    None if has_etcd => ConfigProvider::Etcd,
+                    None => ConfigProvider::Embedded,
+                    Some(other) => {
+                        return Err(ConfigError(format!(
+                            "deployment.role_traditional.config_provider: unknown provider \"{other}\" (expected embedded, etcd or yaml)"
+                        )));
+                    }
+                };
+            }
+            Some("control_plane") => {
+                self.role = Role::ControlPlane;
+                self.config_provider = match provider(raw.deployment.role_control_plane, "control_plane")?.as_deref() {
+                    Some("etcd") | None => ConfigProvider::Etcd,
+                    Some(other) => {
+                        return Err(ConfigError(format!(
+                            "deployment.role_control_plane.config_provider: \"{other}\" is not supported (a control plane needs etcd)"
+                        )));
+                    }
+                };
+                self.admin_enabled = true;
+            }
+            Some("data_plane") => {
+                self.role = Role::DataPlane;
+                self.config_provider = match provider(raw.deployment.role_data_plane, "data_plane")?.as_deref() {
                     Some("yaml") => ConfigProvider::File { json: false },
                     Some("json") => ConfigProvider::File { json: true },
                     Some("etcd") | None => ConfigProvider::Etcd,
@@ -403,10 +443,14 @@ impl AppConfig {
                         )));
                     }
                 };
+                if self.config_provider == ConfigProvider::Etcd {
+                    // A data plane never opens the Admin API, whatever the file says.
+                    self.admin_enabled = false;
+                }
             }
             Some(other) => {
                 return Err(ConfigError(format!(
-                    "deployment.role: \"{other}\" is not supported by Ferry (expected traditional or data_plane)"
+                    "deployment.role: unknown role \"{other}\" (expected traditional, control_plane or data_plane)"
                 )));
             }
         }

@@ -2,6 +2,7 @@
 //! expressions, and the stores that hold resources. Everything here except the stores is pure.
 
 pub mod app;
+pub mod cluster;
 pub mod document;
 pub mod expr;
 pub mod resource;

@@ -61,9 +61,14 @@ impl Kind {
 
     /// APISIX's etcd-style key, e.g. `/apisix/routes/1`.
     pub fn key(self, id: &str) -> String {
+        self.key_in("/apisix", id)
+    }
+
+    /// The key under another prefix, e.g. `/gw/routes/1`.
+    pub fn key_in(self, prefix: &str, id: &str) -> String {
         match self {
-            Kind::Credentials => format!("/apisix/consumers/{id}"),
-            _ => format!("/apisix/{}/{}", self.as_str(), id),
+            Kind::Credentials => format!("{prefix}/consumers/{id}"),
+            _ => format!("{prefix}/{}/{}", self.as_str(), id),
         }
     }
 

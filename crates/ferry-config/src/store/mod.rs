@@ -54,6 +54,9 @@ pub enum StoreError {
     Rejected(String),
     #[error("store error: {0}")]
     Backend(String),
+    /// The shared store (etcd) cannot be reached; nothing was written.
+    #[error("etcd unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// APISIX says "this service directly" and "this upstream".
@@ -66,8 +69,42 @@ fn in_use_noun(k: Kind) -> &'static str {
 
 /// Computes the new value of a resource from its current one (`None` when absent), and the
 /// resources it references. Runs inside the store's write transaction, so read-modify-write
-/// (PATCH) is atomic.
-pub type WriteFn = Box<dyn FnOnce(Option<&Value>) -> Result<(Value, Vec<Ref>), StoreError> + Send>;
+/// (PATCH) is atomic; a store that commits optimistically (etcd) calls it again on the newer
+/// value when another writer got there first.
+pub type WriteFn =
+    Box<dyn FnMut(Option<&Value>) -> Result<(Value, Vec<Ref>), StoreError> + Send>;
+
+/// The references that keep a resource alive: (referencing kind, JSON field).
+pub fn referrers(kind: Kind) -> &'static [(Kind, &'static str)] {
+    match kind {
+        Kind::Upstreams => &[
+            (Kind::Routes, "upstream_id"),
+            (Kind::Services, "upstream_id"),
+        ],
+        Kind::Services => &[(Kind::Routes, "service_id")],
+        Kind::PluginConfigs => &[(Kind::Routes, "plugin_config_id")],
+        Kind::ConsumerGroups => &[(Kind::Consumers, "group_id")],
+        _ => &[],
+    }
+}
+
+/// A POST id when the store has no counter of its own: 20 zero-padded digits, increasing
+/// (microseconds since the epoch, bumped past the last one handed out).
+pub fn local_post_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return format!("{next:020}"),
+            Err(p) => prev = p,
+        }
+    }
+}
 
 /// What a write did.
 #[derive(Debug, Clone)]
@@ -79,6 +116,14 @@ pub struct WriteOutcome {
 /// A configuration store. Writes are durable before they return.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
+    /// The key prefix shown in Admin answers (`/apisix/routes/1`).
+    fn prefix(&self) -> &str {
+        "/apisix"
+    }
+    /// A fresh id for `POST`: 20 digits, unique among every writer of this store.
+    async fn post_id(&self) -> Result<String, StoreError> {
+        Ok(local_post_id())
+    }
     async fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>, StoreError>;
     async fn list(&self, kind: Kind) -> Result<Vec<Record>, StoreError>;
     /// Creates or replaces `kind/id` with what `f` returns; stamps times and revisions.

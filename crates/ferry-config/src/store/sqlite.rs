@@ -4,7 +4,7 @@
 //! is locked (`ferry.lock`) while a store has it open, since another process's data plane would
 //! never see this one's writes.
 
-use super::{Change, ChangeLog, Record, Store, StoreError, StoreSnapshot, WriteFn, WriteOutcome};
+use super::{Change, ChangeLog, referrers, Record, Store, StoreError, StoreSnapshot, WriteFn, WriteOutcome};
 use crate::resource::Kind;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
@@ -47,20 +47,6 @@ fn now_secs() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// The references that keep a resource alive: (referencing kind, JSON field).
-fn referrers(kind: Kind) -> &'static [(Kind, &'static str)] {
-    match kind {
-        Kind::Upstreams => &[
-            (Kind::Routes, "upstream_id"),
-            (Kind::Services, "upstream_id"),
-        ],
-        Kind::Services => &[(Kind::Routes, "service_id")],
-        Kind::PluginConfigs => &[(Kind::Routes, "plugin_config_id")],
-        Kind::ConsumerGroups => &[(Kind::Consumers, "group_id")],
-        _ => &[],
-    }
 }
 
 impl SqliteStore {
@@ -254,7 +240,7 @@ impl Store for SqliteStore {
         self.with_conn(move |c| list_rows(c, kind)).await
     }
 
-    async fn write(&self, kind: Kind, id: &str, f: WriteFn) -> Result<WriteOutcome, StoreError> {
+    async fn write(&self, kind: Kind, id: &str, mut f: WriteFn) -> Result<WriteOutcome, StoreError> {
         let id = id.to_string();
         let log = self.log.clone();
         let out = self
@@ -457,7 +443,7 @@ mod tests {
     use serde_json::json;
 
     fn put(v: Value) -> WriteFn {
-        Box::new(move |_| Ok((v, vec![])))
+        Box::new(move |_| Ok((v.clone(), vec![])))
     }
 
     #[tokio::test]

@@ -1,0 +1,4 @@
+//! Cluster mode: the configuration store on etcd, in APISIX's key layout and value format, with
+//! a watched in-memory mirror that the data plane reads without ever waiting on etcd.
+
+pub mod crypt;
