@@ -2,3 +2,9 @@
 //! a watched in-memory mirror that the data plane reads without ever waiting on etcd.
 
 pub mod crypt;
+pub mod layout;
+pub mod mirror;
+mod store;
+mod sync;
+
+pub use store::{EtcdStore, Options};

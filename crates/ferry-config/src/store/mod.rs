@@ -88,6 +88,25 @@ pub fn referrers(kind: Kind) -> &'static [(Kind, &'static str)] {
     }
 }
 
+/// Unix seconds now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Sets `create_time` (kept from `old`, or now) and `update_time` (now).
+pub fn stamp(value: &mut Value, old: Option<&Record>, now: i64) {
+    let create_time = old
+        .and_then(|o| o.value.get("create_time").cloned())
+        .unwrap_or(Value::from(now));
+    if let Some(obj) = value.as_object_mut() {
+        obj.entry("create_time").or_insert(create_time);
+        obj.insert("update_time".into(), Value::from(now));
+    }
+}
+
 /// A POST id when the store has no counter of its own: 20 zero-padded digits, increasing
 /// (microseconds since the epoch, bumped past the last one handed out).
 pub fn local_post_id() -> String {

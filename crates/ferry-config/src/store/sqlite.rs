@@ -4,13 +4,12 @@
 //! is locked (`ferry.lock`) while a store has it open, since another process's data plane would
 //! never see this one's writes.
 
-use super::{Change, ChangeLog, referrers, Record, Store, StoreError, StoreSnapshot, WriteFn, WriteOutcome};
+use super::{Change, ChangeLog, now_secs, referrers, stamp, Record, Store, StoreError, StoreSnapshot, WriteFn, WriteOutcome};
 use crate::resource::Kind;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// SQLite-backed [`Store`].
@@ -40,13 +39,6 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl SqliteStore {
@@ -105,17 +97,6 @@ impl SqliteStore {
         })
         .await
         .map_err(backend)?
-    }
-}
-
-/// Sets `create_time` (kept from `old`, or now) and `update_time` (now).
-fn stamp(value: &mut Value, old: Option<&Record>, now: i64) {
-    let create_time = old
-        .and_then(|o| o.value.get("create_time").cloned())
-        .unwrap_or(Value::from(now));
-    if let Some(obj) = value.as_object_mut() {
-        obj.entry("create_time").or_insert(create_time);
-        obj.insert("update_time".into(), Value::from(now));
     }
 }
 
