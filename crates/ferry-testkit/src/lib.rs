@@ -4,6 +4,7 @@
 //! plane and the Admin API. Everything it starts is stopped by PID when dropped.
 
 pub mod echo;
+pub mod etcd;
 pub mod mock;
 pub mod redis;
 pub mod tansu;
@@ -62,6 +63,16 @@ pub struct Ferry {
     pub key: String,
     /// Everything the process wrote to stderr so far.
     pub stderr: Arc<Mutex<String>>,
+    /// The ports it is expected to open.
+    pub ports: Ports,
+}
+
+/// Which ports a node opens (a control plane has no data port, a data plane no Admin API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ports {
+    Both,
+    Data,
+    Admin,
 }
 
 /// The admin key the test configs use.
@@ -71,6 +82,12 @@ impl Ferry {
     /// Writes `dir/config.yaml` (ports, data dir, admin key, access log, then `extra` YAML
     /// appended under the top level) and starts `ferry serve` in `dir`.
     pub fn start(bin: &str, dir: &Path, extra: &str) -> Ferry {
+        Ferry::start_node(bin, dir, "", extra, Ports::Both)
+    }
+
+    /// Like [`Ferry::start`], with `deployment` lines (indented two spaces, e.g. a role and an
+    /// `etcd` section) and the ports this node is expected to open.
+    pub fn start_node(bin: &str, dir: &Path, deployment: &str, extra: &str, ports: Ports) -> Ferry {
         // A port picked free can be taken by a parallel test before Ferry binds it: retry.
         for attempt in 0.. {
             let port = free_port();
@@ -82,11 +99,13 @@ impl Ferry {
                  deployment:\n  admin:\n    admin_key:\n      - name: admin\n        key: {TEST_KEY}\n        role: admin\n\
                  \x20     - name: viewer\n        key: viewer-key\n        role: viewer\n\
                  \x20   admin_listen:\n      ip: 127.0.0.1\n      port: {admin_port}\n\
+                 {deployment}\
                  ferry:\n  data_dir: {}\n  drain_timeout_ms: 3000\n{extra}",
                 dir.join("data").display()
             );
             std::fs::write(dir.join("config.yaml"), cfg).expect("write config");
             let mut f = Self::launch(bin, dir, port, admin_port, TEST_KEY.to_string());
+            f.ports = ports;
             match f.wait_listening() {
                 Ok(()) => {
                     f.metrics_port = Some(metrics_port);
@@ -105,6 +124,14 @@ impl Ferry {
         if let Err(e) = f.wait_listening() {
             panic!("ferry did not start: {e}");
         }
+        f
+    }
+
+    /// Starts `ferry serve` with a config already written, without waiting for its ports
+    /// (a node that waits for etcd keeps them closed).
+    pub fn spawn_unchecked(bin: &str, dir: &Path, port: u16) -> Ferry {
+        let mut f = Self::launch(bin, dir, port, 0, TEST_KEY.to_string());
+        f.ports = Ports::Data;
         f
     }
 
@@ -138,15 +165,17 @@ impl Ferry {
             dir: dir.to_path_buf(),
             key,
             stderr,
+            ports: Ports::Both,
         }
     }
 
-    /// Waits until both ports accept; the stderr text when the process exits or 10 s pass.
-    fn wait_listening(&mut self) -> Result<(), String> {
+    /// Waits until its ports accept; the stderr text when the process exits or 10 s pass.
+    pub fn wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
+        let accepts = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
+            if (self.ports == Ports::Admin || accepts(self.port))
+                && (self.ports == Ports::Data || accepts(self.admin_port))
             {
                 return Ok(());
             }

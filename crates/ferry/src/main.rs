@@ -12,6 +12,8 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use clap::{Parser, Subcommand};
 use ferry_admin::{AdminState, ConfigSource};
 use ferry_config::app::{AppConfig, ConfigProvider};
+use ferry_config::cluster::Role;
+use ferry_etcd::{EtcdStore, Options as EtcdOptions};
 use ferry_config::store::{SqliteStore, Store};
 use ferry_core::line_file;
 use ferry_gateway::access_log::{AccessLog, Template};
@@ -104,11 +106,6 @@ fn main() -> ExitCode {
 /// Everything `validate` and `serve` check before starting.
 fn check(cfg: &AppConfig) -> Vec<String> {
     let mut errs = Vec::new();
-    if cfg.config_provider == ConfigProvider::Etcd {
-        errs.push(
-            "config_provider: \"etcd\" is not available in this Ferry release yet; use \"embedded\" or standalone \"yaml\"".to_string(),
-        );
-    }
     if let Err(e) = Template::compile(&cfg.access_log.format, cfg.access_log.escape) {
         errs.push(format!("nginx_config.http.access_log_format: {e}"));
     }
@@ -138,9 +135,19 @@ fn effective(c: &AppConfig) -> String {
             "deployment.admin.allow_admin",
             list(c.allow_admin.iter().map(|n| n.to_string()).collect()),
         ),
+        ("deployment.role", c.role.as_str().to_string()),
         (
             "deployment.config_provider",
             format!("{:?}", c.config_provider).to_lowercase(),
+        ),
+        (
+            "deployment.etcd.host",
+            list(c.etcd.hosts.clone()),
+        ),
+        ("deployment.etcd.prefix", c.etcd.prefix.clone()),
+        (
+            "deployment.etcd.timeout",
+            c.etcd.timeout.as_secs().to_string(),
         ),
         (
             "nginx_config.http.enable_access_log",
@@ -241,12 +248,6 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
             cfg.ignored_keys.join(", ")
         );
     }
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&cfg.data_dir).map_err(|e| e.to_string())?);
-    if cfg.admin_keys.is_empty() && cfg.admin_enabled {
-        cfg.admin_keys
-            .push(admin_key::load_or_create(&cfg.data_dir)?);
-    }
     // Plugin instances resolve their metric handles when built: the recorder comes first.
     let metrics = metrics::install()?;
     let transport = Arc::new(Transport::new(
@@ -255,6 +256,26 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     )?);
     let directory = ferry_core::consumer::directory();
     let registry = Arc::new(ferry_plugins::builtin(transport.clone(), directory.clone()));
+    let store: Arc<dyn Store> = if cfg.config_provider == ConfigProvider::Etcd {
+        Arc::new(
+            EtcdStore::connect(
+                &cfg.etcd,
+                EtcdOptions {
+                    encryption: &cfg.data_encryption,
+                    trusted_ca: cfg.trusted_ca.as_deref(),
+                    plugins: registry.clone(),
+                    writes: cfg.role != Role::DataPlane,
+                },
+            )
+            .await?,
+        )
+    } else {
+        Arc::new(SqliteStore::open(&cfg.data_dir).map_err(|e| e.to_string())?)
+    };
+    if cfg.admin_keys.is_empty() && cfg.admin_enabled {
+        cfg.admin_keys
+            .push(admin_key::load_or_create(&cfg.data_dir)?);
+    }
     let access_log = if cfg.access_log.enabled {
         Some(AccessLog::start(&cfg.access_log)?)
     } else {
@@ -293,7 +314,13 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     shared.publish(compiler.snapshot());
 
-    let listeners = server::bind(&cfg.node_listen).await?;
+    // A control plane only answers the Admin API.
+    let node_listen = if cfg.role == Role::ControlPlane {
+        Vec::new()
+    } else {
+        cfg.node_listen.clone()
+    };
+    let listeners = server::bind(&node_listen).await?;
     let export_listener = match cfg.prometheus_export {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a)
@@ -360,11 +387,16 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
             stop,
         ));
     }
-    let addrs: Vec<String> = cfg.node_listen.iter().map(|a| a.to_string()).collect();
+    let addrs: Vec<String> = node_listen.iter().map(|a| a.to_string()).collect();
     eprintln!(
-        "ferry {} listening on {} (admin {}), data dir {}, started in {} ms",
+        "ferry {} ({}) listening on {} (admin {}), data dir {}, started in {} ms",
         env!("CARGO_PKG_VERSION"),
-        addrs.join(", "),
+        cfg.role.as_str(),
+        if addrs.is_empty() {
+            "no data-plane port".to_string()
+        } else {
+            addrs.join(", ")
+        },
         if cfg.admin_enabled {
             cfg.admin_listen.to_string()
         } else {
