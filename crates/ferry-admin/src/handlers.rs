@@ -554,7 +554,10 @@ pub async fn delete(state: S, Path((kind, id)): Path<(String, String)>, Query(q)
     let force = q.get("force").is_some_and(|f| f == "true");
     let (r, rev) = state.store.delete(kind, &id, force).await?;
     wait_applied(&state, rev).await;
-    Ok(Json(json!({"deleted": "1", "key": kind.key_in(state.store.prefix(), &r.id)})).into_response())
+    Ok(
+        Json(json!({"deleted": "1", "key": kind.key_in(state.store.prefix(), &r.id)}))
+            .into_response(),
+    )
 }
 
 pub async fn missing_id(method: Method, Path(kind): Path<String>) -> ApiResult {

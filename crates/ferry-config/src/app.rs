@@ -394,7 +394,9 @@ impl AppConfig {
         } else if let Ok(env) = std::env::var("APISIX_DEPLOYMENT_ETCD_HOST") {
             self.etcd = RawEtcd::default().resolve(Some(env))?;
         }
-        let provider = |section: Option<RawRoleTraditional>, key: &str| -> Result<Option<String>, ConfigError> {
+        let provider = |section: Option<RawRoleTraditional>,
+                        key: &str|
+         -> Result<Option<String>, ConfigError> {
             match section {
                 Some(s) => Ok(s.config_provider),
                 None => Err(ConfigError(format!(
@@ -405,7 +407,10 @@ impl AppConfig {
         match raw.deployment.role.as_deref() {
             None | Some("traditional") => {
                 self.role = Role::Traditional;
-                let p = raw.deployment.role_traditional.and_then(|r| r.config_provider);
+                let p = raw
+                    .deployment
+                    .role_traditional
+                    .and_then(|r| r.config_provider);
                 self.config_provider = match p.as_deref() {
                     Some("embedded") => ConfigProvider::Embedded,
                     Some("etcd") => ConfigProvider::Etcd,
@@ -421,7 +426,12 @@ impl AppConfig {
             }
             Some("control_plane") => {
                 self.role = Role::ControlPlane;
-                self.config_provider = match provider(raw.deployment.role_control_plane, "control_plane")?.as_deref() {
+                self.config_provider = match provider(
+                    raw.deployment.role_control_plane,
+                    "control_plane",
+                )?
+                .as_deref()
+                {
                     Some("etcd") | None => ConfigProvider::Etcd,
                     Some(other) => {
                         return Err(ConfigError(format!(
@@ -433,7 +443,9 @@ impl AppConfig {
             }
             Some("data_plane") => {
                 self.role = Role::DataPlane;
-                self.config_provider = match provider(raw.deployment.role_data_plane, "data_plane")?.as_deref() {
+                self.config_provider = match provider(raw.deployment.role_data_plane, "data_plane")?
+                    .as_deref()
+                {
                     Some("yaml") => ConfigProvider::File { json: false },
                     Some("json") => ConfigProvider::File { json: true },
                     Some("etcd") | None => ConfigProvider::Etcd,

@@ -238,9 +238,15 @@ mod tests {
         let mut m = json!({"plugins": {"ai-proxy-multi": {"instances": [
             {"auth": {"header": {"a": "1"}}}, {"auth": {"header": {"a": "2"}}}]}}});
         r.seal(Kind::Routes, &mut m);
-        assert_ne!(m["plugins"]["ai-proxy-multi"]["instances"][1]["auth"]["header"]["a"], "2");
+        assert_ne!(
+            m["plugins"]["ai-proxy-multi"]["instances"][1]["auth"]["header"]["a"],
+            "2"
+        );
         r.open(Kind::Routes, &mut m);
-        assert_eq!(m["plugins"]["ai-proxy-multi"]["instances"][1]["auth"]["header"]["a"], "2");
+        assert_eq!(
+            m["plugins"]["ai-proxy-multi"]["instances"][1]["auth"]["header"]["a"],
+            "2"
+        );
     }
 
     #[test]

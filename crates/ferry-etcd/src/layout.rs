@@ -105,7 +105,10 @@ mod tests {
         ] {
             assert_eq!(l.parse(&l.key(k, id)), Some((k, id.to_string())));
         }
-        assert_eq!(l.key(Kind::Credentials, "u/credentials/c"), "/apisix/consumers/u/credentials/c");
+        assert_eq!(
+            l.key(Kind::Credentials, "u/credentials/c"),
+            "/apisix/consumers/u/credentials/c"
+        );
         assert_eq!(l.dir(Kind::Credentials), "/apisix/consumers/");
         for ignored in [
             "/apisix/routes/",

@@ -171,7 +171,9 @@ impl Mirror {
                     self.push(slot.0, slot.1, Some(r), ev.mod_rev);
                     n += 1;
                 }
-                Item::Invalid(e) => tracing::error!("{e}; the previous value (if any) stays in service"),
+                Item::Invalid(e) => {
+                    tracing::error!("{e}; the previous value (if any) stays in service")
+                }
                 Item::Ignored => {}
             }
         }
@@ -232,7 +234,9 @@ impl Mirror {
                     self.push(slot.0, slot.1, Some(r), revision);
                     n += 1;
                 }
-                Item::Invalid(e) => tracing::error!("{e}; the previous value (if any) stays in service"),
+                Item::Invalid(e) => {
+                    tracing::error!("{e}; the previous value (if any) stays in service")
+                }
                 Item::Ignored => {}
             }
         }
@@ -282,5 +286,230 @@ impl Mirror {
             return None;
         }
         self.log.since(rev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_config::PluginCheckError;
+    use ferry_config::cluster::DataEncryption;
+    use serde_json::json;
+
+    struct P;
+    impl PluginChecker for P {
+        fn check(&self, name: &str, c: &Value) -> Result<Value, PluginCheckError> {
+            match name {
+                "echo" | "key-auth" => Ok(c.clone()),
+                _ => Err(PluginCheckError::Unknown),
+            }
+        }
+        fn names(&self) -> Vec<String> {
+            vec!["echo".into(), "key-auth".into()]
+        }
+        fn is_auth(&self, name: &str) -> bool {
+            name == "key-auth"
+        }
+    }
+
+    fn dec() -> Decoder {
+        Decoder {
+            layout: Layout::new("/apisix"),
+            keyring: Keyring::new(&DataEncryption::default()),
+            plugins: Arc::new(P),
+        }
+    }
+
+    fn put(key: &str, v: &str, c: u64, m: u64) -> Kv {
+        Kv {
+            key: key.into(),
+            value: Some(v.as_bytes().to_vec()),
+            create_rev: c,
+            mod_rev: m,
+        }
+    }
+
+    fn del(key: &str, m: u64) -> Kv {
+        Kv {
+            key: key.into(),
+            value: None,
+            create_rev: 0,
+            mod_rev: m,
+        }
+    }
+
+    fn uri(m: &Mirror, id: &str) -> Option<String> {
+        m.items
+            .get(&(Kind::Routes, id.to_string()))
+            .map(|r| r.value["uri"].as_str().unwrap_or("").to_string())
+    }
+
+    #[test]
+    fn events_apply_once_in_order_and_invalid_values_keep_the_old_one() {
+        let d = dec();
+        let mut m = Mirror::default();
+        let n = m.apply(
+            &d,
+            &[
+                put(
+                    "/apisix/routes/1",
+                    r#"{"uri":"/a","plugins":{"echo":{}}}"#,
+                    2,
+                    2,
+                ),
+                put("/apisix/routes/", "init_dir", 3, 3),
+                put("/apisix/routes/2", "not json", 4, 4),
+            ],
+            4,
+        );
+        assert_eq!((n, m.revision()), (1, 4));
+        assert_eq!(uri(&m, "1").as_deref(), Some("/a"));
+        assert_eq!(m.items[&(Kind::Routes, "1".into())].value["id"], "1");
+        // an invalid new value: the old one stays
+        m.apply(&d, &[put("/apisix/routes/1", r#"{"uri":5}"#, 2, 5)], 5);
+        assert_eq!(uri(&m, "1").as_deref(), Some("/a"));
+        // an unknown plugin is not served
+        m.apply(
+            &d,
+            &[put(
+                "/apisix/routes/3",
+                r#"{"uri":"/c","plugins":{"nope":{}}}"#,
+                6,
+                6,
+            )],
+            6,
+        );
+        assert_eq!(uri(&m, "3"), None);
+        // a replayed (older) event is ignored; a delete removes
+        m.apply(
+            &d,
+            &[put(
+                "/apisix/routes/1",
+                r#"{"uri":"/old","plugins":{"echo":{}}}"#,
+                2,
+                2,
+            )],
+            6,
+        );
+        assert_eq!(uri(&m, "1").as_deref(), Some("/a"));
+        m.apply(&d, &[del("/apisix/routes/1", 7)], 7);
+        assert_eq!(uri(&m, "1"), None);
+        let ch = m.changes_since(4).unwrap();
+        assert_eq!(ch.len(), 1, "only the delete changed what is served");
+        assert!(ch[0].record.is_none());
+        assert_eq!(m.changes_since(99), None, "a follower ahead reloads");
+    }
+
+    #[test]
+    fn relist_is_a_diff_without_resurrection() {
+        let d = dec();
+        let mut m = Mirror::default();
+        m.relist(
+            &d,
+            &[
+                put(
+                    "/apisix/routes/keep",
+                    r#"{"uri":"/k","plugins":{"echo":{}}}"#,
+                    2,
+                    2,
+                ),
+                put(
+                    "/apisix/routes/gone",
+                    r#"{"uri":"/g","plugins":{"echo":{}}}"#,
+                    3,
+                    3,
+                ),
+                put(
+                    "/apisix/routes/upd",
+                    r#"{"uri":"/u","plugins":{"echo":{}}}"#,
+                    4,
+                    4,
+                ),
+            ],
+            4,
+        );
+        m.reset_log();
+        let n = m.relist(
+            &d,
+            &[
+                put(
+                    "/apisix/routes/keep",
+                    r#"{"uri":"/k","plugins":{"echo":{}}}"#,
+                    2,
+                    2,
+                ),
+                put(
+                    "/apisix/routes/upd",
+                    r#"{"uri":"/u2","plugins":{"echo":{}}}"#,
+                    4,
+                    8,
+                ),
+                put(
+                    "/apisix/routes/new",
+                    r#"{"uri":"/n","plugins":{"echo":{}}}"#,
+                    9,
+                    9,
+                ),
+            ],
+            10,
+        );
+        assert_eq!(n, 3, "gone, upd and new; keep untouched");
+        assert_eq!(uri(&m, "gone"), None);
+        assert_eq!(uri(&m, "upd").as_deref(), Some("/u2"));
+        assert_eq!(m.revision(), 10);
+        let ch = m.changes_since(4).unwrap();
+        assert_eq!(ch.len(), 3);
+        assert!(ch.iter().all(|c| c.revision == 10 && c.id != "keep"));
+        // nothing changed: nothing to rebuild
+        let again: Vec<Kv> = vec![
+            put(
+                "/apisix/routes/keep",
+                r#"{"uri":"/k","plugins":{"echo":{}}}"#,
+                2,
+                2,
+            ),
+            put(
+                "/apisix/routes/upd",
+                r#"{"uri":"/u2","plugins":{"echo":{}}}"#,
+                4,
+                8,
+            ),
+            put(
+                "/apisix/routes/new",
+                r#"{"uri":"/n","plugins":{"echo":{}}}"#,
+                9,
+                9,
+            ),
+        ];
+        assert_eq!(m.relist(&d, &again, 11), 0);
+        // etcd restored to an older revision: the copy follows, followers reload
+        m.relist(&d, &again[..1], 5);
+        assert_eq!(m.revision(), 5);
+        assert_eq!(uri(&m, "new"), None);
+        assert_eq!(m.changes_since(11), None);
+    }
+
+    #[test]
+    fn credentials_and_secrets() {
+        let d = dec();
+        let mut m = Mirror::default();
+        let sealed = d.keyring.encrypt("k1").unwrap();
+        m.apply(
+            &d,
+            &[
+                put("/apisix/consumers/jack", r#"{"username":"jack"}"#, 2, 2),
+                put(
+                    "/apisix/consumers/jack/credentials/c1",
+                    &json!({"plugins": {"key-auth": {"key": sealed}}}).to_string(),
+                    3,
+                    3,
+                ),
+            ],
+            3,
+        );
+        let c = &m.items[&(Kind::Credentials, "jack/credentials/c1".into())];
+        assert_eq!(c.value["id"], "c1");
+        assert_eq!(c.value["plugins"]["key-auth"]["key"], "k1", "decrypted");
+        assert!(m.items.contains_key(&(Kind::Consumers, "jack".into())));
     }
 }

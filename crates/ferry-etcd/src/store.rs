@@ -219,7 +219,11 @@ impl EtcdStore {
         for d in MARKED_DIRS {
             let k = l.marker(d);
             let t = Txn::new()
-                .when(vec![Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
+                .when(vec![Compare::create_revision(
+                    k.clone(),
+                    CompareOp::Equal,
+                    0,
+                )])
                 .and_then(vec![TxnOp::put(k, "init_dir", None)]);
             self.inner.op(c.txn(t)).await?;
         }
@@ -246,10 +250,7 @@ impl Inner {
     pub(crate) async fn list_all(&self) -> Result<(Vec<Kv>, u64), StoreError> {
         let mut c = self.client.clone();
         let r = self
-            .op(c.get(
-                self.dec.layout.all(),
-                Some(GetOptions::new().with_prefix()),
-            ))
+            .op(c.get(self.dec.layout.all(), Some(GetOptions::new().with_prefix())))
             .await?;
         let rev = r.header().map_or(0, |h| h.revision().max(0) as u64);
         Ok((r.kvs().iter().map(kv_of).collect(), rev))
@@ -331,7 +332,12 @@ impl Store for EtcdStore {
         Ok(self.inner.range(kind).await?.0)
     }
 
-    async fn write(&self, kind: Kind, id: &str, mut f: WriteFn) -> Result<WriteOutcome, StoreError> {
+    async fn write(
+        &self,
+        kind: Kind,
+        id: &str,
+        mut f: WriteFn,
+    ) -> Result<WriteOutcome, StoreError> {
         let inner = &self.inner;
         let key = inner.dec.layout.key(kind, id);
         let deadline = Instant::now() + inner.conf.timeout;
@@ -357,7 +363,8 @@ impl Store for EtcdStore {
             }
             let mut sealed = value.clone();
             inner.dec.keyring.seal(kind, &mut sealed);
-            let bytes = serde_json::to_vec(&sealed).map_err(|e| StoreError::Backend(e.to_string()))?;
+            let bytes =
+                serde_json::to_vec(&sealed).map_err(|e| StoreError::Backend(e.to_string()))?;
             let txn = Txn::new()
                 .when(when)
                 .and_then(vec![TxnOp::put(key.clone(), bytes, None)]);
@@ -418,9 +425,7 @@ impl Store for EtcdStore {
             }
             ops.push(TxnOp::delete(key.clone(), None));
             let mut c = inner.client.clone();
-            let r = inner
-                .op(c.txn(Txn::new().when(when).and_then(ops)))
-                .await?;
+            let r = inner.op(c.txn(Txn::new().when(when).and_then(ops))).await?;
             if r.succeeded() {
                 return Ok((rec, header_rev(r.header())));
             }

@@ -34,10 +34,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             End::Idle => None,
             End::Relist(why) => {
                 tracing::info!("re-listing the configuration from etcd: {why}");
-                match relist(&inner).await {
-                    Ok(()) => None,
-                    Err(e) => Some(e),
-                }
+                relist(&inner).await.err()
             }
             End::Failed(e) => Some(e),
         };
@@ -74,11 +71,7 @@ async fn relist(inner: &Inner) -> Result<(), String> {
     Ok(())
 }
 
-async fn watch_once(
-    inner: &Inner,
-    lost: &mut Option<String>,
-    backoff: &mut Duration,
-) -> End {
+async fn watch_once(inner: &Inner, lost: &mut Option<String>, backoff: &mut Duration) -> End {
     let from = revision(inner) + 1;
     let mut client = inner.client.clone();
     let opts = WatchOptions::new()
@@ -113,9 +106,7 @@ async fn watch_once(
                 ));
             }
             if let Some(cause) = lost.take() {
-                tracing::info!(
-                    "reconnected to etcd (was: {cause}); resuming from revision {from}"
-                );
+                tracing::info!("reconnected to etcd (was: {cause}); resuming from revision {from}");
             }
             *backoff = FIRST_RETRY;
         }

@@ -36,7 +36,8 @@ impl Etcd {
     }
 
     fn ctl_binary() -> String {
-        found("FERRY_ETCDCTL", "etcdctl", "version").expect("etcdctl not found: install etcd-client or set FERRY_ETCDCTL")
+        found("FERRY_ETCDCTL", "etcdctl", "version")
+            .expect("etcdctl not found: install etcd-client or set FERRY_ETCDCTL")
     }
 
     /// Starts a member; panics with the reason when etcd is missing (tests needing it are
@@ -75,8 +76,18 @@ impl Etcd {
         let child = Command::new(bin)
             .args(["--name", "ferry-test", "--data-dir"])
             .arg(self.data_dir())
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("ferry-test={peer}")])
             .args(&self.extra)
             .env("ETCD_UNSUPPORTED_ARCH", "amd64")
@@ -89,7 +100,13 @@ impl Etcd {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ok = Command::new(Etcd::ctl_binary())
-                .args(["--endpoints", &client, "--command-timeout=1s", "endpoint", "health"])
+                .args([
+                    "--endpoints",
+                    &client,
+                    "--command-timeout=1s",
+                    "endpoint",
+                    "health",
+                ])
                 .env("ETCDCTL_API", "3")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -146,7 +163,15 @@ impl Etcd {
 
     /// The current revision.
     pub fn revision(&self) -> u64 {
-        let out = self.ctl(&["get", "/", "--prefix", "--keys-only", "--limit=1", "-w", "json"]);
+        let out = self.ctl(&[
+            "get",
+            "/",
+            "--prefix",
+            "--keys-only",
+            "--limit=1",
+            "-w",
+            "json",
+        ]);
         let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl json");
         v["header"]["revision"].as_u64().expect("revision")
     }

@@ -13,9 +13,9 @@ use clap::{Parser, Subcommand};
 use ferry_admin::{AdminState, ConfigSource};
 use ferry_config::app::{AppConfig, ConfigProvider};
 use ferry_config::cluster::Role;
-use ferry_etcd::{EtcdStore, Options as EtcdOptions};
 use ferry_config::store::{SqliteStore, Store};
 use ferry_core::line_file;
+use ferry_etcd::{EtcdStore, Options as EtcdOptions};
 use ferry_gateway::access_log::{AccessLog, Template};
 use ferry_gateway::snapshot::Compiler;
 use ferry_gateway::{ServerConf, Shared, reload, server};
@@ -140,10 +140,7 @@ fn effective(c: &AppConfig) -> String {
             "deployment.config_provider",
             format!("{:?}", c.config_provider).to_lowercase(),
         ),
-        (
-            "deployment.etcd.host",
-            list(c.etcd.hosts.clone()),
-        ),
+        ("deployment.etcd.host", list(c.etcd.hosts.clone())),
         ("deployment.etcd.prefix", c.etcd.prefix.clone()),
         (
             "deployment.etcd.timeout",

@@ -12,7 +12,8 @@ use ferry_testkit::{Ferry, Ports, TempDir, send};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-const NEEDS: &str = "needs etcd and etcdctl (PATH or FERRY_ETCD/FERRY_ETCDCTL); .ci/run installs them";
+const NEEDS: &str =
+    "needs etcd and etcdctl (PATH or FERRY_ETCD/FERRY_ETCDCTL); .ci/run installs them";
 
 struct Node {
     _dir: TempDir,
@@ -105,7 +106,9 @@ async fn three_nodes_share_one_configuration() {
     let c = node("cl-c", &etcd, "data_plane", "/apisix");
 
     // A write through A: 201 with APISIX's key, then served by B and by the data plane C.
-    let (s, v) = a.f.admin("PUT", "/routes/r1", Some(route("r1", "/chat", &m))).await;
+    let (s, v) =
+        a.f.admin("PUT", "/routes/r1", Some(route("r1", "/chat", &m)))
+            .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["key"], "/apisix/routes/r1");
     assert_eq!(v["value"]["id"], "r1");
@@ -115,7 +118,12 @@ async fn three_nodes_share_one_configuration() {
 
     // The raw value: the request plus id and times; the provider key encrypted at rest.
     let raw: Value = serde_json::from_str(&etcd.get("/apisix/routes/r1").unwrap()).unwrap();
-    let mut keys: Vec<&str> = raw.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    let mut keys: Vec<&str> = raw
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
     keys.sort();
     assert_eq!(keys, ["create_time", "id", "plugins", "update_time", "uri"]);
     let stored = raw["plugins"]["ai-proxy"]["auth"]["header"]["Authorization"]
@@ -135,7 +143,9 @@ async fn three_nodes_share_one_configuration() {
     assert_eq!(got["modifiedIndex"], kv["mod_revision"]);
 
     // PUT again on B: 200, create_time kept; the list on A has it.
-    let (s, v) = b.f.admin("PUT", "/routes/r1", Some(route("r1", "/chat", &m))).await;
+    let (s, v) =
+        b.f.admin("PUT", "/routes/r1", Some(route("r1", "/chat", &m)))
+            .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["value"]["create_time"], created);
     let (_, list) = a.f.admin("GET", "/routes", None).await;
@@ -170,14 +180,22 @@ async fn roles_data_plane_writes_nothing_and_control_plane_has_no_data_port() {
     assert_eq!(etcd.ctl(&["get", "/empty", "--prefix", "--keys-only"]), "");
     let cp = node("cl-cp", &etcd, "control_plane", "/empty");
     assert!(std::net::TcpStream::connect(("127.0.0.1", cp.f.port)).is_err());
-    let (s, v) = cp.f.admin("PUT", "/routes/1", Some(route("1", "/x", &m))).await;
+    let (s, v) =
+        cp.f.admin("PUT", "/routes/1", Some(route("1", "/x", &m)))
+            .await;
     assert_eq!(s, 201, "{v}");
-    assert_eq!(v["key"], "/empty/routes/1", "keys carry the configured prefix");
+    assert_eq!(
+        v["key"], "/empty/routes/1",
+        "keys carry the configured prefix"
+    );
     until(&dp, "/x", 200).await;
     // POST ids are 20-digit etcd revisions.
-    let (s, v) = cp
-        .f
-        .admin("POST", "/routes", Some(json!({"uri": "/p", "plugins": route("", "/p", &m)["plugins"]})))
+    let (s, v) =
+        cp.f.admin(
+            "POST",
+            "/routes",
+            Some(json!({"uri": "/p", "plugins": route("", "/p", &m)["plugins"]})),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     let id = v["value"]["id"].as_str().unwrap().to_string();
@@ -210,17 +228,32 @@ async fn values_put_with_etcdctl_in_apisix_format() {
     // An invalid new value for a served key: the old one keeps serving.
     etcd.ctl(&["put", "/apisix/routes/enc", r#"{"uri": 5}"#]);
     // An invalid new key is not served.
-    etcd.ctl(&["put", "/apisix/routes/bad", r#"{"uri": "/bad", "plugins": {"no-such-plugin": {}}}"#]);
+    etcd.ctl(&[
+        "put",
+        "/apisix/routes/bad",
+        r#"{"uri": "/bad", "plugins": {"no-such-plugin": {}}}"#,
+    ]);
     // A later valid key proves the watcher moved past all of them.
-    etcd.ctl(&["put", "/apisix/routes/ok", &route("ok", "/ok", &m).to_string()]);
+    etcd.ctl(&[
+        "put",
+        "/apisix/routes/ok",
+        &route("ok", "/ok", &m).to_string(),
+    ]);
     until(&a, "/ok", 200).await;
     assert_eq!(chat(&a, "/enc").await, 200, "previous value still served");
     assert_eq!(chat(&a, "/bad").await, 404);
-    assert!(a.f.stderr_text().contains("failed to check item data of [/apisix/routes/bad]"));
+    assert!(
+        a.f.stderr_text()
+            .contains("failed to check item data of [/apisix/routes/bad]")
+    );
 
     // A burst straight into etcd (creates, updates, deletes) ends in etcd's state.
     for i in 0..30 {
-        etcd.ctl(&["put", &format!("/apisix/routes/b{i}"), &route(&format!("b{i}"), &format!("/b{i}"), &m).to_string()]);
+        etcd.ctl(&[
+            "put",
+            &format!("/apisix/routes/b{i}"),
+            &route(&format!("b{i}"), &format!("/b{i}"), &m).to_string(),
+        ]);
     }
     for i in 0..10 {
         etcd.ctl(&["del", &format!("/apisix/routes/b{i}")]);
@@ -248,7 +281,9 @@ async fn concurrent_writers_on_two_nodes_lose_nothing() {
         let (url, key) = (n.f.admin_url("/routes"), n.f.key.clone());
         let b = json!({"uri": format!("/p{i}"), "plugins": plugins}).to_string();
         tasks.push(tokio::spawn(async move {
-            send("POST", &url, &[("x-api-key", key.as_str())], b).await.json()
+            send("POST", &url, &[("x-api-key", key.as_str())], b)
+                .await
+                .json()
         }));
     }
     let mut ids = std::collections::HashSet::new();
@@ -265,7 +300,10 @@ async fn concurrent_writers_on_two_nodes_lose_nothing() {
         let (url, key) = (n.f.admin_url("/routes/same"), n.f.key.clone());
         let b = route("same", "/same", &m).to_string();
         tasks.push(tokio::spawn(async move {
-            send("PUT", &url, &[("x-api-key", key.as_str())], b).await.status.as_u16()
+            send("PUT", &url, &[("x-api-key", key.as_str())], b)
+                .await
+                .status
+                .as_u16()
         }));
     }
     let mut codes = Vec::new();
@@ -282,7 +320,10 @@ async fn concurrent_writers_on_two_nodes_lose_nothing() {
         let (url, key) = (n.f.admin_url("/routes/same"), n.f.key.clone());
         let b = json!({"labels": {format!("l{i}"): "x"}}).to_string();
         tasks.push(tokio::spawn(async move {
-            send("PATCH", &url, &[("x-api-key", key.as_str())], b).await.status.as_u16()
+            send("PATCH", &url, &[("x-api-key", key.as_str())], b)
+                .await
+                .status
+                .as_u16()
         }));
     }
     for t in tasks {
@@ -298,7 +339,9 @@ async fn etcd_outage_keeps_serving_and_writes_fail_clearly() {
     let mut etcd = Etcd::start();
     let m = mock().await;
     let a = node("cl-out", &etcd, "traditional", "/apisix");
-    let (s, _) = a.f.admin("PUT", "/routes/1", Some(route("1", "/chat", &m))).await;
+    let (s, _) =
+        a.f.admin("PUT", "/routes/1", Some(route("1", "/chat", &m)))
+            .await;
     assert_eq!(s, 201);
     until(&a, "/chat", 200).await;
 
@@ -325,21 +368,38 @@ async fn etcd_outage_keeps_serving_and_writes_fail_clearly() {
 
     // Admin reads and writes: 503 naming etcd, within the 2 s timeout (bounded loosely).
     let t = Instant::now();
-    let (s, v) = a.f.admin("PUT", "/routes/2", Some(route("2", "/two", &m))).await;
+    let (s, v) =
+        a.f.admin("PUT", "/routes/2", Some(route("2", "/two", &m)))
+            .await;
     assert_eq!(s, 503, "{v}");
-    assert!(v["error_msg"].as_str().unwrap().starts_with("etcd unavailable: "), "{v}");
+    assert!(
+        v["error_msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("etcd unavailable: "),
+        "{v}"
+    );
     let (s, _) = a.f.admin("GET", "/routes", None).await;
     assert_eq!(s, 503);
-    assert!(t.elapsed() < Duration::from_secs(10), "bounded by deployment.etcd.timeout");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "bounded by deployment.etcd.timeout"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Back: a write made right away reaches the node.
     etcd.restart();
-    etcd.ctl(&["put", "/apisix/routes/3", &route("3", "/three", &m).to_string()]);
+    etcd.ctl(&[
+        "put",
+        "/apisix/routes/3",
+        &route("3", "/three", &m).to_string(),
+    ]);
     until(&a, "/three", 200).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (s, v) = a.f.admin("PUT", "/routes/2", Some(route("2", "/two", &m))).await;
+        let (s, v) =
+            a.f.admin("PUT", "/routes/2", Some(route("2", "/two", &m)))
+                .await;
         if s == 201 {
             break;
         }
@@ -349,7 +409,10 @@ async fn etcd_outage_keeps_serving_and_writes_fail_clearly() {
     until(&a, "/two", 200).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = load.await.unwrap();
-    assert_eq!(failed, 0, "{ok} answered, {failed} failed during the outage");
+    assert_eq!(
+        failed, 0,
+        "{ok} answered, {failed} failed during the outage"
+    );
     assert!(ok > 10);
     let err = a.f.wait_stderr("reconnected to etcd");
     assert!(err.contains("lost connection to etcd"), "{err}");
@@ -365,22 +428,40 @@ async fn changes_compacted_while_cut_off_arrive_by_relist() {
     let m = mock().await;
     let a = node("cl-compact", &etcd, "traditional", "/apisix");
     for id in ["keep", "gone", "upd"] {
-        a.f.admin("PUT", &format!("/routes/{id}"), Some(route(id, &format!("/{id}"), &m)))
-            .await;
+        a.f.admin(
+            "PUT",
+            &format!("/routes/{id}"),
+            Some(route(id, &format!("/{id}"), &m)),
+        )
+        .await;
     }
     until(&a, "/upd", 200).await;
     etcd.kill();
     a.f.wait_stderr("lost connection to etcd");
     // Freeze the node so it cannot reconnect before the history is compacted away.
     let pid = a.f.child.id().to_string();
-    std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
     etcd.restart();
     etcd.ctl(&["del", "/apisix/routes/gone"]);
-    etcd.ctl(&["put", "/apisix/routes/upd", &route("upd", "/upd2", &m).to_string()]);
-    etcd.ctl(&["put", "/apisix/routes/new", &route("new", "/new", &m).to_string()]);
+    etcd.ctl(&[
+        "put",
+        "/apisix/routes/upd",
+        &route("upd", "/upd2", &m).to_string(),
+    ]);
+    etcd.ctl(&[
+        "put",
+        "/apisix/routes/new",
+        &route("new", "/new", &m).to_string(),
+    ]);
     let rev = etcd.revision();
     etcd.ctl(&["compact", &rev.to_string()]);
-    std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
     until(&a, "/new", 200).await;
     assert_eq!(chat(&a, "/gone").await, 404, "no resurrected delete");
     assert_eq!(chat(&a, "/upd").await, 404);
@@ -394,13 +475,23 @@ async fn changes_compacted_while_cut_off_arrive_by_relist() {
 async fn idle_watch_recreated_from_the_same_revision() {
     let etcd = Etcd::start();
     let m = mock().await;
-    let a = node_with("cl-idle", &etcd, "traditional", "/apisix", "    watch_timeout: 1\n");
+    let a = node_with(
+        "cl-idle",
+        &etcd,
+        "traditional",
+        "/apisix",
+        "    watch_timeout: 1\n",
+    );
     // Writes outside the prefix move etcd's revision while the watch idles past its timeout.
     for i in 0..5 {
         etcd.ctl(&["put", &format!("/elsewhere/{i}"), "x"]);
     }
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    etcd.ctl(&["put", "/apisix/routes/late", &route("late", "/late", &m).to_string()]);
+    etcd.ctl(&[
+        "put",
+        "/apisix/routes/late",
+        &route("late", "/late", &m).to_string(),
+    ]);
     until(&a, "/late", 200).await;
 }
 
@@ -428,7 +519,13 @@ async fn start_up_waits_for_etcd_or_gives_up_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("all etcd nodes are unavailable"), "{err}");
-    assert!(err.contains(&format!("Warning! Request etcd endpoint '{}/version' error", etcd.endpoint())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "Warning! Request etcd endpoint '{}/version' error",
+            etcd.endpoint()
+        )),
+        "{err}"
+    );
     assert!(err.contains("retry time=2"), "{err}");
 
     // Enough attempts: waits with its port closed, then loads and serves.
@@ -442,7 +539,10 @@ async fn start_up_waits_for_etcd_or_gives_up_clearly() {
     let mut f = Ferry::spawn_unchecked(BIN, &dir.0, port);
     let err = f.wait_stderr("retry time=2");
     assert!(err.contains("retry time=2"), "{err}");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "listeners stay closed");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "listeners stay closed"
+    );
     etcd.restart();
     f.ports = Ports::Data;
     f.wait_listening().unwrap();

@@ -71,8 +71,7 @@ fn in_use_noun(k: Kind) -> &'static str {
 /// resources it references. Runs inside the store's write transaction, so read-modify-write
 /// (PATCH) is atomic; a store that commits optimistically (etcd) calls it again on the newer
 /// value when another writer got there first.
-pub type WriteFn =
-    Box<dyn FnMut(Option<&Value>) -> Result<(Value, Vec<Ref>), StoreError> + Send>;
+pub type WriteFn = Box<dyn FnMut(Option<&Value>) -> Result<(Value, Vec<Ref>), StoreError> + Send>;
 
 /// The references that keep a resource alive: (referencing kind, JSON field).
 pub fn referrers(kind: Kind) -> &'static [(Kind, &'static str)] {

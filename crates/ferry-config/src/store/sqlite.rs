@@ -4,7 +4,10 @@
 //! is locked (`ferry.lock`) while a store has it open, since another process's data plane would
 //! never see this one's writes.
 
-use super::{Change, ChangeLog, now_secs, referrers, stamp, Record, Store, StoreError, StoreSnapshot, WriteFn, WriteOutcome};
+use super::{
+    Change, ChangeLog, Record, Store, StoreError, StoreSnapshot, WriteFn, WriteOutcome, now_secs,
+    referrers, stamp,
+};
 use crate::resource::Kind;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
@@ -221,7 +224,12 @@ impl Store for SqliteStore {
         self.with_conn(move |c| list_rows(c, kind)).await
     }
 
-    async fn write(&self, kind: Kind, id: &str, mut f: WriteFn) -> Result<WriteOutcome, StoreError> {
+    async fn write(
+        &self,
+        kind: Kind,
+        id: &str,
+        mut f: WriteFn,
+    ) -> Result<WriteOutcome, StoreError> {
         let id = id.to_string();
         let log = self.log.clone();
         let out = self
