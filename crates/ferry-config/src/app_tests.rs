@@ -113,6 +113,74 @@ fn providers() {
 }
 
 #[test]
+fn cluster_roles_and_etcd_section() {
+    use crate::cluster::Role;
+    use std::time::Duration;
+    // An etcd section alone makes a traditional node use etcd; APISIX's defaults fill the rest.
+    let c = AppConfig::parse("deployment:\n  etcd:\n    host: [\"http://10.0.0.1:2379\", \"https://10.0.0.2:2379\"]\n    prefix: /gw/\n    timeout: 3\n    user: root\n    password: p\n").unwrap();
+    assert_eq!(
+        (c.role, c.config_provider),
+        (Role::Traditional, ConfigProvider::Etcd)
+    );
+    assert_eq!(c.etcd.hosts.len(), 2);
+    assert_eq!(c.etcd.prefix, "/gw");
+    assert_eq!(c.etcd.timeout, Duration::from_secs(3));
+    assert_eq!(c.etcd.watch_timeout, Duration::from_secs(50));
+    assert_eq!(c.etcd.startup_retry, 2);
+    assert_eq!(c.etcd.user.as_deref(), Some("root"));
+    assert!(c.data_encryption.fields);
+    assert_eq!(
+        c.data_encryption.keyring,
+        ["qeddd145sfvddff3", "edd1c9f0985e76a2"]
+    );
+    // No etcd section: the embedded store stays the default.
+    assert_eq!(
+        AppConfig::parse("apisix:\n  node_listen: 9080\n")
+            .unwrap()
+            .config_provider,
+        ConfigProvider::Embedded
+    );
+    // A data plane on etcd never opens the Admin API; a control plane always does.
+    let dp = AppConfig::parse("apisix:\n  enable_admin: true\ndeployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: etcd\n").unwrap();
+    assert_eq!((dp.role, dp.admin_enabled), (Role::DataPlane, false));
+    let cp = AppConfig::parse("apisix:\n  enable_admin: false\ndeployment:\n  role: control_plane\n  role_control_plane:\n    config_provider: etcd\n").unwrap();
+    assert_eq!(
+        (cp.role, cp.admin_enabled, cp.config_provider),
+        (Role::ControlPlane, true, ConfigProvider::Etcd)
+    );
+    for (text, want) in [
+        (
+            "deployment:\n  role: control_plane\n",
+            "property \"role_control_plane\" is required",
+        ),
+        (
+            "deployment:\n  role: control_plane\n  role_control_plane:\n    config_provider: yaml\n",
+            "a control plane needs etcd",
+        ),
+        (
+            "deployment:\n  role: data_plane\n  role_data_plane:\n    config_provider: xds\n",
+            "unknown provider \"xds\"",
+        ),
+        ("deployment:\n  role: edge\n", "unknown role \"edge\""),
+        (
+            "deployment:\n  etcd:\n    host: [\"10.0.0.1:2379\"]\n",
+            "must start with http:// or https://",
+        ),
+        (
+            "deployment:\n  etcd:\n    timeout: 0\n",
+            "deployment.etcd.timeout",
+        ),
+        (
+            "apisix:\n  data_encryption:\n    keyring: [\"short\"]\n",
+            "16 (AES-128) or 32 (AES-256)",
+        ),
+    ] {
+        let e = AppConfig::parse(text).unwrap_err();
+        assert!(e.0.contains(want), "{text}: {e}");
+    }
+}
+
+#[test]
 fn errors_carry_line_and_column() {
     let e = AppConfig::parse("apisix:\n  node_listen: [9080\n").unwrap_err();
     assert!(e.0.contains("line "), "{e}");

@@ -549,3 +549,50 @@ async fn start_up_waits_for_etcd_or_gives_up_clearly() {
     let r = send("POST", &f.url("/x"), &JSON, chat_body()).await;
     assert_ne!(r.status, 404, "the route loaded before the port opened");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd and etcdctl (PATH or FERRY_ETCD/FERRY_ETCDCTL); .ci/run installs them"]
+async fn docs_cluster_page_runs_on_three_nodes() {
+    let etcd = Etcd::start();
+    let m = mock().await;
+    let a = node("doc-a", &etcd, "traditional", "/apisix");
+    let b = node("doc-b", &etcd, "traditional", "/apisix");
+    let c = node("doc-c", &etcd, "data_plane", "/apisix");
+    let page = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cluster.md");
+    let text = std::fs::read_to_string(page).unwrap();
+    let mock_authority = m
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut ran = 0;
+    for (line, block) in common::shell_blocks(&text) {
+        if !common::runnable(&block) {
+            continue;
+        }
+        let script = block
+            .replace("127.0.0.1:9080", &format!("127.0.0.1:{}", a.f.port))
+            .replace("127.0.0.1:9180", &format!("127.0.0.1:{}", a.f.admin_port))
+            .replace("127.0.0.1:9081", &format!("127.0.0.1:{}", b.f.port))
+            .replace("127.0.0.1:9181", &format!("127.0.0.1:{}", b.f.admin_port))
+            .replace("127.0.0.1:9082", &format!("127.0.0.1:{}", c.f.port))
+            .replace("127.0.0.1:1980", &mock_authority)
+            .replace("edd1c9f034335f136f87ad84b625c8f1", ferry_testkit::TEST_KEY);
+        let cwd = a._dir.0.clone();
+        tokio::task::spawn_blocking(move || {
+            common::run_block(
+                &script,
+                &cwd,
+                ferry_testkit::TEST_KEY,
+                &format!("docs/cluster.md:{line}"),
+            )
+        })
+        .await
+        .unwrap();
+        ran += 1;
+    }
+    assert_eq!(
+        ran, 3,
+        "the write, the two reads through B and C, and B's Admin read"
+    );
+}

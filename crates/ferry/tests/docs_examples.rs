@@ -8,9 +8,8 @@
 
 mod common;
 
-use common::Env;
+use common::{Env, run_block, runnable, shell_blocks};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The pages in the order the README lists them.
 const PAGES: &[&str] = &[
@@ -40,44 +39,6 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The ```shell blocks of a page, with their line numbers.
-fn shell_blocks(text: &str) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
-    let mut cur: Option<(usize, String)> = None;
-    for (i, line) in text.lines().enumerate() {
-        match &mut cur {
-            None if line.trim_start() == "```shell" => cur = Some((i + 1, String::new())),
-            Some(_) if line.trim_start().starts_with("```") => out.extend(cur.take()),
-            Some((_, b)) => {
-                b.push_str(line);
-                b.push('\n');
-            }
-            None => {}
-        }
-    }
-    out
-}
-
-/// True when every command of the block is a request (no process started, nothing installed).
-fn runnable(block: &str) -> bool {
-    let mut continued = false;
-    let mut in_quote = false;
-    let mut commands = 0;
-    for line in block.lines() {
-        let t = line.trim();
-        if !continued && !t.is_empty() && !t.starts_with('#') {
-            commands += 1;
-            if !(t.starts_with("curl ") || t.starts_with("admin_key=")) {
-                return false;
-            }
-        }
-        // A line ending in `\`, or inside an open `'...'` body, continues the command.
-        in_quote ^= t.matches('\'').count() % 2 == 1;
-        continued = in_quote || t.ends_with('\\');
-    }
-    commands > 0
-}
-
 // Multi-threaded: the examples run as blocking child processes while the mock serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_docs_example_runs_against_the_mock() {
@@ -104,30 +65,7 @@ async fn every_docs_example_runs_against_the_mock() {
                 .replace("127.0.0.1:9180", &format!("127.0.0.1:{}", f.admin_port))
                 .replace("127.0.0.1:9091", &format!("127.0.0.1:{metrics}"))
                 .replace("127.0.0.1:1980", mock_authority);
-            let full = format!(
-                "set -euo pipefail\ncurl() {{ command curl -w '\\n@@status %{{http_code}}\\n' \"$@\"; }}\n{script}"
-            );
-            let out = Command::new("bash")
-                .arg("-c")
-                .arg(&full)
-                .current_dir(&cwd)
-                .env("admin_key", &f.key)
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let where_ = format!(
-                "{page}:{line}\n{script}\n--- stdout\n{stdout}\n--- stderr\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert!(out.status.success(), "example failed: {where_}");
-            let statuses: Vec<&str> = stdout
-                .lines()
-                .filter_map(|l| l.strip_prefix("@@status "))
-                .collect();
-            assert!(!statuses.is_empty(), "no request made: {where_}");
-            for s in statuses {
-                assert!(s.starts_with('2'), "answered {s}: {where_}");
-            }
+            run_block(&script, &cwd, &f.key, &format!("{page}:{line}"));
             ran += 1;
         }
     }

@@ -57,12 +57,17 @@ fn validate_and_config_errors() {
 
     std::fs::write(
         &cfg,
-        "deployment:\n  role_traditional:\n    config_provider: etcd\n",
+        "deployment:\n  role: data_plane\n  etcd:\n    host: [\"http://127.0.0.1:2379\"]\n",
     )
     .unwrap();
     let (code, _, err) = run(&dir.0, &["validate", "--config", "config.yaml"]);
     assert_eq!(code, 1);
-    assert!(err.contains("\"etcd\" is not available"), "{err}");
+    assert!(
+        err.contains(
+            "invalid deployment data_plane configuration: property \"role_data_plane\" is required"
+        ),
+        "{err}"
+    );
 
     std::fs::write(&cfg, "apisix:\n  node_listen: ${{FERRY_TEST_UNSET_VAR}}\n").unwrap();
     let (code, _, err) = run(&dir.0, &["validate", "--config", "config.yaml"]);

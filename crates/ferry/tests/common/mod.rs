@@ -113,3 +113,70 @@ pub fn chat_body() -> String {
 }
 
 pub const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
+
+/// The ```shell blocks of a page, with their line numbers.
+pub fn shell_blocks(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(usize, String)> = None;
+    for (i, line) in text.lines().enumerate() {
+        match &mut cur {
+            None if line.trim_start() == "```shell" => cur = Some((i + 1, String::new())),
+            Some(_) if line.trim_start().starts_with("```") => out.extend(cur.take()),
+            Some((_, b)) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// True when every command of the block is a request (no process started, nothing installed).
+pub fn runnable(block: &str) -> bool {
+    let mut continued = false;
+    let mut in_quote = false;
+    let mut commands = 0;
+    for line in block.lines() {
+        let t = line.trim();
+        if !continued && !t.is_empty() && !t.starts_with('#') {
+            commands += 1;
+            if !(t.starts_with("curl ") || t.starts_with("admin_key=")) {
+                return false;
+            }
+        }
+        // A line ending in `\`, or inside an open `'...'` body, continues the command.
+        in_quote ^= t.matches('\'').count() % 2 == 1;
+        continued = in_quote || t.ends_with('\\');
+    }
+    commands > 0
+}
+
+/// Runs one docs shell block (ports already substituted) in `cwd` with `$admin_key` set;
+/// asserts it succeeded and every request it made answered 2xx.
+pub fn run_block(script: &str, cwd: &std::path::Path, key: &str, where_: &str) {
+    let full = format!(
+        "set -euo pipefail\ncurl() {{ command curl -w '\\n@@status %{{http_code}}\\n' \"$@\"; }}\n{script}"
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&full)
+        .current_dir(cwd)
+        .env("admin_key", key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let where_ = format!(
+        "{where_}\n{script}\n--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "example failed: {where_}");
+    let statuses: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("@@status "))
+        .collect();
+    assert!(!statuses.is_empty(), "no request made: {where_}");
+    for s in statuses {
+        assert!(s.starts_with('2'), "answered {s}: {where_}");
+    }
+}
