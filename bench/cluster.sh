@@ -4,7 +4,7 @@
 #  1. propagation: etcd acknowledges a put -> all three nodes (2 traditional, 1 data plane)
 #     serve the route, p50/p99/max over N writes;
 #  2. data-plane throughput on one node without writes, with 50 etcd writes/s outside its
-#     prefix (etcd's own cost) and inside it (applied by the node), medians of 3 rounds;
+#     prefix (etcd's own cost) and inside it (applied by the node), medians of 5 interleaved rounds;
 #  3. start-up of a data plane with M routes already in etcd, until its port listens.
 # Usage: bench/cluster.sh [writes=200] [routes=10000] [secs=5]
 # Env: FERRY_BIN=path to another ferry binary.
