@@ -13,6 +13,10 @@ pub struct Etcd {
     peer_port: u16,
     dir: crate::TempDir,
     extra: Vec<String>,
+    /// The CA file clients must trust, when the member speaks TLS.
+    pub ca_file: Option<PathBuf>,
+    /// `user:password` for etcdctl once auth is on.
+    pub auth: Option<String>,
 }
 
 fn found(var: &str, name: &str, probe: &str) -> Option<String> {
@@ -54,13 +58,64 @@ impl Etcd {
             peer_port: crate::free_port(),
             dir: crate::TempDir::new("etcd"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            ca_file: None,
+            auth: None,
         };
         e.launch();
         e
     }
 
+    /// A member that serves clients over TLS only, with `ca`'s leaf certificate.
+    pub fn start_tls(ca: &crate::tls::TestCa) -> Etcd {
+        let mut e = Etcd {
+            child: None,
+            port: crate::free_port(),
+            peer_port: crate::free_port(),
+            dir: crate::TempDir::new("etcd-tls"),
+            extra: Vec::new(),
+            ca_file: None,
+            auth: None,
+        };
+        let file = |name: &str, text: &str| {
+            let p = e.dir.0.join(name);
+            std::fs::write(&p, text).expect("write tls file");
+            p
+        };
+        let (cert, key, ca_file) = (
+            file("etcd.crt", &ca.cert_pem),
+            file("etcd.key", &ca.key_pem),
+            file("ca.crt", &ca.ca_pem),
+        );
+        e.extra = vec![
+            "--cert-file".into(),
+            cert.display().to_string(),
+            "--key-file".into(),
+            key.display().to_string(),
+        ];
+        e.ca_file = Some(ca_file);
+        e.launch();
+        e
+    }
+
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.ca_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// etcdctl's connection flags for this member.
+    fn ctl_flags(&self) -> Vec<String> {
+        let mut f = vec!["--endpoints".to_string(), self.endpoint()];
+        if let Some(ca) = &self.ca_file {
+            f.push(format!("--cacert={}", ca.display()));
+        }
+        if let Some(a) = &self.auth {
+            f.push(format!("--user={a}"));
+        }
+        f
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -71,6 +126,7 @@ impl Etcd {
         let bin = Etcd::binary()
             .expect("etcd not found: install it (apt-get install etcd-server) or set FERRY_ETCD");
         let client = self.endpoint();
+        let flags = self.ctl_flags();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.0.join("etcd.log")).expect("etcd log");
         let child = Command::new(bin)
@@ -100,13 +156,8 @@ impl Etcd {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ok = Command::new(Etcd::ctl_binary())
-                .args([
-                    "--endpoints",
-                    &client,
-                    "--command-timeout=1s",
-                    "endpoint",
-                    "health",
-                ])
+                .args(&flags)
+                .args(["--command-timeout=1s", "endpoint", "health"])
                 .env("ETCDCTL_API", "3")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -141,7 +192,7 @@ impl Etcd {
     /// Runs `etcdctl <args>` against this member; its stdout (panics on failure).
     pub fn ctl(&self, args: &[&str]) -> String {
         let out = Command::new(Etcd::ctl_binary())
-            .args(["--endpoints", &self.endpoint()])
+            .args(self.ctl_flags())
             .args(args)
             .env("ETCDCTL_API", "3")
             .output()

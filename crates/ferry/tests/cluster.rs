@@ -596,3 +596,209 @@ async fn docs_cluster_page_runs_on_three_nodes() {
         "the write, the two reads through B and C, and B's Admin read"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs etcd and etcdctl (PATH or FERRY_ETCD/FERRY_ETCDCTL); .ci/run installs them"]
+async fn etcd_auth_a_read_only_data_plane_and_endpoint_failover() {
+    let mut etcd = Etcd::start();
+    let m = mock().await;
+    for cmd in [
+        &["user", "add", "root:rootpw"][..],
+        &["role", "add", "reader"],
+        &[
+            "role",
+            "grant-permission",
+            "--prefix=true",
+            "reader",
+            "read",
+            "/apisix",
+        ],
+        &["user", "add", "dp:dppw"],
+        &["user", "grant-role", "dp", "reader"],
+        &["auth", "enable"],
+    ] {
+        etcd.ctl(cmd);
+    }
+    etcd.auth = Some("root:rootpw".into());
+    let a = node_with(
+        "cl-auth-a",
+        &etcd,
+        "traditional",
+        "/apisix",
+        "    user: root\n    password: rootpw\n",
+    );
+    let (s, v) =
+        a.f.admin("PUT", "/routes/1", Some(route("1", "/chat", &m)))
+            .await;
+    assert_eq!(s, 201, "{v}");
+    // The data plane reads with a read-only user, the first endpoint being dead.
+    let dead = format!("http://127.0.0.1:{}", ferry_testkit::free_port());
+    let dir = TempDir::new("cl-auth-dp");
+    let dep = format!(
+        "  role: data_plane\n  role_data_plane:\n    config_provider: etcd\n  etcd:\n    host:\n      - {dead}\n      - {}\n    user: dp\n    password: dppw\n    timeout: 2\n",
+        etcd.endpoint()
+    );
+    let dp = Node {
+        f: Ferry::start_node(BIN, &dir.0, &dep, "", Ports::Data),
+        _dir: dir,
+    };
+    until(&dp, "/chat", 200).await;
+    let err = dp.f.stderr_text();
+    assert!(
+        err.contains(&format!(
+            "Warning! Request etcd endpoint '{dead}/version' error"
+        )),
+        "{err}"
+    );
+    let (s, _) = a.f.admin("DELETE", "/routes/1", None).await;
+    assert_eq!(s, 200);
+    until(&dp, "/chat", 404).await;
+
+    // A wrong password: the node refuses to start, in etcd's words.
+    let dir = TempDir::new("cl-auth-bad");
+    let cfg = format!(
+        "apisix:\n  node_listen: {}\ndeployment:\n{}",
+        ferry_testkit::free_port(),
+        deployment(
+            &etcd,
+            "data_plane",
+            "/apisix",
+            "    user: dp\n    password: wrong\n    startup_retry: 1\n"
+        )
+    );
+    std::fs::write(dir.0.join("config.yaml"), cfg).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.0.join("config.yaml"))
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid user ID or password"), "{err}");
+    etcd.kill();
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and etcdctl (PATH or FERRY_ETCD/FERRY_ETCDCTL); .ci/run installs them"]
+async fn consumers_and_credentials_across_nodes() {
+    let etcd = Etcd::start();
+    let m = mock().await;
+    let a = node("cl-cons-a", &etcd, "traditional", "/apisix");
+    let b = node("cl-cons-b", &etcd, "traditional", "/apisix");
+    let (s, v) =
+        a.f.admin("PUT", "/consumers", Some(json!({"username": "jack"})))
+            .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) =
+        a.f.admin(
+            "PUT",
+            "/consumers/jack/credentials/c1",
+            Some(json!({"plugins": {"key-auth": {"key": "jack-key"}}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    // The key is encrypted at rest, as APISIX does for key-auth's consumer field.
+    let raw = etcd.get("/apisix/consumers/jack/credentials/c1").unwrap();
+    assert!(!raw.contains("jack-key"), "{raw}");
+    let mut r = route("r", "/chat", &m);
+    r["plugins"]["key-auth"] = json!({});
+    let (s, _) = b.f.admin("PUT", "/routes/r", Some(r)).await;
+    assert_eq!(s, 201);
+    let call = |n: &Node| {
+        let url = n.f.url("/chat");
+        async move {
+            send(
+                "POST",
+                &url,
+                &[("content-type", "application/json"), ("apikey", "jack-key")],
+                chat_body(),
+            )
+            .await
+            .status
+            .as_u16()
+        }
+    };
+    until(&a, "/chat", 401).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&a).await != 200 || call(&b).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the credential is not served on both nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Deleting the consumer on B deletes its credentials in the same transaction.
+    let (s, _) = b.f.admin("DELETE", "/consumers/jack", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        etcd.ctl(&["get", "/apisix/consumers/jack", "--prefix", "--keys-only"]),
+        ""
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&a).await != 401 {
+        assert!(Instant::now() < deadline, "the deleted key still opens A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Delete protection holds across nodes: a service used by a route written on A.
+    let (s, _) =
+        a.f.admin(
+            "PUT",
+            "/services/s1",
+            Some(json!({"plugins": route("", "/", &m)["plugins"]})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, _) =
+        a.f.admin(
+            "PUT",
+            "/routes/r2",
+            Some(json!({"uri": "/r2", "service_id": "s1"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, v) = b.f.admin("DELETE", "/services/s1", None).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error_msg"]
+            .as_str()
+            .unwrap()
+            .contains("is still using it now"),
+        "{v}"
+    );
+    // A route that names a missing service is refused on any node.
+    let (s, v) =
+        b.f.admin(
+            "PUT",
+            "/routes/r3",
+            Some(json!({"uri": "/r3", "service_id": "nope"})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+}
+
+#[tokio::test]
+#[ignore = "needs etcd and etcdctl (PATH or FERRY_ETCD/FERRY_ETCDCTL); .ci/run installs them"]
+async fn etcd_over_tls() {
+    let ca = ferry_testkit::tls::TestCa::new(&["localhost", "127.0.0.1"]);
+    let etcd = Etcd::start_tls(&ca);
+    let m = mock().await;
+    let dir = TempDir::new("cl-tls");
+    std::fs::write(dir.0.join("ca.crt"), &ca.ca_pem).unwrap();
+    let (port, admin) = (ferry_testkit::free_port(), ferry_testkit::free_port());
+    let cfg = format!(
+        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  ssl:\n    ssl_trusted_certificate: ca.crt\n\
+         deployment:\n  admin:\n    admin_key:\n      - name: admin\n        key: {}\n        role: admin\n    admin_listen:\n      ip: 127.0.0.1\n      port: {admin}\n  etcd:\n    host:\n      - {}\n    tls:\n      sni: localhost\n",
+        ferry_testkit::TEST_KEY,
+        etcd.endpoint()
+    );
+    std::fs::write(dir.0.join("config.yaml"), cfg).unwrap();
+    let f = Ferry::spawn(BIN, &dir.0, port, admin, ferry_testkit::TEST_KEY.into());
+    let n = Node { f, _dir: dir };
+    let (s, v) =
+        n.f.admin("PUT", "/routes/1", Some(route("1", "/chat", &m)))
+            .await;
+    assert_eq!(s, 201, "{v}");
+    until(&n, "/chat", 200).await;
+    assert!(etcd.get("/apisix/routes/1").is_some());
+}
