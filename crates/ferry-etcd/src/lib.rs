@@ -4,6 +4,7 @@
 pub mod crypt;
 pub mod layout;
 pub mod mirror;
+mod pool;
 mod store;
 mod sync;
 

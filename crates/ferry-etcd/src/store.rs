@@ -6,9 +6,10 @@
 use crate::crypt::Keyring;
 use crate::layout::{Layout, MARKED_DIRS};
 use crate::mirror::{Decoder, Kv, Mirror};
+use crate::pool::Pool;
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KeyValue,
-    TlsOptions, Txn, TxnOp,
+    Certificate, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions,
+    Txn, TxnOp,
 };
 use ferry_config::cluster::{DataEncryption, EtcdConf};
 use ferry_config::store::{
@@ -24,7 +25,7 @@ use tokio::sync::watch;
 
 /// What the store and its watcher share.
 pub(crate) struct Inner {
-    pub(crate) client: Client,
+    pub(crate) pool: Pool,
     pub(crate) conf: EtcdConf,
     pub(crate) dec: Decoder,
     pub(crate) mirror: RwLock<Mirror>,
@@ -69,10 +70,6 @@ pub(crate) fn describe(e: &etcd_client::Error) -> String {
         }
         e => e.to_string(),
     }
-}
-
-fn unavailable(e: &etcd_client::Error) -> StoreError {
-    StoreError::Unavailable(describe(e))
 }
 
 fn options(conf: &EtcdConf, trusted_ca: Option<&Path>) -> Result<ConnectOptions, String> {
@@ -121,13 +118,13 @@ fn version_ok(v: &str) -> bool {
 }
 
 /// Waits for one endpoint to answer, `startup_retry` attempts each, pausing 0.5 s doubling to
-/// 2 s between rounds; refuses etcd older than 3.4.0.
-async fn probe(conf: &EtcdConf, opts: &ConnectOptions) -> Result<(), String> {
+/// 2 s between rounds; refuses etcd older than 3.4.0. Returns the endpoint that answered.
+async fn probe(conf: &EtcdConf, pool: &Pool) -> Result<usize, String> {
     let mut pause = Duration::from_millis(500);
     for attempt in 1..=conf.startup_retry {
-        for host in &conf.hosts {
+        for (i, host) in conf.hosts.iter().enumerate() {
             let r = tokio::time::timeout(Duration::from_secs(3), async {
-                let mut c = Client::connect([host.as_str()], Some(opts.clone())).await?;
+                let mut c = pool.client(i).await?;
                 c.status().await
             })
             .await;
@@ -139,7 +136,7 @@ async fn probe(conf: &EtcdConf, opts: &ConnectOptions) -> Result<(), String> {
                             s.version()
                         ));
                     }
-                    return Ok(());
+                    return Ok(i);
                 }
                 Ok(Err(e)) => eprintln!(
                     "Warning! Request etcd endpoint '{host}/version' error, {}, retry time={attempt}",
@@ -166,14 +163,16 @@ impl EtcdStore {
     /// Connects (waiting for etcd as `startup_retry` allows), creates the directory markers
     /// when this node writes, loads everything under the prefix and starts watching.
     pub async fn connect(conf: &EtcdConf, o: Options<'_>) -> Result<EtcdStore, String> {
-        let opts = options(conf, o.trusted_ca)?;
-        probe(conf, &opts).await?;
-        let client = Client::connect(&conf.hosts, Some(opts))
-            .await
-            .map_err(|e| format!("cannot connect to etcd: {}", describe(&e)))?;
+        let pool = Pool::new(
+            conf.hosts.clone(),
+            options(conf, o.trusted_ca)?,
+            conf.timeout,
+        );
+        let live = probe(conf, &pool).await?;
+        pool.prefer(live);
         let (rev_tx, _) = watch::channel(0);
         let inner = Arc::new(Inner {
-            client,
+            pool,
             conf: conf.clone(),
             dec: Decoder {
                 layout: Layout::new(&conf.prefix),
@@ -215,7 +214,6 @@ impl EtcdStore {
     /// Puts each missing `init_dir` marker, so APISIX's Admin API lists empty collections.
     async fn markers(&self) -> Result<(), StoreError> {
         let l = &self.inner.dec.layout;
-        let mut c = self.inner.client.clone();
         for d in MARKED_DIRS {
             let k = l.marker(d);
             let t = Txn::new()
@@ -225,40 +223,45 @@ impl EtcdStore {
                     0,
                 )])
                 .and_then(vec![TxnOp::put(k, "init_dir", None)]);
-            self.inner.op(c.txn(t)).await?;
+            self.inner.txn(&t).await?;
         }
         Ok(())
     }
 }
 
 impl Inner {
-    /// One etcd call, bounded by `timeout`.
-    pub(crate) async fn op<T>(
-        &self,
-        f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.conf.timeout, f).await {
-            Ok(r) => r.map_err(|e| unavailable(&e)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "no answer within {} s (deployment.etcd.timeout)",
-                self.conf.timeout.as_secs()
-            ))),
-        }
+    /// One transaction, on the first endpoint that answers.
+    pub(crate) async fn txn(&self, t: &Txn) -> Result<etcd_client::TxnResponse, StoreError> {
+        self.pool
+            .run(|mut c| {
+                let t = t.clone();
+                async move { c.txn(t).await }
+            })
+            .await
     }
 
     /// Every key under the prefix, and the revision they were read at.
     pub(crate) async fn list_all(&self) -> Result<(Vec<Kv>, u64), StoreError> {
-        let mut c = self.client.clone();
+        let all = self.dec.layout.all();
         let r = self
-            .op(c.get(self.dec.layout.all(), Some(GetOptions::new().with_prefix())))
+            .pool
+            .run(|mut c| {
+                let all = all.clone();
+                async move { c.get(all, Some(GetOptions::new().with_prefix())).await }
+            })
             .await?;
         let rev = r.header().map_or(0, |h| h.revision().max(0) as u64);
         Ok((r.kvs().iter().map(kv_of).collect(), rev))
     }
 
     async fn get_kv(&self, key: &str) -> Result<Option<(Kv, Option<Record>)>, StoreError> {
-        let mut c = self.client.clone();
-        let r = self.op(c.get(key, None)).await?;
+        let r = self
+            .pool
+            .run(|mut c| {
+                let key = key.to_string();
+                async move { c.get(key, None).await }
+            })
+            .await?;
         Ok(r.kvs().first().map(|kv| {
             let kv = kv_of(kv);
             let rec = self.dec.read(&kv).ok().flatten();
@@ -267,12 +270,13 @@ impl Inner {
     }
 
     async fn range(&self, kind: Kind) -> Result<(Vec<Record>, u64), StoreError> {
-        let mut c = self.client.clone();
+        let dir = self.dec.layout.dir(kind);
         let r = self
-            .op(c.get(
-                self.dec.layout.dir(kind),
-                Some(GetOptions::new().with_prefix()),
-            ))
+            .pool
+            .run(|mut c| {
+                let dir = dir.clone();
+                async move { c.get(dir, Some(GetOptions::new().with_prefix())).await }
+            })
             .await?;
         let rev = r.header().map_or(0, |h| h.revision().max(0) as u64);
         let mut out: Vec<Record> = r
@@ -310,10 +314,14 @@ impl Store for EtcdStore {
     }
 
     async fn post_id(&self) -> Result<String, StoreError> {
-        let mut c = self.inner.client.clone();
+        let key = self.inner.dec.layout.gen_id();
         let r = self
             .inner
-            .op(c.put(self.inner.dec.layout.gen_id(), "1", None))
+            .pool
+            .run(|mut c| {
+                let key = key.clone();
+                async move { c.put(key, "1", None).await }
+            })
             .await?;
         Ok(format!("{:020}", header_rev(r.header())))
     }
@@ -368,8 +376,7 @@ impl Store for EtcdStore {
             let txn = Txn::new()
                 .when(when)
                 .and_then(vec![TxnOp::put(key.clone(), bytes, None)]);
-            let mut c = inner.client.clone();
-            let r = inner.op(c.txn(txn)).await?;
+            let r = inner.txn(&txn).await?;
             if r.succeeded() {
                 let rev = header_rev(r.header());
                 return Ok(WriteOutcome {
@@ -424,8 +431,7 @@ impl Store for EtcdStore {
                 ));
             }
             ops.push(TxnOp::delete(key.clone(), None));
-            let mut c = inner.client.clone();
-            let r = inner.op(c.txn(Txn::new().when(when).and_then(ops))).await?;
+            let r = inner.txn(&Txn::new().when(when).and_then(ops)).await?;
             if r.succeeded() {
                 return Ok((rec, header_rev(r.header())));
             }

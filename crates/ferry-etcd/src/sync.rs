@@ -73,19 +73,27 @@ async fn relist(inner: &Inner) -> Result<(), String> {
 
 async fn watch_once(inner: &Inner, lost: &mut Option<String>, backoff: &mut Duration) -> End {
     let from = revision(inner) + 1;
-    let mut client = inner.client.clone();
+    let (endpoint, client) = inner.pool.current().await;
+    let fail = |e: String| {
+        inner.pool.failed(endpoint);
+        End::Failed(format!("{}: {e}", inner.pool.host(endpoint)))
+    };
+    let mut client = match client {
+        Ok(c) => c,
+        Err(e) => return fail(describe(&e)),
+    };
     let opts = WatchOptions::new()
         .with_prefix()
         .with_start_revision(from as i64);
     let mut stream = match client.watch(inner.dec.layout.all(), Some(opts)).await {
         Ok(s) => s,
-        Err(e) => return End::Failed(describe(&e)),
+        Err(e) => return fail(describe(&e)),
     };
     loop {
         let msg = match tokio::time::timeout(inner.conf.watch_timeout, stream.message()).await {
             Err(_) => return End::Idle,
-            Ok(Err(e)) => return End::Failed(describe(&e)),
-            Ok(Ok(None)) => return End::Failed("the watch stream was closed".into()),
+            Ok(Err(e)) => return fail(describe(&e)),
+            Ok(Ok(None)) => return fail("the watch stream was closed".into()),
             Ok(Ok(Some(m))) => m,
         };
         if msg.compact_revision() > 0 {
