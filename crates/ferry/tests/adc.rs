@@ -34,8 +34,9 @@ fn seed(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A Ferry whose provider hosts go to one TLS mock; `standalone` selects config_provider yaml.
-async fn start(tag: &str, standalone: bool) -> (TempDir, Ferry, Mock, u16, u16) {
+/// A Ferry whose provider hosts go to one TLS mock; `deployment` adds keys under `deployment`
+/// (a config provider).
+async fn start(tag: &str, deployment: &str) -> (TempDir, Ferry, Mock, u16, u16) {
     let (mock, ca) = Mock::start_tls(
         MockConfig {
             key: Some("token".into()),
@@ -52,11 +53,7 @@ async fn start(tag: &str, standalone: bool) -> (TempDir, Ferry, Mock, u16, u16) 
         .iter()
         .map(|h| format!("    {h}: {}\n", mock.addr))
         .collect();
-    let provider = if standalone {
-        "  role: traditional\n  role_traditional:\n    config_provider: yaml\n"
-    } else {
-        ""
-    };
+    let provider = deployment;
     let cfg = format!(
         "plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\n  ssl:\n    ssl_trusted_certificate: ca.pem\n\
          deployment:\n{provider}  admin:\n    admin_key: [{{name: admin, key: {TEST_KEY}, role: admin}}]\n    admin_listen: {{ip: 127.0.0.1, port: {admin_port}}}\n\
@@ -146,7 +143,27 @@ async fn request(f: &Ferry, tab: &str) -> u16 {
 #[tokio::test]
 #[ignore = "needs the ADC CLI: set FERRY_ADC (.ci/run does)"]
 async fn every_seed_tab_syncs_and_serves() {
-    let (dir, f, mock, _, admin_port) = start("adc-seed", false).await;
+    seed_tabs(start("adc-seed", "").await).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the ADC CLI and etcd: set FERRY_ADC, FERRY_ETCD, FERRY_ETCDCTL (.ci/run does)"]
+async fn every_seed_tab_syncs_into_etcd() {
+    let etcd = ferry_testkit::etcd::Etcd::start();
+    let deployment = format!("  etcd:\n    host: [\"{}\"]\n", etcd.endpoint());
+    seed_tabs(start("adc-etcd", &deployment).await).await;
+    // What ADC wrote is in etcd under APISIX's keys.
+    let keys = etcd.ctl(&["get", "/apisix/services/", "--prefix", "--keys-only"]);
+    assert_eq!(
+        keys.lines()
+            .filter(|l| !l.is_empty() && !l.ends_with('/'))
+            .count(),
+        1,
+        "{keys}"
+    );
+}
+
+async fn seed_tabs((dir, f, mock, _, admin_port): (TempDir, Ferry, Mock, u16, u16)) {
     let adc = Adc {
         server: format!("http://127.0.0.1:{admin_port}"),
         cwd: dir.0.clone(),
@@ -228,7 +245,11 @@ async fn every_seed_tab_syncs_and_serves() {
 #[tokio::test]
 #[ignore = "needs the ADC CLI: set FERRY_ADC (.ci/run does)"]
 async fn standalone_backend_survives_a_restart() {
-    let (dir, mut f, _mock, port, admin_port) = start("adc-standalone", true).await;
+    let (dir, mut f, _mock, port, admin_port) = start(
+        "adc-standalone",
+        "  role: traditional\n  role_traditional:\n    config_provider: yaml\n",
+    )
+    .await;
     let adc = Adc {
         server: format!("http://127.0.0.1:{admin_port}"),
         cwd: dir.0.clone(),
