@@ -156,26 +156,6 @@ fn no_times(v: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Sets the id field a stored value carries (consumers carry `username`, metadata nothing).
-fn with_id(kind: Kind, id: &str, value: &mut Value) {
-    let Some(obj) = value.as_object_mut() else {
-        return;
-    };
-    match kind {
-        Kind::Consumers => {
-            obj.insert("username".into(), Value::String(id.into()));
-        }
-        Kind::PluginMetadata => {}
-        Kind::Credentials => {
-            let cid = id.rsplit('/').next().unwrap_or(id);
-            obj.insert("id".into(), Value::String(cid.into()));
-        }
-        _ => {
-            obj.insert("id".into(), Value::String(id.into()));
-        }
-    }
-}
-
 fn check(
     kind: Kind,
     id: &str,
@@ -198,7 +178,7 @@ fn check(
 fn checked(kind: Kind, id: String, value: Value, plugins: Arc<dyn PluginChecker>) -> WriteFn {
     Box::new(move |_old| {
         let mut value = value.clone();
-        with_id(kind, &id, &mut value);
+        ferry_config::resource::set_id(kind, &id, &mut value);
         let refs = check(kind, &id, &value, plugins.as_ref())?;
         Ok((value, refs))
     })

@@ -115,6 +115,27 @@ impl Kind {
     }
 }
 
+/// Sets the id field a stored value carries from its store id, which wins over the body
+/// (consumers carry `username`, credentials their own part of the id, plugin metadata nothing).
+pub fn set_id(kind: Kind, id: &str, value: &mut Value) {
+    let Some(obj) = value.as_object_mut() else {
+        return;
+    };
+    match kind {
+        Kind::Consumers => {
+            obj.insert("username".into(), Value::String(id.into()));
+        }
+        Kind::PluginMetadata => {}
+        Kind::Credentials => {
+            let cid = id.rsplit('/').next().unwrap_or(id);
+            obj.insert("id".into(), Value::String(cid.into()));
+        }
+        _ => {
+            obj.insert("id".into(), Value::String(id.into()));
+        }
+    }
+}
+
 /// Why a plugin configuration was refused.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PluginCheckError {

@@ -36,27 +36,6 @@ pub enum Item {
     Valid(Record),
 }
 
-/// Sets the id a stored value carries from its key, as APISIX does (the key wins).
-fn set_id(kind: Kind, id: &str, value: &mut Value) {
-    let Some(obj) = value.as_object_mut() else {
-        return;
-    };
-    match kind {
-        Kind::Consumers => {
-            obj.entry("username")
-                .or_insert_with(|| Value::String(id.into()));
-        }
-        Kind::PluginMetadata => {}
-        Kind::Credentials => {
-            let cid = id.rsplit('/').next().unwrap_or(id);
-            obj.insert("id".into(), Value::String(cid.into()));
-        }
-        _ => {
-            obj.insert("id".into(), Value::String(id.into()));
-        }
-    }
-}
-
 impl Decoder {
     /// The resource at `key`, decrypted, without validation (what the Admin API shows);
     /// `Err` when the value is not a JSON object.
@@ -77,7 +56,8 @@ impl Decoder {
                 ));
             }
         };
-        set_id(kind, &id, &mut value);
+        // The key gives the id, as in APISIX (a value put without one works).
+        ferry_config::resource::set_id(kind, &id, &mut value);
         self.keyring.open(kind, &mut value);
         Ok(Some(Record {
             kind,
