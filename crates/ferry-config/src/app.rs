@@ -336,8 +336,9 @@ impl AppConfig {
         }
         let mut ignored = Vec::new();
         let de = serde_yaml_ng::Deserializer::from_str(&text);
-        let raw: Raw = serde_ignored::deserialize(de, |p| ignored.push(p.to_string()))
-            .map_err(|e| ConfigError(yaml_error(&e)))?;
+        let raw: Raw =
+            serde_ignored::deserialize(de, |p| ignored.push(p.to_string().replace(".?", "")))
+                .map_err(|e| ConfigError(yaml_error(&e)))?;
         let mut cfg = AppConfig {
             ignored_keys: ignored,
             ..AppConfig::default()

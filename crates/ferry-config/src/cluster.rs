@@ -97,10 +97,8 @@ pub(crate) struct RawEtcd {
     user: Option<String>,
     password: Option<String>,
     tls: Option<RawEtcdTls>,
-    #[allow(dead_code)]
-    resync_delay: Option<u64>,
-    #[allow(dead_code)]
-    health_check_timeout: Option<u64>,
+    // `resync_delay` and `health_check_timeout` are not read: Ferry's reconnect backoff (100 ms
+    // doubling to 2 s) replaces both, and `ferry validate` lists them as ignored.
 }
 
 #[derive(Deserialize)]
@@ -148,6 +146,10 @@ impl RawEtcd {
                     "deployment.etcd.host: \"{h}\" must start with http:// or https://"
                 )));
             }
+        }
+        let https = hosts.iter().filter(|h| h.starts_with("https://")).count();
+        if https != 0 && https != hosts.len() {
+            tracing::warn!("mixed protocols among etcd endpoints: {}", hosts.join(", "));
         }
         let prefix = self.prefix.unwrap_or_else(|| "/apisix".into());
         let prefix = prefix.trim_end_matches('/').to_string();
