@@ -138,7 +138,7 @@ async fn watch_once(inner: &Inner, lost: &mut Option<String>, backoff: &mut Dura
         }
         let at = match inner.mirror.write() {
             Ok(mut m) => {
-                m.apply(&inner.dec, &events, header);
+                m.apply(&inner.dec, &events);
                 m.revision()
             }
             Err(_) => return End::Failed("mirror lock poisoned".into()),
