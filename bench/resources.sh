@@ -47,8 +47,7 @@ YAML
 echo "Resource-model figures, $(date -u +%Y-%m-%d), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $bin"
 echo
 
-# 1. ADC sync of N services, one route each.
-start ""
+# 1. ADC sync of N services, one route each (embedded store; then etcd when it is installed).
 python3 - "$services" > "$work/adc.yaml" <<'PY'
 import sys
 n = int(sys.argv[1])
@@ -75,13 +74,31 @@ for i in range(n):
             options:
               model: gpt-4""")
 PY
-t0=$(date +%s.%N)
-"$adc" sync -f "$work/adc.yaml" --server "http://127.0.0.1:$admin" --token bench-key >"$work/adc.log" 2>&1 \
-  || { tail -5 "$work/adc.log"; exit 1; }
-t1=$(date +%s.%N)
-got=$(curl -s -H 'X-API-KEY: bench-key' "http://127.0.0.1:$admin/apisix/admin/routes" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
-printf -- "- adc sync of %d services with one route each (%d routes stored): %.2f s\n" "$services" "$got" "$(echo "$t1 - $t0" | bc)"
+adc_sync() { # $1: store name
+  t0=$(date +%s.%N)
+  "$adc" sync -f "$work/adc.yaml" --server "http://127.0.0.1:$admin" --token bench-key >"$work/adc.log" 2>&1 \
+    || { tail -5 "$work/adc.log"; exit 1; }
+  t1=$(date +%s.%N)
+  got=$(curl -s -H 'X-API-KEY: bench-key' "http://127.0.0.1:$admin/apisix/admin/routes" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+  printf -- "- adc sync of %d services with one route each into %s (%d routes stored): %.2f s\n" "$services" "$1" "$got" "$(echo "$t1 - $t0" | bc)"
+}
+start ""
+adc_sync "the embedded store"
 stop
+if command -v etcd >/dev/null; then
+  ec=$(free_port); ep=$(free_port)
+  etcd --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$ec" --advertise-client-urls "http://127.0.0.1:$ec" \
+    --listen-peer-urls "http://127.0.0.1:$ep" --initial-advertise-peer-urls "http://127.0.0.1:$ep" \
+    --initial-cluster "default=http://127.0.0.1:$ep" >"$work/etcd.log" 2>&1 &
+  etcd_pid=$!
+  trap 'stop; kill $etcd_pid 2>/dev/null; wait $etcd_pid 2>/dev/null; rm -rf "$work"' EXIT
+  sleep 1
+  start "  etcd:
+    host: [\"http://127.0.0.1:$ec\"]
+"
+  adc_sync "etcd (one local member)"
+  stop
+fi
 
 # 2. PUT /configs of M routes until the last one is served.
 start "  role: traditional
