@@ -6,6 +6,35 @@ use crate::handlers::{ApiError, bad};
 use ferry_config::{Kind, PluginChecker};
 use serde_json::Value;
 
+/// The collections the checks below read for a write of `value` to `kind`: a write shared
+/// with other nodes is committed only if none of them changed meanwhile.
+pub(crate) fn checked_kinds(plugins: &dyn PluginChecker, kind: Kind, value: &Value) -> Vec<Kind> {
+    let mut kinds = Vec::new();
+    if kind == Kind::GlobalRules && value.get("plugins").is_some() {
+        kinds.push(Kind::GlobalRules);
+    }
+    if value.pointer("/plugins/limit-count/group").is_some() {
+        kinds.extend(LIMIT_COUNT_HOLDERS);
+    }
+    if matches!(kind, Kind::Consumers | Kind::Credentials) && !auth_keys(plugins, value).is_empty()
+    {
+        kinds.push(Kind::Consumers); // credentials live in the same collection
+    }
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+/// Where a `limit-count` configuration can be.
+const LIMIT_COUNT_HOLDERS: [Kind; 6] = [
+    Kind::Routes,
+    Kind::Services,
+    Kind::PluginConfigs,
+    Kind::Consumers,
+    Kind::ConsumerGroups,
+    Kind::GlobalRules,
+];
+
 /// Two global rules may not configure the same plugin.
 pub(crate) async fn global_rule_conflict(
     state: &AdminState,
@@ -110,14 +139,7 @@ pub(crate) async fn group_conflict(
     let Some((group, mine)) = conf_of(value) else {
         return Ok(());
     };
-    for k in [
-        Kind::Routes,
-        Kind::Services,
-        Kind::PluginConfigs,
-        Kind::Consumers,
-        Kind::ConsumerGroups,
-        Kind::GlobalRules,
-    ] {
+    for k in LIMIT_COUNT_HOLDERS {
         for r in state.store.list(k).await? {
             if k == kind && r.id == id {
                 continue;

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ferry_config::resource::{id_string, valid_id, validate};
-use ferry_config::store::{Record, StoreError, WriteFn};
+use ferry_config::store::{Guard, Record, StoreError, WriteFn, WriteOutcome};
 use ferry_config::upstream::UpstreamConf;
 use ferry_config::{Kind, PluginChecker};
 use serde_json::{Map, Value, json};
@@ -47,6 +47,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
             StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Stale => StatusCode::CONFLICT,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("admin store error: {e}");
@@ -185,13 +186,35 @@ fn checked(kind: Kind, id: String, value: Value, plugins: Arc<dyn PluginChecker>
 }
 
 async fn write(state: &AdminState, kind: Kind, id: String, f: WriteFn) -> ApiResult {
-    let out = match state.store.write(kind, &id, f).await {
+    let out = commit(state, kind, &id, f, &Guard::default()).await;
+    answer(state, kind, out)
+}
+
+/// Stores a write (guarded when `guard` names collections).
+async fn commit(
+    state: &AdminState,
+    kind: Kind,
+    id: &str,
+    f: WriteFn,
+    guard: &Guard,
+) -> Result<WriteOutcome, StoreError> {
+    let out = if guard.kinds.is_empty() {
+        state.store.write(kind, id, f).await
+    } else {
+        state.store.write_guarded(kind, id, f, guard).await
+    }?;
+    wait_applied(state, out.record.mod_rev).await;
+    Ok(out)
+}
+
+/// APISIX's answer to a write: 201 when created, 200 when replaced.
+fn answer(state: &AdminState, kind: Kind, out: Result<WriteOutcome, StoreError>) -> ApiResult {
+    let out = match out {
         Err(StoreError::MissingRef(Kind::Consumers, _)) if kind == Kind::Credentials => {
             return Err(ApiError(StatusCode::NOT_FOUND, "consumer not found".into()));
         }
         r => r?,
     };
-    wait_applied(state, out.record.mod_rev).await;
     let status = if out.created {
         StatusCode::CREATED
     } else {
@@ -217,21 +240,37 @@ pub async fn wait_applied(state: &AdminState, rev: u64) {
 async fn put_value(state: &AdminState, kind: Kind, id: String, value: Value) -> ApiResult {
     writable(state)?;
     no_times(&value)?;
-    if kind == Kind::GlobalRules {
-        conflicts::global_rule_conflict(state, &id, &value).await?;
-    }
-    conflicts::group_conflict(state, kind, &id, &value).await?;
-    // Consumer and credential writes go one at a time, so the key check is exact.
-    let _serial = match kind {
-        Kind::Consumers | Kind::Credentials => {
-            let guard = state.consumer_writes.lock().await;
-            conflicts::duplicate_key(state, kind, &id, &value).await?;
-            Some(guard)
-        }
-        _ => None,
+    // Consumer and credential writes go one at a time on a node, so the key check is exact;
+    // across nodes sharing etcd, the write is guarded by what the checks read.
+    let consumer = matches!(kind, Kind::Consumers | Kind::Credentials);
+    let _serial = match consumer {
+        true => Some(state.consumer_writes.lock().await),
+        false => None,
     };
-    let f = checked(kind, id.clone(), value, state.plugins.clone());
-    write(state, kind, id, f).await
+    let kinds = conflicts::checked_kinds(state.plugins.as_ref(), kind, &value);
+    let deadline = std::time::Instant::now() + crate::STALE_RETRY;
+    loop {
+        let since = match kinds.is_empty() {
+            true => 0,
+            false => state.store.guard_revision().await?,
+        };
+        if kind == Kind::GlobalRules {
+            conflicts::global_rule_conflict(state, &id, &value).await?;
+        }
+        conflicts::group_conflict(state, kind, &id, &value).await?;
+        if consumer {
+            conflicts::duplicate_key(state, kind, &id, &value).await?;
+        }
+        let f = checked(kind, id.clone(), value.clone(), state.plugins.clone());
+        let guard = Guard {
+            since,
+            kinds: kinds.clone(),
+        };
+        match commit(state, kind, &id, f, &guard).await {
+            Err(StoreError::Stale) if std::time::Instant::now() < deadline => continue,
+            out => return answer(state, kind, out),
+        }
+    }
 }
 
 fn check_id(kind: Kind, id: &str) -> Result<(), ApiError> {

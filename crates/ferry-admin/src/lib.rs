@@ -51,6 +51,10 @@ pub enum ConfigSource {
 /// How long a write waits for the data plane to apply it before answering anyway.
 pub const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a write whose cross-resource checks keep being overtaken by other nodes' writes
+/// is checked again before it answers `409`.
+pub const STALE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An `{"error_msg": ...}` response.
 pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error_msg": msg.into() }))).into_response()

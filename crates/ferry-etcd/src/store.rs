@@ -13,8 +13,8 @@ use etcd_client::{
 };
 use ferry_config::cluster::{DataEncryption, EtcdConf};
 use ferry_config::store::{
-    Change, Record, Store, StoreError, StoreSnapshot, WriteFn, WriteOutcome, now_secs, referrers,
-    stamp,
+    Change, Guard, Record, Store, StoreError, StoreSnapshot, WriteFn, WriteOutcome, now_secs,
+    referrers, stamp,
 };
 use ferry_config::{Kind, PluginChecker};
 use serde_json::Value;
@@ -211,6 +211,82 @@ impl EtcdStore {
         Ok(store)
     }
 
+    /// One read-modify-write in a txn; retried on a lost compare within `timeout`, except
+    /// when guarded (then [`StoreError::Stale`]: the caller's checks must run again).
+    async fn write_with(
+        &self,
+        kind: Kind,
+        id: &str,
+        mut f: WriteFn,
+        guard: Option<&Guard>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let inner = &self.inner;
+        let key = inner.dec.layout.key(kind, id);
+        let deadline = Instant::now() + inner.conf.timeout;
+        loop {
+            let old = inner.get_kv(&key).await?;
+            let old_rec = old.as_ref().and_then(|(_, r)| r.clone());
+            let (mut value, refs) = f(old_rec.as_ref().map(|r| &r.value))?;
+            let mut when = guard.map_or_else(Vec::new, |g| {
+                g.kinds
+                    .iter()
+                    .map(|k| {
+                        Compare::mod_revision(
+                            inner.dec.layout.dir(*k),
+                            CompareOp::Less,
+                            g.since as i64 + 1,
+                        )
+                        .with_prefix()
+                    })
+                    .collect()
+            });
+            when.push(match &old {
+                None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                Some((kv, _)) => {
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_rev as i64)
+                }
+            });
+            for (rk, rid) in refs {
+                let rkey = inner.dec.layout.key(rk, &rid);
+                if inner.get_kv(&rkey).await?.is_none() {
+                    return Err(StoreError::MissingRef(rk, rid));
+                }
+                when.push(Compare::version(rkey, CompareOp::Greater, 0));
+            }
+            if kind.stamped() {
+                stamp(&mut value, old_rec.as_ref(), now_secs());
+            }
+            let mut sealed = value.clone();
+            inner.dec.keyring.seal(kind, &mut sealed);
+            let bytes =
+                serde_json::to_vec(&sealed).map_err(|e| StoreError::Backend(e.to_string()))?;
+            let txn = Txn::new()
+                .when(when)
+                .and_then(vec![TxnOp::put(key.clone(), bytes, None)]);
+            let r = inner.txn(&txn).await?;
+            if r.succeeded() {
+                let rev = header_rev(r.header());
+                return Ok(WriteOutcome {
+                    created: old.is_none(),
+                    record: Record {
+                        kind,
+                        id: id.to_string(),
+                        value,
+                        create_rev: old.map_or(rev, |(kv, _)| kv.create_rev),
+                        mod_rev: rev,
+                    },
+                });
+            }
+            if guard.is_some() {
+                // what the caller checked may have changed: it checks again
+                return Err(StoreError::Stale);
+            }
+            if Instant::now() > deadline {
+                return Err(lost_race());
+            }
+        }
+    }
+
     /// Puts each missing `init_dir` marker, so APISIX's Admin API lists empty collections.
     async fn markers(&self) -> Result<(), StoreError> {
         let l = &self.inner.dec.layout;
@@ -340,60 +416,31 @@ impl Store for EtcdStore {
         Ok(self.inner.range(kind).await?.0)
     }
 
-    async fn write(
+    async fn write(&self, kind: Kind, id: &str, f: WriteFn) -> Result<WriteOutcome, StoreError> {
+        self.write_with(kind, id, f, None).await
+    }
+
+    async fn guard_revision(&self) -> Result<u64, StoreError> {
+        let key = self.inner.dec.layout.gen_id();
+        let r = self
+            .inner
+            .pool
+            .run(|mut c| {
+                let key = key.clone();
+                async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
+            })
+            .await?;
+        Ok(header_rev(r.header()))
+    }
+
+    async fn write_guarded(
         &self,
         kind: Kind,
         id: &str,
-        mut f: WriteFn,
+        f: WriteFn,
+        guard: &Guard,
     ) -> Result<WriteOutcome, StoreError> {
-        let inner = &self.inner;
-        let key = inner.dec.layout.key(kind, id);
-        let deadline = Instant::now() + inner.conf.timeout;
-        loop {
-            let old = inner.get_kv(&key).await?;
-            let old_rec = old.as_ref().and_then(|(_, r)| r.clone());
-            let (mut value, refs) = f(old_rec.as_ref().map(|r| &r.value))?;
-            let mut when = vec![match &old {
-                None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
-                Some((kv, _)) => {
-                    Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_rev as i64)
-                }
-            }];
-            for (rk, rid) in refs {
-                let rkey = inner.dec.layout.key(rk, &rid);
-                if inner.get_kv(&rkey).await?.is_none() {
-                    return Err(StoreError::MissingRef(rk, rid));
-                }
-                when.push(Compare::version(rkey, CompareOp::Greater, 0));
-            }
-            if kind.stamped() {
-                stamp(&mut value, old_rec.as_ref(), now_secs());
-            }
-            let mut sealed = value.clone();
-            inner.dec.keyring.seal(kind, &mut sealed);
-            let bytes =
-                serde_json::to_vec(&sealed).map_err(|e| StoreError::Backend(e.to_string()))?;
-            let txn = Txn::new()
-                .when(when)
-                .and_then(vec![TxnOp::put(key.clone(), bytes, None)]);
-            let r = inner.txn(&txn).await?;
-            if r.succeeded() {
-                let rev = header_rev(r.header());
-                return Ok(WriteOutcome {
-                    created: old.is_none(),
-                    record: Record {
-                        kind,
-                        id: id.to_string(),
-                        value,
-                        create_rev: old.map_or(rev, |(kv, _)| kv.create_rev),
-                        mod_rev: rev,
-                    },
-                });
-            }
-            if Instant::now() > deadline {
-                return Err(lost_race());
-            }
-        }
+        self.write_with(kind, id, f, Some(guard)).await
     }
 
     async fn delete(&self, kind: Kind, id: &str, force: bool) -> Result<(Record, u64), StoreError> {

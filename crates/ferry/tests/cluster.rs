@@ -802,3 +802,72 @@ async fn etcd_over_tls() {
     until(&n, "/chat", 200).await;
     assert!(etcd.get("/apisix/routes/1").is_some());
 }
+
+#[tokio::test]
+#[ignore = "needs etcd and etcdctl (PATH or FERRY_ETCD/FERRY_ETCDCTL); .ci/run installs them"]
+async fn cross_resource_checks_hold_across_nodes() {
+    let etcd = Etcd::start();
+    let a = node("cl-guard-a", &etcd, "traditional", "/apisix");
+    let b = node("cl-guard-b", &etcd, "traditional", "/apisix");
+    // Ten consumers, one auth key, written at once through two nodes: exactly one keeps it.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let n = if i % 2 == 0 { &a } else { &b };
+        let (url, key) = (n.f.admin_url("/consumers"), n.f.key.clone());
+        let body = json!({"username": format!("u{i}"), "plugins": {"key-auth": {"key": "shared"}}});
+        tasks.push(tokio::spawn(async move {
+            let r = send(
+                "PUT",
+                &url,
+                &[("x-api-key", key.as_str())],
+                body.to_string(),
+            )
+            .await;
+            (r.status.as_u16(), r.text())
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    assert_eq!(
+        answers.iter().filter(|(s, _)| *s == 201).count(),
+        1,
+        "{answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .filter(|(s, _)| *s != 201)
+            .all(|(s, t)| *s == 400 && t.contains("duplicate key of plugin key-auth")),
+        "{answers:?}"
+    );
+    // Six global rules with the same plugin at once: exactly one is stored.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let n = if i % 2 == 0 { &a } else { &b };
+        let (url, key) = (
+            n.f.admin_url(&format!("/global_rules/g{i}")),
+            n.f.key.clone(),
+        );
+        let body = json!({"plugins": {"request-id": {}}});
+        tasks.push(tokio::spawn(async move {
+            send(
+                "PUT",
+                &url,
+                &[("x-api-key", key.as_str())],
+                body.to_string(),
+            )
+            .await
+            .status
+            .as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    assert_eq!(codes.iter().filter(|c| **c == 201).count(), 1, "{codes:?}");
+    let (_, v) = a.f.admin("GET", "/global_rules", None).await;
+    assert_eq!(v["total"], 1, "{v}");
+}

@@ -57,6 +57,20 @@ pub enum StoreError {
     /// The shared store (etcd) cannot be reached; nothing was written.
     #[error("etcd unavailable: {0}")]
     Unavailable(String),
+    /// A [`Guard`]ed write lost to another writer: what the caller checked may have changed,
+    /// so it checks again and retries.
+    #[error("the configuration changed while this write was checked; try again")]
+    Stale,
+}
+
+/// What a write's cross-resource checks read: the collections, and the store revision taken
+/// before reading them. A store shared by several writers (etcd) commits the write only if
+/// none of those collections changed since; a single-process store needs nothing more than
+/// its own serialisation.
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    pub since: u64,
+    pub kinds: Vec<Kind>,
 }
 
 /// APISIX says "this service directly" and "this upstream".
@@ -141,6 +155,22 @@ pub trait Store: Send + Sync {
     /// A fresh id for `POST`: 20 digits, unique among every writer of this store.
     async fn post_id(&self) -> Result<String, StoreError> {
         Ok(local_post_id())
+    }
+    /// The revision to put in a [`Guard`] before reading what a write is checked against
+    /// (0 where guards are not needed).
+    async fn guard_revision(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    /// [`Store::write`], committed only while `guard`'s collections are unchanged; answers
+    /// [`StoreError::Stale`] otherwise (then the caller checks again).
+    async fn write_guarded(
+        &self,
+        kind: Kind,
+        id: &str,
+        f: WriteFn,
+        _guard: &Guard,
+    ) -> Result<WriteOutcome, StoreError> {
+        self.write(kind, id, f).await
     }
     async fn get(&self, kind: Kind, id: &str) -> Result<Option<Record>, StoreError>;
     async fn list(&self, kind: Kind) -> Result<Vec<Record>, StoreError>;
