@@ -240,14 +240,14 @@ pub async fn wait_applied(state: &AdminState, rev: u64) {
 async fn put_value(state: &AdminState, kind: Kind, id: String, value: Value) -> ApiResult {
     writable(state)?;
     no_times(&value)?;
-    // Consumer and credential writes go one at a time on a node, so the key check is exact;
-    // across nodes sharing etcd, the write is guarded by what the checks read.
+    // Writes checked against other resources go one at a time on a node, so the checks are
+    // exact; across nodes sharing etcd, the write is guarded by what the checks read.
     let consumer = matches!(kind, Kind::Consumers | Kind::Credentials);
-    let _serial = match consumer {
-        true => Some(state.consumer_writes.lock().await),
-        false => None,
-    };
     let kinds = conflicts::checked_kinds(state.plugins.as_ref(), kind, &value);
+    let _serial = match kinds.is_empty() {
+        true => None,
+        false => Some(state.checked_writes.lock().await),
+    };
     let deadline = std::time::Instant::now() + crate::STALE_RETRY;
     loop {
         let since = match kinds.is_empty() {

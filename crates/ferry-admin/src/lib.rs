@@ -33,8 +33,9 @@ pub struct AdminState {
     pub applied: Option<tokio::sync::watch::Receiver<u64>>,
     /// Where the configuration comes from; resource writes are refused unless the store.
     pub source: ConfigSource,
-    /// Serialises consumer and credential writes (their auth keys must stay unique).
-    pub consumer_writes: tokio::sync::Mutex<()>,
+    /// Serialises this node's writes that are checked against other resources (unique auth
+    /// keys, one plugin per global rule, limit-count groups).
+    pub checked_writes: tokio::sync::Mutex<()>,
 }
 
 /// Where the configuration comes from (APISIX's deployment modes).

@@ -359,7 +359,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
             allow: cfg.allow_admin.clone(),
             applied: Some(shared.applied()),
             source: source.clone(),
-            consumer_writes: Default::default(),
+            checked_writes: Default::default(),
         });
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
