@@ -23,7 +23,7 @@ fn broker() -> Tansu {
     })
 }
 
-/// Reads records from partition 0 of `topic`, from the beginning, until they hold `n` log
+/// Reads records from every partition of `topic`, from the beginning, until they hold `n` log
 /// entries (a record is one entry, or an array of entries when `batch_max_size` > 1).
 fn read(addr: &str, topic: &str, n: usize, wait: Duration) -> Vec<Vec<u8>> {
     let c: BaseConsumer = ClientConfig::new()
@@ -32,9 +32,24 @@ fn read(addr: &str, topic: &str, n: usize, wait: Duration) -> Vec<Vec<u8>> {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
+    // Every partition: a topic auto-created by the producer's metadata request (after a broker
+    // restart lost it) may have several, and a record may be in any of them.
+    let partitions: Vec<i32> = c
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()
+        .and_then(|md| {
+            md.topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        })
+        .filter(|v: &Vec<i32>| !v.is_empty())
+        .unwrap_or_else(|| vec![0]);
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
+    for p in partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let mut entries = 0;
@@ -155,6 +170,22 @@ async fn unreachable_broker_at_start_and_schema() {
     }
 }
 
+/// True when the broker knows `topic` with at least one partition.
+fn topic_exists(addr: &str, topic: &str) -> bool {
+    let Ok(c) = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create::<BaseConsumer>()
+    else {
+        return false;
+    };
+    c.fetch_metadata(Some(topic), Duration::from_secs(2))
+        .is_ok_and(|md| {
+            md.topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        })
+}
+
 #[tokio::test]
 #[ignore = "needs a Kafka-protocol broker: FERRY_TANSU=$(tests/kafka/install-tansu.sh) cargo test -- --include-ignored"]
 async fn entries_queued_while_the_broker_is_down_arrive_after_it_returns() {
@@ -163,7 +194,7 @@ async fn entries_queued_while_the_broker_is_down_arrive_after_it_returns() {
     let env = Env::start("kafka-restart").await;
     env.route_with(json!({"id": "r", "uri": "/r", "plugins": {"ai-proxy": env.ai("openai", ""),
         "kafka-logger": {"brokers": [{"host": "127.0.0.1", "port": kafka.port}], "kafka_topic": "again",
-                         "batch_max_size": 5, "inactive_timeout": 1, "timeout": 2, "max_retry_count": 20, "retry_delay": 1}}}))
+                         "batch_max_size": 5, "inactive_timeout": 1, "timeout": 2, "max_retry_count": 60, "retry_delay": 1}}}))
         .await;
     kafka.kill();
     for _ in 0..10 {
@@ -176,12 +207,22 @@ async fn entries_queued_while_the_broker_is_down_arrive_after_it_returns() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(kafka.restart(), "broker did not restart");
-    // The producer's metadata requests may create the topic first (then this keeps failing);
-    // a broker still starting up gets a few more tries.
-    for _ in 0..5 {
-        if kafka.try_create_topic("again") {
+    // The broker kept its topics in memory: create the topic again. The producer's metadata
+    // requests may create it first (then creating fails, and it exists); a broker still
+    // starting up on a loaded machine gets up to 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let addr = kafka.addr();
+        let exists = tokio::task::spawn_blocking(move || topic_exists(&addr, "again"))
+            .await
+            .unwrap();
+        if exists || kafka.try_create_topic("again") {
             break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "the topic could not be created again"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let addr = kafka.addr();
@@ -200,7 +241,8 @@ async fn entries_queued_while_the_broker_is_down_arrive_after_it_returns() {
     assert_eq!(
         entries.len(),
         10,
-        "entries queued during the outage were delivered"
+        "entries queued during the outage were delivered; ferry said:\n{}",
+        env.ferry.stderr_text()
     );
     assert!(entries.iter().all(|e| e["route_id"] == "r"));
     assert!(recs.len() < 10, "batched into few records: {}", recs.len());
