@@ -2,6 +2,8 @@
 //! prints the LLM variables, and a mock provider.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
+
 use ferry_testkit::mock::{Mock, MockConfig};
 use ferry_testkit::{Ferry, TempDir};
 use serde_json::{Value, json};
