@@ -316,18 +316,21 @@ impl Inner {
             .await
     }
 
-    /// Every key under the prefix, and the revision they were read at.
-    pub(crate) async fn list_all(&self) -> Result<(Vec<Kv>, u64), StoreError> {
-        let all = self.dec.layout.all();
+    /// Every key under `prefix`, and the revision they were read at.
+    async fn get_prefixed(&self, prefix: String) -> Result<(Vec<Kv>, u64), StoreError> {
         let r = self
             .pool
             .run(|mut c| {
-                let all = all.clone();
-                async move { c.get(all, Some(GetOptions::new().with_prefix())).await }
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
             })
             .await?;
-        let rev = r.header().map_or(0, |h| h.revision().max(0) as u64);
-        Ok((r.kvs().iter().map(kv_of).collect(), rev))
+        Ok((r.kvs().iter().map(kv_of).collect(), header_rev(r.header())))
+    }
+
+    /// Every key under the configured prefix, and the revision they were read at.
+    pub(crate) async fn list_all(&self) -> Result<(Vec<Kv>, u64), StoreError> {
+        self.get_prefixed(self.dec.layout.all()).await
     }
 
     async fn get_kv(&self, key: &str) -> Result<Option<(Kv, Option<Record>)>, StoreError> {
@@ -346,19 +349,10 @@ impl Inner {
     }
 
     async fn range(&self, kind: Kind) -> Result<(Vec<Record>, u64), StoreError> {
-        let dir = self.dec.layout.dir(kind);
-        let r = self
-            .pool
-            .run(|mut c| {
-                let dir = dir.clone();
-                async move { c.get(dir, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await?;
-        let rev = r.header().map_or(0, |h| h.revision().max(0) as u64);
-        let mut out: Vec<Record> = r
-            .kvs()
+        let (kvs, rev) = self.get_prefixed(self.dec.layout.dir(kind)).await?;
+        let mut out: Vec<Record> = kvs
             .iter()
-            .filter_map(|kv| self.dec.read(&kv_of(kv)).ok().flatten())
+            .filter_map(|kv| self.dec.read(kv).ok().flatten())
             .filter(|rec| rec.kind == kind)
             .collect();
         out.sort_by(|a, b| (a.create_rev, &a.id).cmp(&(b.create_rev, &b.id)));
