@@ -34,19 +34,23 @@ pub fn error_body(proto: Option<Protocol>, status: u16, msg: &str) -> Vec<u8> {
     out
 }
 
-/// The event that tells a streaming client its answer broke off: Anthropic's `error` event, or
-/// an OpenAI-style `data: {"error": ...}` chunk (what the official SDKs raise on). Never a
-/// closing event that would claim a normal end.
+/// The event that tells a streaming client its answer broke off, in its protocol: Anthropic's
+/// `event: error` (`api_error`), the Responses API's `event: error` (`server_error`), or an
+/// OpenAI chat `data: {"error": ...}` chunk (`server_error`; what the official SDKs raise on).
+/// Never a closing event that would claim a normal end.
 pub fn stream_error_event(proto: Protocol, msg: &str) -> String {
-    let kind = error_kind(502);
     match proto {
         Protocol::AnthropicMessages => format!(
             "event: error\ndata: {}\n\n",
-            json!({"type": "error", "error": {"type": kind, "message": msg}})
+            json!({"type": "error", "error": {"type": "api_error", "message": msg}})
+        ),
+        Protocol::OpenAiResponses => format!(
+            "event: error\ndata: {}\n\n",
+            json!({"type": "error", "code": "server_error", "message": msg, "param": null})
         ),
         _ => format!(
             "data: {}\n\n",
-            json!({"error": {"message": msg, "type": kind, "param": null, "code": null}})
+            json!({"error": {"message": msg, "type": "server_error", "param": null, "code": null}})
         ),
     }
 }
@@ -86,5 +90,8 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(o.trim().trim_start_matches("data: ")).unwrap();
         assert_eq!(v["error"]["message"], "cut");
+        assert_eq!(v["error"]["type"], "server_error");
+        let r = stream_error_event(Protocol::OpenAiResponses, "cut");
+        assert!(r.starts_with("event: error\ndata: {\"code\":\"server_error\""), "{r}");
     }
 }

@@ -4,9 +4,9 @@
 //! streamed through as it arrives), recording tokens, latency and models in the context's
 //! typed LLM stats.
 
-mod conf;
-mod proxy;
-mod stream;
+pub(crate) mod conf;
+pub(crate) mod proxy;
+pub(crate) mod stream;
 
 use crate::transport::Transport;
 use bytes::Bytes;
@@ -86,7 +86,7 @@ struct AiProxy {
 
 /// Per-request state, kept in the context's extensions.
 pub(crate) struct AiState {
-    client: Protocol,
+    pub(crate) client: Protocol,
     target: Protocol,
     /// Set when client and provider speak different protocols.
     pair: Option<Pair>,
@@ -94,6 +94,39 @@ pub(crate) struct AiState {
     sent: Option<Instant>,
     sse: Option<stream::SseState>,
     /// What the request peek read (absent when the body needed a full parse).
+    peek: Option<PeekInfo>,
+    /// Told when a stream breaks after its first byte (passive health of `ai-proxy-multi`).
+    pub(crate) on_stream_fail: Option<stream::FailHook>,
+}
+
+impl AiState {
+    /// The state of a request taken by `intake`, headed for a provider speaking `target`.
+    pub(crate) fn new(intake: Intake, target: Protocol, pair: Option<Pair>) -> AiState {
+        AiState {
+            client: intake.client,
+            target,
+            pair,
+            sent: None,
+            sse: None,
+            peek: intake.peek,
+            on_stream_fail: None,
+        }
+    }
+
+    /// Points the state at another provider (a fallback attempt of `ai-proxy-multi`).
+    pub(crate) fn retarget(&mut self, target: Protocol, pair: Option<Pair>) {
+        self.target = target;
+        self.pair = pair;
+        self.sent = None;
+        self.sse = None;
+    }
+}
+
+/// What the access phase learnt from the request body, whatever the provider.
+pub(crate) struct Intake {
+    pub(crate) client: Protocol,
+    pub(crate) stream: bool,
+    pub(crate) request_model: Option<String>,
     peek: Option<PeekInfo>,
 }
 
@@ -121,7 +154,7 @@ fn with_example(e: String) -> String {
 }
 
 /// Why the access phase refused a request, and the protocol to say it in.
-struct Refusal(Protocol, GatewayError);
+pub(crate) struct Refusal(pub(crate) Protocol, pub(crate) GatewayError);
 
 fn too_large(len: u64, max: u64) -> GatewayError {
     GatewayError::client(
@@ -132,168 +165,178 @@ fn too_large(len: u64, max: u64) -> GatewayError {
     )
 }
 
-impl AiProxy {
-    /// The access phase's checks; a refusal when the request cannot go upstream. What can be
-    /// judged from the head (content type, a declared length) is judged before the body is
-    /// read.
-    async fn admit(&self, ctx: &mut Ctx) -> Result<AiState, Refusal> {
-        let guess = if ctx.uri.path().ends_with("/v1/messages") {
-            Protocol::AnthropicMessages
-        } else {
-            Protocol::OpenAiChat
-        };
-        let fail = |status, msg: String| Refusal(guess, GatewayError::client(status, msg));
-        let ct = ctx.header_str("content-type").unwrap_or("application/json");
-        if !ct.starts_with("application/json") {
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                format!("unsupported content-type: {ct}, only application/json is supported"),
-            ));
-        }
-        let max = self.conf.max_req_body_size;
-        if let Some(len) = ctx
-            .header_str(header::CONTENT_LENGTH.as_str())
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|len| *len > max)
-        {
-            return Err(Refusal(guess, too_large(len, max)));
-        }
-        let body: Bytes = match ctx.read_body().await {
-            Ok(b) => b.clone(),
-            Err(e) => return Err(Refusal(guess, e)),
-        };
-        if body.len() as u64 > max {
-            return Err(Refusal(guess, too_large(body.len() as u64, max)));
-        }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                "could not get body: request body is empty".into(),
-            ));
-        }
-        let peeked = body
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .filter(|b| **b == b'{')
-            // Valid UTF-8 first: skipped strings are not checked by the parser.
-            .and_then(|_| std::str::from_utf8(&body).ok())
-            .and_then(|text| serde_json::from_str::<RequestPeek>(text).ok());
-        let (client, stream, request_model, peek) = match peeked {
-            Some(p) => self
-                .check_peek(ctx, &body, &p)
-                .map_err(|(s, m)| fail(s, m))?,
-            None => self.check_value(ctx).map_err(|(s, m)| fail(s, m))?,
-        };
-        let provider = self.conf.provider;
-        let (target, pair) = if provider.capability(client).is_some() {
-            (client, None)
-        } else if client == Protocol::Passthrough {
-            (Protocol::Passthrough, None)
-        } else if let Some((pair, t)) = convert::find(client, |p| provider.capability(p).is_some())
-        {
-            (t, Some(pair))
-        } else {
-            return Err(Refusal(
-                client,
-                GatewayError::client(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "provider {} does not support {} protocol (supported: {})",
-                        provider.name,
-                        client.name(),
-                        provider.protocol_names()
-                    ),
-                ),
-            ));
-        };
-        ctx.llm.request_type = if stream {
-            RequestType::AiStream
-        } else {
-            RequestType::AiChat
-        };
-        ctx.llm.provider = Some(provider.name);
-        ctx.llm.request_model = request_model;
-        Ok(AiState {
-            client,
-            target,
-            pair,
-            sent: None,
-            sse: None,
-            peek,
-        })
+/// The access phase's checks common to `ai-proxy` and `ai-proxy-multi`: content type, body
+/// size, JSON, protocol, stream flag and model. What can be judged from the head (content type,
+/// a declared length) is judged before the body is read. `model_fixed`: every provider the
+/// request may go to has `options.model` (a non-string `model` is then tolerated).
+pub(crate) async fn intake(ctx: &mut Ctx, max: u64, model_fixed: bool) -> Result<Intake, Refusal> {
+    let guess = if ctx.uri.path().ends_with("/v1/messages") {
+        Protocol::AnthropicMessages
+    } else {
+        Protocol::OpenAiChat
+    };
+    let fail = |status, msg: String| Refusal(guess, GatewayError::client(status, msg));
+    let ct = ctx.header_str("content-type").unwrap_or("application/json");
+    if !ct.starts_with("application/json") {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            format!("unsupported content-type: {ct}, only application/json is supported"),
+        ));
     }
-
-    /// Checks a body read through the peek: protocol, stream flag, model.
-    fn check_peek(
-        &self,
-        ctx: &Ctx,
-        body: &Bytes,
-        p: &RequestPeek<'_>,
-    ) -> Result<Checked, (StatusCode, String)> {
-        if !matches!(p.model, Shape::Absent | Shape::Null | Shape::Str(_))
-            && self.conf.options_model.is_none()
-        {
-            return Err((StatusCode::BAD_REQUEST, MODEL_NOT_STRING.into()));
-        }
-        if !matches!(p.stream, Shape::Absent | Shape::Null | Shape::Bool(_)) {
-            return Err((StatusCode::BAD_REQUEST, STREAM_NOT_BOOL.into()));
-        }
-        let client = detect::detect_peek(ctx.uri.path(), p)
-            .ok_or((StatusCode::BAD_REQUEST, NO_PROTOCOL.to_string()))?;
-        let stream = client.can_stream() && p.stream == Shape::Bool(true);
-        let model = p.model.as_str().map(String::from);
-        let info = PeekInfo {
-            raw: body.clone(),
-            model: model.clone(),
-            has_model: p.model != Shape::Absent,
-            stream: p.stream == Shape::Bool(true),
-            tool_count: p.tools.items.len(),
-            end_user: observe::end_user_peek(client, p).map(String::from),
-            stream_options: p.stream_options,
-        };
-        Ok((client, stream, model, Some(info)))
+    if let Some(len) = ctx
+        .header_str(header::CONTENT_LENGTH.as_str())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|len| *len > max)
+    {
+        return Err(Refusal(guess, too_large(len, max)));
     }
+    let body: Bytes = match ctx.read_body().await {
+        Ok(b) => b.clone(),
+        Err(e) => return Err(Refusal(guess, e)),
+    };
+    if body.len() as u64 > max {
+        return Err(Refusal(guess, too_large(body.len() as u64, max)));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "could not get body: request body is empty".into(),
+        ));
+    }
+    let peeked = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .filter(|b| **b == b'{')
+        // Valid UTF-8 first: skipped strings are not checked by the parser.
+        .and_then(|_| std::str::from_utf8(&body).ok())
+        .and_then(|text| serde_json::from_str::<RequestPeek>(text).ok());
+    let (client, stream, request_model, peek) = match peeked {
+        Some(p) => check_peek(ctx, &body, &p, model_fixed).map_err(|(s, m)| fail(s, m))?,
+        None => check_value(ctx, model_fixed).map_err(|(s, m)| fail(s, m))?,
+    };
+    Ok(Intake {
+        client,
+        stream,
+        request_model,
+        peek,
+    })
+}
 
-    /// Checks a body through a full parse (not an object, or the peek could not read it).
-    fn check_value(&self, ctx: &Ctx) -> Result<Checked, (StatusCode, String)> {
-        let Some(json) = ctx.json() else {
-            let e = ctx
-                .body()
-                .and_then(|b| serde_json::from_slice::<Value>(b).err())
-                .map_or_else(String::new, |e| e.to_string());
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!("could not parse JSON request body: {e}"),
-            ));
-        };
-        if !json.is_object() && !json.is_array() {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "request body must be a JSON object".into(),
-            ));
-        }
-        let model = json.get("model");
-        if model.is_some_and(|m| !m.is_string() && !m.is_null())
-            && self.conf.options_model.is_none()
-        {
-            return Err((StatusCode::BAD_REQUEST, MODEL_NOT_STRING.into()));
-        }
-        if json
-            .get("stream")
-            .is_some_and(|s| !s.is_boolean() && !s.is_null())
-        {
-            return Err((StatusCode::BAD_REQUEST, STREAM_NOT_BOOL.into()));
-        }
-        let client = detect::detect(ctx.uri.path(), json)
-            .ok_or((StatusCode::BAD_REQUEST, NO_PROTOCOL.to_string()))?;
-        let stream = detect::wants_stream(client, json);
-        Ok((
-            client,
-            stream,
-            model.and_then(Value::as_str).map(String::from),
-            None,
+/// The protocol to speak to `provider` for a `client` request, and the converter pair when
+/// they differ; a 400 when the provider cannot serve it.
+pub(crate) fn route_for(
+    provider: &ferry_provider::Provider,
+    client: Protocol,
+) -> Result<(Protocol, Option<Pair>), GatewayError> {
+    if provider.capability(client).is_some() {
+        Ok((client, None))
+    } else if client == Protocol::Passthrough {
+        Ok((Protocol::Passthrough, None))
+    } else if let Some((pair, t)) = convert::find(client, |p| provider.capability(p).is_some()) {
+        Ok((t, Some(pair)))
+    } else {
+        Err(GatewayError::client(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "provider {} does not support {} protocol (supported: {})",
+                provider.name,
+                client.name(),
+                provider.protocol_names()
+            ),
         ))
     }
+}
+
+/// Records what the access phase learnt in the request's LLM stats.
+pub(crate) fn record_intake(ctx: &mut Ctx, intake: &Intake, provider: &'static str) {
+    ctx.llm.request_type = if intake.stream {
+        RequestType::AiStream
+    } else {
+        RequestType::AiChat
+    };
+    ctx.llm.provider = Some(provider);
+    ctx.llm.request_model = intake.request_model.clone();
+}
+
+impl AiProxy {
+    /// The access phase's checks; a refusal when the request cannot go upstream.
+    async fn admit(&self, ctx: &mut Ctx) -> Result<AiState, Refusal> {
+        let model_fixed = self.conf.options_model.is_some();
+        let intake = intake(ctx, self.conf.max_req_body_size, model_fixed).await?;
+        let provider = self.conf.provider;
+        let (target, pair) =
+            route_for(provider, intake.client).map_err(|e| Refusal(intake.client, e))?;
+        record_intake(ctx, &intake, provider.name);
+        Ok(AiState::new(intake, target, pair))
+    }
+}
+
+/// Checks a body read through the peek: protocol, stream flag, model.
+fn check_peek(
+    ctx: &Ctx,
+    body: &Bytes,
+    p: &RequestPeek<'_>,
+    model_fixed: bool,
+) -> Result<Checked, (StatusCode, String)> {
+    if !matches!(p.model, Shape::Absent | Shape::Null | Shape::Str(_)) && !model_fixed {
+        return Err((StatusCode::BAD_REQUEST, MODEL_NOT_STRING.into()));
+    }
+    if !matches!(p.stream, Shape::Absent | Shape::Null | Shape::Bool(_)) {
+        return Err((StatusCode::BAD_REQUEST, STREAM_NOT_BOOL.into()));
+    }
+    let client = detect::detect_peek(ctx.uri.path(), p)
+        .ok_or((StatusCode::BAD_REQUEST, NO_PROTOCOL.to_string()))?;
+    let stream = client.can_stream() && p.stream == Shape::Bool(true);
+    let model = p.model.as_str().map(String::from);
+    let info = PeekInfo {
+        raw: body.clone(),
+        model: model.clone(),
+        has_model: p.model != Shape::Absent,
+        stream: p.stream == Shape::Bool(true),
+        tool_count: p.tools.items.len(),
+        end_user: observe::end_user_peek(client, p).map(String::from),
+        stream_options: p.stream_options,
+    };
+    Ok((client, stream, model, Some(info)))
+}
+
+/// Checks a body through a full parse (not an object, or the peek could not read it).
+fn check_value(ctx: &Ctx, model_fixed: bool) -> Result<Checked, (StatusCode, String)> {
+    let Some(json) = ctx.json() else {
+        let e = ctx
+            .body()
+            .and_then(|b| serde_json::from_slice::<Value>(b).err())
+            .map_or_else(String::new, |e| e.to_string());
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("could not parse JSON request body: {e}"),
+        ));
+    };
+    if !json.is_object() && !json.is_array() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "request body must be a JSON object".into(),
+        ));
+    }
+    let model = json.get("model");
+    if model.is_some_and(|m| !m.is_string() && !m.is_null()) && !model_fixed {
+        return Err((StatusCode::BAD_REQUEST, MODEL_NOT_STRING.into()));
+    }
+    if json
+        .get("stream")
+        .is_some_and(|s| !s.is_boolean() && !s.is_null())
+    {
+        return Err((StatusCode::BAD_REQUEST, STREAM_NOT_BOOL.into()));
+    }
+    let client = detect::detect(ctx.uri.path(), json)
+        .ok_or((StatusCode::BAD_REQUEST, NO_PROTOCOL.to_string()))?;
+    let stream = detect::wants_stream(client, json);
+    Ok((
+        client,
+        stream,
+        model.and_then(Value::as_str).map(String::from),
+        None,
+    ))
 }
 
 /// Protocol, stream flag, request model and peek of a checked body.

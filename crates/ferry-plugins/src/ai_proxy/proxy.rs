@@ -5,7 +5,7 @@
 //! client's protocol by the caller.
 
 use super::conf::Compiled;
-use super::stream::{Converting, SseState, StreamError, UpstreamBody};
+use super::stream::{Converting, Passing, SseState, StreamError, UpstreamBody};
 use super::{AiState, ms_since};
 use crate::key_auth::Credential;
 use crate::transport::UpError;
@@ -36,13 +36,33 @@ fn bad_gateway(msg: impl Into<String>) -> GatewayError {
 pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
     // Errors go out in the client's protocol (plan refuses a request without state).
     let client = ctx.ext.get::<AiState>().map(|s| s.client);
-    let result = async {
-        let p = plan(conf, ctx)?;
-        let (resp, sent) = exchange(conf, ctx, p.request, p.port).await?;
-        respond(conf, ctx, p.answer, resp, sent).await
-    }
-    .await;
-    result.unwrap_or_else(|e| e.render(client))
+    attempt(conf, ctx)
+        .await
+        .unwrap_or_else(|e| e.render(client))
+}
+
+/// One upstream exchange for the request's state: the client's response, or why there is
+/// none. A stream's response is returned once its first events arrived (its commit point).
+pub async fn attempt(conf: &Compiled, ctx: &mut Ctx) -> GwResult<Response> {
+    let p = plan(conf, ctx)?;
+    let (resp, sent) = exchange(conf, ctx, p.request, p.port).await?;
+    respond(conf, ctx, p.answer, resp, sent).await
+}
+
+/// The hook to tell when the stream breaks after its first byte.
+fn fail_hook(ctx: &mut Ctx) -> Option<super::stream::FailHook> {
+    ctx.ext
+        .get_mut::<AiState>()
+        .and_then(|s| s.on_stream_fail.take())
+}
+
+/// A stream that ended before it produced anything.
+fn no_output(ctx: &mut Ctx, sent: Instant) -> GatewayError {
+    ctx.llm.upstream_response_ms = Some(ms_since(sent));
+    tracing::warn!("streaming response completed without producing any output");
+    bad_gateway(
+        "streaming response completed without producing any output; the upstream likely returned a different stream format than expected",
+    )
 }
 
 /// What [`respond`] needs to know about the request that was sent.
@@ -217,7 +237,7 @@ async fn respond(
     let bad_head = |_| bad_gateway("bad upstream response head");
     if is_sse {
         let keep_text = conf.logging.as_ref().is_some_and(|l| l.payloads);
-        let mut up = UpstreamBody::new(
+        let up = UpstreamBody::new(
             resp.into_body(),
             sent,
             conf.client.timeout,
@@ -230,32 +250,23 @@ async fn respond(
                 let mut conv = Converting::new(up, p.stream(c, ctx.llm.model.clone()), client);
                 let first = match conv.first().await {
                     Ok(Some(b)) => b,
-                    Ok(None) => {
-                        ctx.llm.upstream_response_ms = Some(ms_since(sent));
-                        tracing::warn!("streaming response completed without producing any output");
-                        return Err(bad_gateway(
-                            "streaming response completed without producing any output; the upstream likely returned a different stream format than the converter expects",
-                        ));
-                    }
-                    Err(e) => {
-                        ctx.llm.upstream_response_ms = Some(ms_since(sent));
-                        return Err(GatewayError::upstream(e.status(), e.to_string()));
-                    }
+                    Ok(None) => return Err(no_output(ctx, sent)),
+                    Err(e) => return Err(broken_before_first_byte(ctx, sent, e)),
                 };
                 conv.push_front(first);
+                conv.set_fail_hook(fail_hook(ctx));
                 (conv.boxed_unsync(), client)
             }
             _ => {
-                let first = match up.frame().await {
-                    Some(Ok(b)) => b,
-                    Some(Err(e)) => {
-                        ctx.llm.upstream_response_ms = Some(ms_since(sent));
-                        return Err(GatewayError::upstream(e.status(), e.to_string()));
-                    }
-                    None => Bytes::new(),
+                let mut pass = Passing::new(up, a.target);
+                let first = match pass.first().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return Err(no_output(ctx, sent)),
+                    Err(e) => return Err(broken_before_first_byte(ctx, sent, e)),
                 };
-                up.push_front(first);
-                (up.boxed_unsync(), a.target)
+                pass.push_front(first);
+                pass.set_fail_hook(fail_hook(ctx));
+                (pass.boxed_unsync(), a.target)
             }
         };
         if let Some(st) = ctx.ext.get_mut::<AiState>() {
@@ -486,6 +497,13 @@ fn prepare_value(
         model,
         converted,
     })
+}
+
+/// A stream that broke before its first event: nothing reached the client yet.
+fn broken_before_first_byte(ctx: &mut Ctx, sent: Instant, e: StreamError) -> GatewayError {
+    ctx.llm.upstream_response_ms = Some(ms_since(sent));
+    tracing::warn!("AI stream broke before its first event: {e}");
+    GatewayError::upstream(e.status(), e.to_string())
 }
 
 /// A failure before or while reading the response: 504 on timeouts, 502 otherwise.

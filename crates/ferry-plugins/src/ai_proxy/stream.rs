@@ -49,8 +49,12 @@ impl std::fmt::Display for StreamError {
     }
 }
 
+/// Told once when a stream breaks after its first byte reached the client.
+pub type FailHook = Box<dyn FnOnce(&StreamError) + Send>;
+
 /// The upstream response body, bounded in time (whole stream and each read) and size.
 pub struct UpstreamBody {
+    on_fail: Option<FailHook>,
     body: Incoming,
     pending: Option<Bytes>,
     deadline: Option<Pin<Box<Sleep>>>,
@@ -71,6 +75,7 @@ impl UpstreamBody {
         max_bytes: Option<u64>,
     ) -> Self {
         UpstreamBody {
+            on_fail: None,
             body,
             pending: None,
             deadline: max_duration.map(|d| Box::pin(tokio::time::sleep_until((sent + d).into()))),
@@ -87,6 +92,20 @@ impl UpstreamBody {
         if !b.is_empty() {
             self.pending = Some(b);
         }
+    }
+
+    /// Sets who is told when the rest of the stream breaks.
+    pub fn set_fail_hook(&mut self, hook: Option<FailHook>) {
+        self.on_fail = hook;
+    }
+
+    /// A failure: reported to the hook, once.
+    fn fail(&mut self, e: StreamError) -> Poll<Option<Result<Bytes, StreamError>>> {
+        self.done = true;
+        if let Some(h) = self.on_fail.take() {
+            h(&e);
+        }
+        Poll::Ready(Some(Err(e)))
     }
 
     /// The next chunk.
@@ -123,8 +142,7 @@ impl UpstreamBody {
             if let Some(d) = self.deadline.as_mut()
                 && d.as_mut().poll(cx).is_ready()
             {
-                self.done = true;
-                return Poll::Ready(Some(Err(StreamError::Duration)));
+                return self.fail(StreamError::Duration);
             }
             match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) => {
@@ -133,16 +151,14 @@ impl UpstreamBody {
                     };
                     self.read += b.len() as u64;
                     if self.max_bytes.is_some_and(|m| self.read > m) {
-                        self.done = true;
-                        return Poll::Ready(Some(Err(StreamError::Bytes)));
+                        return self.fail(StreamError::Bytes);
                     }
                     let next = tokio::time::Instant::now() + self.read_timeout;
                     self.idle.as_mut().reset(next);
                     return Poll::Ready(Some(Ok(b)));
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    self.done = true;
-                    return Poll::Ready(Some(Err(StreamError::Upstream(UpError::body(&e)))));
+                    return self.fail(StreamError::Upstream(UpError::body(&e)));
                 }
                 Poll::Ready(None) => {
                     self.done = true;
@@ -150,8 +166,7 @@ impl UpstreamBody {
                 }
                 Poll::Pending => {
                     if self.idle.as_mut().poll(cx).is_ready() {
-                        self.done = true;
-                        return Poll::Ready(Some(Err(StreamError::Upstream(UpError::Timeout))));
+                        return self.fail(StreamError::Upstream(UpError::Timeout));
                     }
                     return Poll::Pending;
                 }
@@ -239,6 +254,125 @@ pub fn body_filter(ctx: &mut Ctx, chunk: &mut Bytes, end: bool) {
     ctx.upstream.response_length = bytes;
 }
 
+/// An upstream event stream passed through in the client's own protocol, whole events at a
+/// time: the bytes of an event not yet complete are held back until it is. When the upstream
+/// breaks off, the client gets the complete events, an error event in its protocol (the
+/// partial one is dropped), then a cut transfer, never a terminator that claims a normal end.
+pub struct Passing {
+    up: UpstreamBody,
+    /// `None` for a protocol without a known error event (passthrough): just the cut.
+    client: Option<Protocol>,
+    held: BytesMut,
+    ended: bool,
+    failed: Option<StreamError>,
+    flushed: bool,
+}
+
+impl Passing {
+    pub fn new(up: UpstreamBody, client: Protocol) -> Passing {
+        Passing {
+            up,
+            client: (client != Protocol::Passthrough).then_some(client),
+            held: BytesMut::new(),
+            ended: false,
+            failed: None,
+            flushed: false,
+        }
+    }
+
+    /// The first complete events; `Ok(None)` when the upstream ended without any.
+    pub async fn first(&mut self) -> Result<Option<Bytes>, StreamError> {
+        std::future::poll_fn(|cx| self.poll_events(cx))
+            .await
+            .transpose()
+    }
+
+    /// Puts the first events back in front.
+    pub fn push_front(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.up.push_front(b);
+        }
+    }
+
+    pub fn set_fail_hook(&mut self, hook: Option<FailHook>) {
+        self.up.set_fail_hook(hook);
+    }
+
+    fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamError>>> {
+        loop {
+            if self.ended {
+                if self.failed.is_some() && !self.flushed {
+                    // Let the server write the error event out before the body error cuts.
+                    self.flushed = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                return Poll::Ready(self.failed.take().map(Err));
+            }
+            match self.up.poll_chunk(cx) {
+                Poll::Ready(Some(Ok(b))) => {
+                    if self.held.is_empty() && ends_event(&b) {
+                        return Poll::Ready(Some(Ok(b)));
+                    }
+                    self.held.extend_from_slice(&b);
+                    if let Some(end) = last_event_end(&self.held) {
+                        return Poll::Ready(Some(Ok(self.held.split_to(end).freeze())));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.ended = true;
+                    self.held.clear();
+                    let Some(client) = self.client else {
+                        return Poll::Ready(Some(Err(e)));
+                    };
+                    let event = ferry_protocol::error::stream_error_event(client, &e.to_string());
+                    self.failed = Some(e);
+                    return Poll::Ready(Some(Ok(Bytes::from(event))));
+                }
+                Poll::Ready(None) => {
+                    // A clean end: whatever is left goes out as it came.
+                    self.ended = true;
+                    if self.held.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(self.held.split().freeze())));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// True when `b` ends with a blank line (the end of an SSE event).
+fn ends_event(b: &[u8]) -> bool {
+    b.ends_with(b"\n\n") || b.ends_with(b"\r\n\r\n") || b.ends_with(b"\r\r")
+}
+
+/// The length of the prefix of `b` that ends with the last complete event.
+fn last_event_end(b: &[u8]) -> Option<usize> {
+    (1..b.len()).rev().find_map(|i| match (b[i - 1], b[i]) {
+        (b'\n', b'\n') | (b'\r', b'\r') => Some(i + 1),
+        (b'\n', b'\r') if b.get(i + 1) == Some(&b'\n') => Some(i + 2),
+        _ => None,
+    })
+}
+
+impl Body for Passing {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        to_frame(self.poll_events(cx))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.failed.is_none()
+    }
+}
+
 /// An upstream event stream converted event by event into the client's protocol. When the
 /// upstream breaks off, the client gets what was converted, then an error event in its
 /// protocol, then a cut transfer: never the closing events of a normal end.
@@ -283,6 +417,10 @@ impl Converting {
 
     pub fn push_front(&mut self, b: Bytes) {
         self.pending = Some(b);
+    }
+
+    pub fn set_fail_hook(&mut self, hook: Option<FailHook>) {
+        self.up.set_fail_hook(hook);
     }
 
     fn encode(&mut self) -> Option<Bytes> {
@@ -364,5 +502,21 @@ impl Body for Converting {
 
     fn is_end_stream(&self) -> bool {
         self.ended && self.pending.is_none() && self.failed.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_boundaries() {
+        assert!(ends_event(b"data: 1\n\n"));
+        assert!(ends_event(b"data: 1\r\n\r\n"));
+        assert!(!ends_event(b"data: 1\n"));
+        assert_eq!(last_event_end(b"data: 1\n\ndata: 2"), Some(9));
+        assert_eq!(last_event_end(b"data: 1\r\n\r\ndata"), Some(11));
+        assert_eq!(last_event_end(b"data: 1\n"), None);
+        assert_eq!(last_event_end(b""), None);
     }
 }
