@@ -133,14 +133,20 @@ async fn stream_limits() {
         "the timer ends the stream"
     );
     assert!(r.text().contains("more"));
+    // Past max_response_bytes: the events that fit, then an error event, then a cut.
     let r = send("POST", &env.url("/bytes"), &endless, stream.clone()).await;
-    assert!(r.body.len() <= 2048, "{}", r.body.len());
+    let text = r.text();
+    let (events, error) = text.rsplit_once("data: {\"error\"").expect("an error event");
+    assert!(events.len() <= 2048, "{}", events.len());
+    assert!(error.contains("max_response_bytes exceeded"), "{error}");
+    assert!(r.aborted);
     let r = send("POST", &env.url("/small"), &JSON, chat_body()).await;
     assert_eq!(r.status, 502);
     assert!(r.text().contains("max_response_bytes exceeded"));
     let r = send("POST", &env.url("/req"), &JSON, chat_body()).await;
     assert_eq!(r.status, 413);
-    // A stream that breaks mid-way is cut cleanly; one with garbage passes through.
+    // A stream that breaks mid-way: the whole events, an error event in the client's protocol
+    // (no [DONE]), and a cut transfer; one with garbage passes through.
     let reset = [
         ("content-type", "application/json"),
         ("x-mock-reset-after", "2"),
@@ -148,7 +154,12 @@ async fn stream_limits() {
     ];
     let r = send("POST", &env.url("/bytes"), &reset, stream.clone()).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.text().matches("data: ").count(), 2);
+    let text = r.text();
+    assert_eq!(text.matches("data: ").count(), 3, "{text}");
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last.trim_start_matches("data: ")).unwrap();
+    assert_eq!(v["error"]["type"], "server_error", "{text}");
+    assert!(!text.contains("[DONE]"));
     assert!(
         r.aborted,
         "a broken-off stream is not ended as if it had finished"

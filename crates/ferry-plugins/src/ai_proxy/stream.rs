@@ -263,6 +263,8 @@ pub struct Passing {
     /// `None` for a protocol without a known error event (passthrough): just the cut.
     client: Option<Protocol>,
     held: BytesMut,
+    /// Events went out already (a failure before that is the caller's to answer).
+    started: bool,
     ended: bool,
     failed: Option<StreamError>,
     flushed: bool,
@@ -274,6 +276,7 @@ impl Passing {
             up,
             client: (client != Protocol::Passthrough).then_some(client),
             held: BytesMut::new(),
+            started: false,
             ended: false,
             failed: None,
             flushed: false,
@@ -312,17 +315,19 @@ impl Passing {
             match self.up.poll_chunk(cx) {
                 Poll::Ready(Some(Ok(b))) => {
                     if self.held.is_empty() && ends_event(&b) {
+                        self.started = true;
                         return Poll::Ready(Some(Ok(b)));
                     }
                     self.held.extend_from_slice(&b);
                     if let Some(end) = last_event_end(&self.held) {
+                        self.started = true;
                         return Poll::Ready(Some(Ok(self.held.split_to(end).freeze())));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.ended = true;
                     self.held.clear();
-                    let Some(client) = self.client else {
+                    let Some(client) = self.client.filter(|_| self.started) else {
                         return Poll::Ready(Some(Err(e)));
                     };
                     let event = ferry_protocol::error::stream_error_event(client, &e.to_string());
