@@ -89,6 +89,8 @@ pub struct AppConfig {
     pub worker_threads: Option<usize>,
     /// `ferry.resolve`: upstream host → address overrides, like curl's `--resolve`.
     pub resolve: Vec<(String, SocketAddr)>,
+    /// `apisix.disable_upstream_healthcheck`: no active health checks (ai-proxy-multi).
+    pub disable_upstream_healthcheck: bool,
     /// APISIX keys present in the file that Ferry does not use.
     pub ignored_keys: Vec<String>,
 }
@@ -120,6 +122,7 @@ impl Default for AppConfig {
             prometheus_uri: "/apisix/prometheus/metrics".into(),
             worker_threads: None,
             resolve: Vec::new(),
+            disable_upstream_healthcheck: false,
             ignored_keys: Vec::new(),
         }
     }
@@ -145,6 +148,7 @@ struct Raw {
 struct RawApisix {
     node_listen: Option<NodeListen>,
     enable_admin: Option<bool>,
+    disable_upstream_healthcheck: Option<bool>,
     ssl: Option<RawSsl>,
     data_encryption: Option<RawDataEncryption>,
 }
@@ -382,6 +386,9 @@ impl AppConfig {
             if p.enable_export_server == Some(false) {
                 self.prometheus_export = None;
             }
+        }
+        if let Some(d) = raw.apisix.disable_upstream_healthcheck {
+            self.disable_upstream_healthcheck = d;
         }
         if let Some(e) = raw.apisix.enable_admin {
             self.admin_enabled = e;

@@ -1,7 +1,7 @@
 //! Ferry's gateway core, the layer every plugin builds on: the request context (with the
 //! resolved route as a read-only [`RouteInfo`] and typed [`LlmStats`]), response body types, the
 //! one data-plane error type, the plugin contract (phases, factories, chains, registry), and
-//! small shared pieces (time formats, line files, caches of shared resources, the upstream HTTP
+//! small shared pieces (weighted picking, time formats, line files, caches of shared resources, the upstream HTTP
 //! clients shared by plugins and the gateway's upstream proxy). No server here.
 
 pub mod body;
@@ -11,6 +11,7 @@ pub mod error;
 pub mod fmt;
 pub mod hash;
 pub mod line_file;
+pub mod pick;
 pub mod plugin;
 pub mod shared;
 pub mod stats;

@@ -145,7 +145,7 @@ pub async fn forward(target: &Target, ctx: &mut Ctx) -> Response {
             Err(e) => return fail(StatusCode::BAD_GATEWAY, e),
         };
         let started = Instant::now();
-        up.balancer.active[i].fetch_add(1, Ordering::Relaxed);
+        up.balancer.picker.active[i].fetch_add(1, Ordering::Relaxed);
         let guard = Active(up.clone(), i);
         match client.send_within(req, timeouts.read).await {
             Ok(resp) => {
@@ -240,7 +240,7 @@ struct Active(Arc<UpstreamRt>, usize);
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.balancer.active[self.1].fetch_sub(1, Ordering::Relaxed);
+        self.0.balancer.picker.active[self.1].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
