@@ -8,6 +8,7 @@ pub mod expr;
 pub mod resource;
 mod resource_misc;
 pub mod store;
+pub mod template;
 pub mod upstream;
 pub mod var;
 

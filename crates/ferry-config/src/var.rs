@@ -39,6 +39,8 @@ pub enum Builtin {
     TimeIso8601,
     Msec,
     UpstreamAddr,
+    /// The `ai-proxy-multi` instance picked (APISIX's `ctx.balancer_ip`).
+    BalancerIp,
     UpstreamStatus,
     UpstreamConnectTime,
     UpstreamHeaderTime,
@@ -88,6 +90,7 @@ const BUILTINS: &[(&str, Builtin)] = &[
     ("time_iso8601", Builtin::TimeIso8601),
     ("msec", Builtin::Msec),
     ("upstream_addr", Builtin::UpstreamAddr),
+    ("balancer_ip", Builtin::BalancerIp),
     ("upstream_status", Builtin::UpstreamStatus),
     ("upstream_connect_time", Builtin::UpstreamConnectTime),
     ("upstream_header_time", Builtin::UpstreamHeaderTime),

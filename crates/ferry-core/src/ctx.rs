@@ -64,6 +64,8 @@ pub struct ResponseRecord {
 pub struct UpstreamInfo {
     pub addr: Option<String>,
     pub status: Option<u16>,
+    /// Every attempt's status, `", "`-joined, when there was more than one (`$upstream_status`).
+    pub status_list: Option<String>,
     pub scheme: Option<&'static str>,
     pub host: Option<String>,
     pub uri: Option<String>,
@@ -401,10 +403,14 @@ impl Ctx {
                     .map_or(0.0, |d| d.as_secs_f64()),
             )),
             Builtin::UpstreamAddr => self.upstream.addr.as_deref().map_or(Val::Nil, s),
-            Builtin::UpstreamStatus => self
-                .upstream
-                .status
-                .map_or(Val::Nil, |v| owned(v.to_string())),
+            Builtin::UpstreamStatus => match &self.upstream.status_list {
+                Some(l) => s(l),
+                None => self
+                    .upstream
+                    .status
+                    .map_or(Val::Nil, |v| owned(v.to_string())),
+            },
+            Builtin::BalancerIp => self.llm.instance.as_deref().map_or(Val::Nil, s),
             Builtin::UpstreamConnectTime => secs(self.upstream.connect_time),
             Builtin::UpstreamHeaderTime => secs(self.upstream.header_time),
             Builtin::UpstreamResponseTime => secs(self.upstream.response_time),

@@ -10,6 +10,7 @@ pub mod ctx;
 pub mod error;
 pub mod fmt;
 pub mod hash;
+pub mod hash_key;
 pub mod line_file;
 pub mod pick;
 pub mod plugin;

@@ -28,6 +28,8 @@ pub struct LlmStats {
     pub request_type: RequestType,
     /// The provider's name (`openai`, `anthropic`, …).
     pub provider: Option<&'static str>,
+    /// The `ai-proxy-multi` instance that served, or the last one tried (`$balancer_ip`).
+    pub instance: Option<std::sync::Arc<str>>,
     /// The model the client asked for (`$request_llm_model`).
     pub request_model: Option<String>,
     /// The model sent upstream: `options.model`, else the client's (`$llm_model`).

@@ -9,10 +9,8 @@ mod proxy;
 pub use balancer::Balancer;
 pub use proxy::forward;
 
-use crate::access_log::Template;
-use ferry_config::Var;
-use ferry_config::app::LogEscape;
-use ferry_config::upstream::{Balancer as BalancerKind, HashOn, PassHost, Timeouts, UpstreamConf};
+use ferry_config::upstream::{Balancer as BalancerKind, PassHost, Timeouts, UpstreamConf};
+use ferry_core::hash_key::KeySource;
 use ferry_core::transport::{ClientKey, Transport, Upstream};
 use http::StatusCode;
 use std::collections::HashMap;
@@ -20,16 +18,6 @@ use std::sync::{Arc, Mutex};
 
 /// Distinct TLS server names kept per upstream (`pass_host: pass` with `scheme: https`).
 const SNI_CLIENTS: usize = 64;
-
-/// What a chash key is read from, resolved at compile time.
-pub enum KeySource {
-    Var(Var),
-    Header(String),
-    Cookie(String),
-    /// The authenticated consumer; requests without one hash on the client address.
-    Consumer,
-    Template(Template),
-}
 
 /// A compiled upstream.
 pub struct UpstreamRt {
@@ -46,15 +34,7 @@ pub struct UpstreamRt {
 impl UpstreamRt {
     pub fn new(conf: UpstreamConf, transport: Arc<Transport>) -> Result<UpstreamRt, String> {
         let key = match &conf.balancer {
-            BalancerKind::Chash(on) => Some(match on {
-                HashOn::Vars(v) => KeySource::Var(Var::parse(v)?),
-                HashOn::Header(h) => KeySource::Header(h.to_ascii_lowercase()),
-                HashOn::Cookie(c) => KeySource::Cookie(c.clone()),
-                HashOn::Consumer => KeySource::Consumer,
-                HashOn::VarsCombinations(t) => {
-                    KeySource::Template(Template::compile(t, LogEscape::None)?)
-                }
-            }),
+            BalancerKind::Chash(on) => Some(KeySource::compile(on)?),
             _ => None,
         };
         let authorities = conf

@@ -2,9 +2,8 @@
 //! timeouts (never on an HTTP status), and stream the answer back with the read timeout
 //! applied between body chunks. Errors are JSON `{"error_msg": ...}` (APISIX: nginx's HTML).
 
-use super::{KeySource, Target, UpstreamRt};
+use super::{Target, UpstreamRt};
 use bytes::Bytes;
-use ferry_config::VarSource;
 use ferry_config::upstream::PassHost;
 use ferry_core::body::{BoxError, GwBody, Response};
 use ferry_core::ctx::Ctx;
@@ -51,23 +50,6 @@ fn fail(status: StatusCode, msg: impl Into<String>) -> Response {
     GatewayError::upstream(status, msg).into_response()
 }
 
-/// The chash key of this request (absent: the client address).
-fn hash_key(up: &UpstreamRt, ctx: &Ctx) -> Option<Vec<u8>> {
-    let src = up.key.as_ref()?;
-    let k = match src {
-        KeySource::Var(v) => ctx.get(v).to_text().map(|t| t.into_owned()),
-        KeySource::Header(h) => ctx.header_str(h).map(String::from),
-        KeySource::Cookie(c) => ctx.cookie(c).map(String::from),
-        KeySource::Consumer => None,
-        KeySource::Template(t) => {
-            let mut out = String::new();
-            t.render(ctx, &mut out);
-            Some(out).filter(|s| !s.is_empty())
-        }
-    };
-    Some(k.unwrap_or_else(|| ctx.remote_ip.to_string()).into_bytes())
-}
-
 /// The client's `Host` header as sent (with its port).
 fn client_host(ctx: &Ctx) -> String {
     ctx.headers
@@ -99,7 +81,7 @@ pub async fn forward(target: &Target, ctx: &mut Ctx) -> Response {
         Ok(b) => b.clone(),
         Err(e) => return e.into_response(),
     };
-    let key = hash_key(up, ctx);
+    let key = up.key.as_ref().map(|k| k.key(ctx));
     let conf = &up.conf;
     let tries = 1 + conf
         .retries

@@ -1,8 +1,10 @@
 //! APISIX's `ai-rate-limiting`: token budgets per LLM instance (`ai-proxy-<provider>`, or an
-//! `instances` entry) over a time window. A request is admitted while at least one token is
+//! `ai-proxy-multi` instance by name) over a time window. A request is admitted while at least one token is
 //! left (a peek that consumes nothing); its usage (`total_tokens`, `prompt_tokens` or
 //! `completion_tokens`, as Ferry records them, streams included) is added when the response
-//! ends. `X-AI-RateLimit-{Limit,Remaining,Reset}-<instance>` headers; local or Redis counters.
+//! ends, to the instance that served. `X-AI-RateLimit-{Limit,Remaining,Reset}-<instance>`
+//! headers; local or Redis counters. `ai-proxy-multi` reads the budgets through
+//! [`InstanceBudgets`] to skip exhausted instances.
 
 use super::count::{RedisFields, policy, positive, rejected, rejection};
 use super::{Limits, Store, Window, digest, owner_key, reset_secs};
@@ -223,49 +225,89 @@ impl PluginFactory for Factory {
         let owner = owner_key(owner, route);
         let store = self.limits.store(checked.redis.as_ref())?;
         Ok(Arc::new(AiRateLimiting {
-            prefix: format!("ai-rate-limiting:{owner}:{}", digest(&normalized)),
-            default: checked.default,
-            instances: checked.instances,
+            budgets: InstanceBudgets(Arc::new(Budgets {
+                prefix: format!("ai-rate-limiting:{owner}:{}", digest(&normalized)),
+                default: checked.default,
+                instances: checked.instances,
+                store,
+            })),
             strategy: checked.strategy,
             rejected: checked.rejected,
             rejected_msg: c.rejected_msg,
             show_headers: c.show_limit_quota_header,
             allow_degradation: c.allow_degradation,
-            store,
         }))
     }
 }
 
-struct AiRateLimiting {
+/// The budgets of one configuration and where their counters live.
+struct Budgets {
     prefix: String,
     default: Option<Budget>,
     instances: Vec<(String, Budget)>,
+    store: Store,
+}
+
+impl Budgets {
+    /// The budget of `instance` (its own, else the top-level one) and its counter's id.
+    fn of(&self, instance: &str) -> Option<(String, Budget)> {
+        let budget = self
+            .instances
+            .iter()
+            .find(|(n, _)| n == instance)
+            .map(|(_, b)| *b)
+            .or(self.default)?;
+        Some((format!("{}:{instance}", self.prefix), budget))
+    }
+}
+
+/// The route's `ai-rate-limiting` budgets as `ai-proxy-multi` consults them (put in the
+/// context in the rewrite phase, before either plugin's access phase runs).
+#[derive(Clone)]
+pub struct InstanceBudgets(Arc<Budgets>);
+
+impl InstanceBudgets {
+    /// True when `instance` has a budget and no token of it is left (a read; nothing is
+    /// consumed). A counter that cannot be read counts as not exhausted.
+    pub async fn exhausted(&self, instance: &str) -> bool {
+        let Some((id, b)) = self.0.of(instance) else {
+            return false;
+        };
+        match self.0.store.add(&id, 0, b.window).await {
+            Ok(w) => w.used >= b.limit,
+            Err(e) => {
+                tracing::warn!("ai-rate-limiting: cannot read the budget of {instance}: {e}");
+                false
+            }
+        }
+    }
+}
+
+struct AiRateLimiting {
+    budgets: InstanceBudgets,
     strategy: Strategy,
     rejected: StatusCode,
     rejected_msg: Option<String>,
     show_headers: bool,
     allow_degradation: bool,
-    store: Store,
 }
 
 /// What this request was admitted against, for the headers and the commit.
 struct Admitted {
+    instance: String,
     id: String,
     window: Duration,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl AiRateLimiting {
-    /// The instance this request goes to and its budget.
-    fn budget(&self, ctx: &Ctx) -> Option<(String, Budget)> {
-        let instance = format!("ai-proxy-{}", ctx.llm.provider?);
-        let budget = self
-            .instances
-            .iter()
-            .find(|(n, _)| *n == instance)
-            .map(|(_, b)| *b)
-            .or(self.default)?;
-        Some((instance, budget))
+    /// The instance this request goes to: the one `ai-proxy-multi` picked, else
+    /// `ai-proxy-<provider>`.
+    fn instance(ctx: &Ctx) -> Option<String> {
+        match &ctx.llm.instance {
+            Some(i) => Some(i.to_string()),
+            None => Some(format!("ai-proxy-{}", ctx.llm.provider?)),
+        }
     }
 
     fn headers(
@@ -288,7 +330,7 @@ impl AiRateLimiting {
     fn decide(
         &self,
         ctx: &mut Ctx,
-        instance: &str,
+        instance: String,
         id: String,
         budget: Budget,
         r: Result<Window, String>,
@@ -313,13 +355,14 @@ impl AiRateLimiting {
         let reset = reset_secs(w.reset);
         if remaining < 1 {
             let mut resp = rejected(self.rejected, self.rejected_msg.as_deref());
-            for (k, v) in self.headers(instance, budget.limit, 0, reset) {
+            for (k, v) in self.headers(&instance, budget.limit, 0, reset) {
                 resp.headers_mut().insert(k, v);
             }
             return Flow::Respond(resp);
         }
-        let headers = self.headers(instance, budget.limit, remaining, reset);
+        let headers = self.headers(&instance, budget.limit, remaining, reset);
         ctx.ext.insert(Admitted {
+            instance,
             id,
             window: budget.window,
             headers,
@@ -329,19 +372,27 @@ impl AiRateLimiting {
 }
 
 impl Plugin for AiRateLimiting {
+    fn rewrite(&self, ctx: &mut Ctx) -> Flow {
+        ctx.ext.insert(self.budgets.clone());
+        Flow::Continue
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut Ctx) -> Phase<'a> {
-        let Some((instance, budget)) = self.budget(ctx) else {
+        let Some(instance) = Self::instance(ctx) else {
             return Phase::CONTINUE;
         };
-        let id = format!("{}:{instance}", self.prefix);
-        match &self.store {
+        let b = &self.budgets.0;
+        let Some((id, budget)) = b.of(&instance) else {
+            return Phase::CONTINUE;
+        };
+        match &b.store {
             Store::Local(c) => {
                 let w = c.add(&id, 0, budget.window);
-                Phase::Done(self.decide(ctx, &instance, id, budget, Ok(w)))
+                Phase::Done(self.decide(ctx, instance, id, budget, Ok(w)))
             }
             Store::Redis(..) => Phase::Wait(Box::pin(async move {
-                let r = self.store.add(&id, 0, budget.window).await;
-                self.decide(ctx, &instance, id, budget, r)
+                let r = b.store.add(&id, 0, budget.window).await;
+                self.decide(ctx, instance, id, budget, r)
             })),
         }
     }
@@ -367,13 +418,20 @@ impl Plugin for AiRateLimiting {
             tracing::debug!("ai-rate-limiting: no token usage for this request");
             return;
         }
-        match &self.store {
+        // Charged to the instance that served (ai-proxy-multi may have fallen back).
+        let (id, window) = match Self::instance(ctx).filter(|i| *i != a.instance) {
+            Some(served) => match self.budgets.0.of(&served) {
+                Some((id, b)) => (id, b.window),
+                None => return,
+            },
+            None => (a.id.clone(), a.window),
+        };
+        match &self.budgets.0.store {
             Store::Local(c) => {
-                c.add(&a.id, cost, a.window);
+                c.add(&id, cost, window);
             }
             Store::Redis(..) => {
-                let store = self.store.clone();
-                let (id, window) = (a.id.clone(), a.window);
+                let store = self.budgets.0.store.clone();
                 tokio::spawn(async move {
                     if let Err(e) = store.add(&id, cost, window).await {
                         tracing::error!("ai-rate-limiting: failed to commit {cost} tokens: {e}");
