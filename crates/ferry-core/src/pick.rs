@@ -203,7 +203,10 @@ mod tests {
         // smooth: the heavy member is not picked five times in a row
         assert_eq!(picks, vec![0, 0, 1, 0, 2, 0, 0]);
         // a retry skips what was tried; a weight-0 sibling is not a retry target
-        assert_eq!(b.pick(|i| i == 0, None).map(|i| i == 1 || i == 2), Some(true));
+        assert_eq!(
+            b.pick(|i| i == 0, None).map(|i| i == 1 || i == 2),
+            Some(true)
+        );
         assert_eq!(b.pick(|i| i < 3, None), None);
         assert!(!b.pickable(3));
     }

@@ -92,6 +92,9 @@ mod tests {
         assert_eq!(v["error"]["message"], "cut");
         assert_eq!(v["error"]["type"], "server_error");
         let r = stream_error_event(Protocol::OpenAiResponses, "cut");
-        assert!(r.starts_with("event: error\ndata: {\"code\":\"server_error\""), "{r}");
+        assert!(
+            r.starts_with("event: error\ndata: {\"code\":\"server_error\""),
+            "{r}"
+        );
     }
 }

@@ -15,6 +15,9 @@
 //! | `x-mock-stall: 1` | send the head of a stream, then nothing |
 //! | `x-mock-endless: 1` | a stream that never ends |
 //!
+//! Switches for health tests: [`Mock::set_status`] answers every LLM request with a status
+//! (0: off), and `/_mock/health` answers [`Mock::set_health`]'s status (default 200).
+//!
 //! With a key configured, requests need `Authorization: Bearer KEY`, `x-api-key: KEY`,
 //! `api-key: KEY` or `?api_key=KEY`, else 401. `GET /_mock/requests` lists what was received.
 
@@ -71,6 +74,10 @@ impl Recorded {
 
 struct State {
     cfg: MockConfig,
+    /// Answer every LLM request with this status (0: off).
+    forced: std::sync::atomic::AtomicU16,
+    /// The status of `/_mock/health`.
+    health: std::sync::atomic::AtomicU16,
     seen: Mutex<Vec<Recorded>>,
     rendered: Mutex<HashMap<FastKey, Bytes>>,
 }
@@ -164,6 +171,8 @@ impl Mock {
         let addr = listener.local_addr().expect("mock addr");
         let state = Arc::new(State {
             cfg,
+            forced: std::sync::atomic::AtomicU16::new(0),
+            health: std::sync::atomic::AtomicU16::new(200),
             seen: Mutex::new(Vec::new()),
             rendered: Mutex::new(HashMap::new()),
         });
@@ -186,6 +195,25 @@ impl Mock {
 
     pub fn last(&self) -> Option<Recorded> {
         self.requests().pop()
+    }
+
+    /// Answers every LLM request with `status` (an OpenAI-style error body); 0 turns it off.
+    pub fn set_status(&self, status: u16) {
+        self.state
+            .forced
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The status `/_mock/health` answers.
+    pub fn set_health(&self, status: u16) {
+        self.state
+            .health
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many requests with this path were received (recording on).
+    pub fn count(&self, path: &str) -> usize {
+        self.requests().iter().filter(|r| r.path == path).count()
     }
 }
 
@@ -292,6 +320,11 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
         }
         v.push(rec.clone());
     }
+    if path == "/_mock/health" {
+        let code = state.health.load(std::sync::atomic::Ordering::Relaxed);
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+        return json_resp(status, &json!({"status": code}));
+    }
     if let Some(ms) = knob(&h, "x-mock-delay-ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -301,7 +334,8 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
             &json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}),
         );
     }
-    if let Some(code) = knob(&h, "x-mock-status") {
+    let forced = state.forced.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(code) = knob(&h, "x-mock-status").or((forced != 0).then_some(u64::from(forced))) {
         let status = StatusCode::from_u16(code as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut r = json_resp(
             status,

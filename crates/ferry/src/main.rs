@@ -252,7 +252,13 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         cfg.resolve.clone(),
     )?);
     let directory = ferry_core::consumer::directory();
-    let registry = Arc::new(ferry_plugins::builtin(transport.clone(), directory.clone()));
+    let registry = Arc::new(ferry_plugins::builtin_with(
+        transport.clone(),
+        directory.clone(),
+        ferry_plugins::Settings {
+            healthchecks: !cfg.disable_upstream_healthcheck,
+        },
+    ));
     let store: Arc<dyn Store> = if cfg.config_provider == ConfigProvider::Etcd {
         Arc::new(
             EtcdStore::connect(

@@ -136,7 +136,9 @@ async fn stream_limits() {
     // Past max_response_bytes: the events that fit, then an error event, then a cut.
     let r = send("POST", &env.url("/bytes"), &endless, stream.clone()).await;
     let text = r.text();
-    let (events, error) = text.rsplit_once("data: {\"error\"").expect("an error event");
+    let (events, error) = text
+        .rsplit_once("data: {\"error\"")
+        .expect("an error event");
     assert!(events.len() <= 2048, "{}", events.len());
     assert!(error.contains("max_response_bytes exceeded"), "{error}");
     assert!(r.aborted);

@@ -306,6 +306,7 @@ pub enum HashOn {
 }
 
 /// What the checks found, ready to build from.
+#[derive(Debug)]
 pub struct Checked {
     pub strategy: Strategy,
     pub algorithm: Algorithm,
@@ -331,8 +332,10 @@ fn var_key_ok(k: &str) -> bool {
     NAMES.contains(&k)
         || k.strip_prefix("arg_").is_some_and(|a| {
             !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'[' | b'\\' | b']' | b'^' | b'`'))
+                && a.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'_' | b'-' | b'[' | b'\\' | b']' | b'^' | b'`')
+                })
         })
 }
 
@@ -361,10 +364,16 @@ impl Conf {
             }
             for (i, s) in list.iter().enumerate() {
                 if *s < 400 {
-                    return Err(format!("property \"fallback_http_statuses\" validation failed: failed to validate item {}: expected {s} to be at least 400", i + 1));
+                    return Err(format!(
+                        "property \"fallback_http_statuses\" validation failed: failed to validate item {}: expected {s} to be at least 400",
+                        i + 1
+                    ));
                 }
                 if *s > 599 {
-                    return Err(format!("property \"fallback_http_statuses\" validation failed: failed to validate item {}: expected {s} to be at most 599", i + 1));
+                    return Err(format!(
+                        "property \"fallback_http_statuses\" validation failed: failed to validate item {}: expected {s} to be at most 599",
+                        i + 1
+                    ));
                 }
                 if list[..i].contains(s) {
                     return Err("property \"fallback_http_statuses\" validation failed: expected unique items but items are duplicated".into());
@@ -396,7 +405,8 @@ impl Conf {
                 ));
             }
             if let Some(c) = &inst.checks {
-                check_health(c).map_err(|e| at(&format!("property \"checks\" validation failed: {e}")))?;
+                check_health(c)
+                    .map_err(|e| at(&format!("property \"checks\" validation failed: {e}")))?;
             }
             let proxy = inst.as_proxy(&self.shared)?;
             proxy
@@ -495,17 +505,23 @@ fn strategy(v: Option<&Value>) -> Result<Strategy, String> {
 
 fn count(name: &str, v: u32) -> Result<(), String> {
     if !(1..=254).contains(&v) {
-        return Err(format!("property \"{name}\" validation failed: expected {v} to be between 1 and 254"));
+        return Err(format!(
+            "property \"{name}\" validation failed: expected {v} to be between 1 and 254"
+        ));
     }
     Ok(())
 }
 
 fn statuses(name: &str, v: &[u16]) -> Result<(), String> {
     if v.is_empty() {
-        return Err(format!("property \"{name}\" validation failed: expect array to have at least 1 items"));
+        return Err(format!(
+            "property \"{name}\" validation failed: expect array to have at least 1 items"
+        ));
     }
     if let Some(s) = v.iter().find(|s| !(200..=599).contains(*s)) {
-        return Err(format!("property \"{name}\" validation failed: expected {s} to be between 200 and 599"));
+        return Err(format!(
+            "property \"{name}\" validation failed: expected {s} to be between 200 and 599"
+        ));
     }
     Ok(())
 }
@@ -516,19 +532,28 @@ fn check_health(c: &Checks) -> Result<(), String> {
     }
     if let Some(a) = &c.active {
         if !matches!(a.kind.as_str(), "http" | "https" | "tcp") {
-            return Err("property \"active.type\" validation failed: matches none of the enum values".into());
+            return Err(
+                "property \"active.type\" validation failed: matches none of the enum values"
+                    .into(),
+            );
         }
-        if !(a.timeout > 0.0) {
-            return Err("property \"active.timeout\" validation failed: must be greater than 0".into());
+        if a.timeout.is_nan() || a.timeout <= 0.0 {
+            return Err(
+                "property \"active.timeout\" validation failed: must be greater than 0".into(),
+            );
         }
         if a.port == Some(0) {
-            return Err("property \"active.port\" validation failed: expected 0 to be at least 1".into());
+            return Err(
+                "property \"active.port\" validation failed: expected 0 to be at least 1".into(),
+            );
         }
         if http::Method::from_bytes(a.http_method.as_bytes()).is_err() {
             return Err("property \"active.http_method\" validation failed: matches none of the enum values".into());
         }
         if !a.http_path.starts_with('/') {
-            return Err("property \"active.http_path\" validation failed: must start with /".into());
+            return Err(
+                "property \"active.http_path\" validation failed: must start with /".into(),
+            );
         }
         for h in a.req_headers.iter().flatten() {
             let ok = h.split_once(':').is_some_and(|(k, v)| {
@@ -536,7 +561,9 @@ fn check_health(c: &Checks) -> Result<(), String> {
                     && http::HeaderValue::from_str(v.trim()).is_ok()
             });
             if !ok {
-                return Err(format!("property \"active.req_headers\" validation failed: \"{h}\" is not \"Name: value\""));
+                return Err(format!(
+                    "property \"active.req_headers\" validation failed: \"{h}\" is not \"Name: value\""
+                ));
             }
         }
         if a.req_headers.as_ref().is_some_and(Vec::is_empty) {
@@ -554,13 +581,21 @@ fn check_health(c: &Checks) -> Result<(), String> {
     }
     if let Some(p) = &c.passive {
         if p.kind != "http" && p.kind != "https" && p.kind != "tcp" {
-            return Err("property \"passive.type\" validation failed: matches none of the enum values".into());
+            return Err(
+                "property \"passive.type\" validation failed: matches none of the enum values"
+                    .into(),
+            );
         }
-        if !(p.cooldown > 0.0) {
-            return Err("property \"passive.cooldown\" validation failed: must be greater than 0".into());
+        if p.cooldown.is_nan() || p.cooldown <= 0.0 {
+            return Err(
+                "property \"passive.cooldown\" validation failed: must be greater than 0".into(),
+            );
         }
         statuses("passive.healthy.http_statuses", &p.healthy.http_statuses)?;
-        statuses("passive.unhealthy.http_statuses", &p.unhealthy.http_statuses)?;
+        statuses(
+            "passive.unhealthy.http_statuses",
+            &p.unhealthy.http_statuses,
+        )?;
         for (n, v) in [
             ("passive.healthy.successes", p.healthy.successes),
             ("passive.unhealthy.http_failures", p.unhealthy.http_failures),
@@ -568,7 +603,9 @@ fn check_health(c: &Checks) -> Result<(), String> {
             ("passive.unhealthy.timeouts", p.unhealthy.timeouts),
         ] {
             if v > 254 {
-                return Err(format!("property \"{n}\" validation failed: expected {v} to be at most 254"));
+                return Err(format!(
+                    "property \"{n}\" validation failed: expected {v} to be at most 254"
+                ));
             }
         }
     }
@@ -594,10 +631,18 @@ mod tests {
         assert!(check(json!({"instances": [inst("a")]})).is_ok());
         let mut bad = inst("a");
         bad["provider"] = json!("some-unique");
-        assert!(check(json!({"instances": [bad]})).unwrap_err().contains("matches none of the enum values"));
+        assert!(
+            check(json!({"instances": [bad]}))
+                .unwrap_err()
+                .contains("matches none of the enum values")
+        );
         let mut bad = inst("a");
         bad["override"] = json!({"endpoint": "http//127.0.0.1:1980"});
-        assert!(check(json!({"instances": [bad]})).unwrap_err().contains("instance 'a'"));
+        assert!(
+            check(json!({"instances": [bad]}))
+                .unwrap_err()
+                .contains("instance 'a'")
+        );
         assert_eq!(
             check(json!({"instances": [inst("same-name"), inst("other"), inst("same-name")]}))
                 .err()
@@ -612,33 +657,80 @@ mod tests {
         );
         let mut no_weight = inst("a");
         no_weight.as_object_mut().unwrap().remove("weight");
-        assert!(check(json!({"instances": [no_weight]})).unwrap_err().contains("\"weight\" is required"));
-        assert!(check(json!({"instances": []})).unwrap_err().contains("at least 1 items"));
+        let e = check(json!({"instances": [no_weight]})).unwrap_err();
+        assert!(e.contains("weight") && e.contains("required"), "{e}");
+        assert!(
+            check(json!({"instances": []}))
+                .unwrap_err()
+                .contains("at least 1 items")
+        );
     }
 
     #[test]
     fn strategies_balancers_and_unknown_keys() {
-        let s = |v: Value| check(json!({"instances": [inst("a")], "fallback_strategy": v})).map(|c| c.strategy);
-        assert_eq!(s(json!("instance_health_and_rate_limiting")).unwrap(), Strategy { rate_limiting: true, ..Default::default() });
-        assert_eq!(s(json!(["http_429", "http_5xx"])).unwrap(), Strategy { http_429: true, http_5xx: true, rate_limiting: false });
+        let s = |v: Value| {
+            check(json!({"instances": [inst("a")], "fallback_strategy": v})).map(|c| c.strategy)
+        };
+        assert_eq!(
+            s(json!("instance_health_and_rate_limiting")).unwrap(),
+            Strategy {
+                rate_limiting: true,
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            s(json!(["http_429", "http_5xx"])).unwrap(),
+            Strategy {
+                http_429: true,
+                http_5xx: true,
+                rate_limiting: false
+            }
+        );
         assert!(s(json!("rate_limiting")).is_err());
         assert!(s(json!(["instance_health_and_rate_limiting"])).is_err());
-        let b = |v: Value| check(json!({"instances": [inst("a")], "balancer": v})).map(|c| c.algorithm);
-        assert_eq!(b(json!({"hash_on": "vars"})).unwrap(), Algorithm::RoundRobin);
-        assert!(b(json!({"algorithm": "chash", "hash_on": "header"})).unwrap_err().contains("hash_key"));
-        assert!(b(json!({"algorithm": "chash", "key": "bogus"})).unwrap_err().contains("failed to match pattern"));
+        let b =
+            |v: Value| check(json!({"instances": [inst("a")], "balancer": v})).map(|c| c.algorithm);
+        assert_eq!(
+            b(json!({"hash_on": "vars"})).unwrap(),
+            Algorithm::RoundRobin
+        );
+        assert!(
+            b(json!({"algorithm": "chash", "hash_on": "header"}))
+                .unwrap_err()
+                .contains("hash_key")
+        );
+        assert!(
+            b(json!({"algorithm": "chash", "key": "bogus"}))
+                .unwrap_err()
+                .contains("failed to match pattern")
+        );
         assert_eq!(
             b(json!({"algorithm": "chash", "key": "arg_user"})).unwrap(),
-            Algorithm::Chash { hash_on: HashOn::Vars, key: "arg_user".into() }
+            Algorithm::Chash {
+                hash_on: HashOn::Vars,
+                key: "arg_user".into()
+            }
         );
         assert!(b(json!({"algorithm": "chash", "hash_on": "consumer"})).is_ok());
-        assert!(b(json!({"algorithm": "semantic"})).unwrap_err().contains("not supported"));
-        assert!(check(json!({"instances": [inst("a")], "provider": "openai"})).unwrap_err().contains("found provider"));
+        assert!(
+            b(json!({"algorithm": "semantic"}))
+                .unwrap_err()
+                .contains("not supported")
+        );
+        assert!(
+            check(json!({"instances": [inst("a")], "provider": "openai"}))
+                .unwrap_err()
+                .contains("found provider")
+        );
         let mut extra = inst("a");
         extra["endpoint"] = json!("x");
         assert!(check(json!({"instances": [extra]})).is_err());
         // shared settings are checked as ai-proxy checks them
-        assert!(check(json!({"instances": [inst("a")], "timeout": 0})).unwrap_err().contains("timeout"));
+        assert!(
+            check(json!({"instances": [inst("a")], "timeout": 0}))
+                .unwrap_err()
+                .contains("timeout")
+        );
     }
 
     #[test]

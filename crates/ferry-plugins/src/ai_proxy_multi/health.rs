@@ -5,7 +5,7 @@
 //! instance is dropped (route deleted or changed).
 
 use super::conf::{Active, Passive};
-use crate::transport::{Upstream, UpError};
+use crate::transport::{UpError, Upstream};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use http_body_util::Full;
@@ -135,7 +135,11 @@ impl Probe {
         auth_query: &[(String, String)],
     ) -> Result<Probe, String> {
         let port = rules.port.unwrap_or(port);
-        let scheme = if rules.kind == "https" { "https" } else { "http" };
+        let scheme = if rules.kind == "https" {
+            "https"
+        } else {
+            "http"
+        };
         let mut path = rules.http_path.clone();
         if !auth_query.is_empty() {
             let q: String = url::form_urlencoded::Serializer::new(String::new())
@@ -195,7 +199,8 @@ impl Probe {
         }
         let body = Bytes::from(self.rules.http_req_body.clone());
         let mut req = http::Request::new(Full::new(body.clone()));
-        *req.method_mut() = Method::from_bytes(self.rules.http_method.as_bytes()).unwrap_or_default();
+        *req.method_mut() =
+            Method::from_bytes(self.rules.http_method.as_bytes()).unwrap_or_default();
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
         if let Ok(h) = HeaderValue::from_str(&self.host_header) {
@@ -289,7 +294,12 @@ mod tests {
 
     #[test]
     fn consecutive_failures_eject_and_successes_reset() {
-        let h = Health::new("a", Some(passive(serde_json::json!({"unhealthy": {"http_failures": 3}}))));
+        let h = Health::new(
+            "a",
+            Some(passive(
+                serde_json::json!({"unhealthy": {"http_failures": 3}}),
+            )),
+        );
         for _ in 0..2 {
             h.report(Outcome::Status(500));
         }
