@@ -199,7 +199,9 @@ async fn exchange(
         Ok(r) => r,
         Err(e) => {
             let a = authority(ctx);
-            return Err(transport_failure(ctx, sent, &e, &a));
+            let failure = transport_failure(ctx, sent, &e, &a);
+            ctx.upstream.addr = Some(a);
+            return Err(failure);
         }
     };
     ctx.upstream.header_time = Some(sent.elapsed().as_secs_f64());
