@@ -198,7 +198,7 @@ async fn fallback_rules() {
     let env = Multi::start("multi-fallback", 3, "").await;
     let a = |s| failing(env.instance("a", 0, "model-a"), s);
     let b = env.instance("b", 1, "model-b");
-    let mut hi = |mut v: Value| {
+    let hi = |mut v: Value| {
         v["priority"] = json!(1);
         v
     };
