@@ -87,14 +87,16 @@ impl Ferry {
 
     /// Like [`Ferry::start`], with `deployment` lines (indented two spaces, e.g. a role and an
     /// `etcd` section) and the ports this node is expected to open.
+    /// `extra` may have an `apisix:` section of its own: its keys join the generated one.
     pub fn start_node(bin: &str, dir: &Path, deployment: &str, extra: &str, ports: Ports) -> Ferry {
         // A port picked free can be taken by a parallel test before Ferry binds it: retry.
         for attempt in 0.. {
             let port = free_port();
             let admin_port = free_port();
             let metrics_port = free_port();
+            let (apisix_extra, extra) = split_apisix(extra);
             let cfg = format!(
-                "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n\
+                "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n{apisix_extra}\
                  plugin_attr:\n  prometheus:\n    export_addr:\n      ip: 127.0.0.1\n      port: {metrics_port}\n\
                  deployment:\n  admin:\n    admin_key:\n      - name: admin\n        key: {TEST_KEY}\n        role: admin\n\
                  \x20     - name: viewer\n        key: viewer-key\n        role: viewer\n\
@@ -344,4 +346,25 @@ pub async fn send_with(
         body: Bytes::from(buf),
         aborted,
     }
+}
+
+/// Splits the lines of a top-level `apisix:` section out of `extra` (its indented keys), so
+/// they can join the `apisix:` section a test node's config already has.
+fn split_apisix(extra: &str) -> (String, String) {
+    let (mut inside, mut apisix, mut rest) = (false, String::new(), String::new());
+    for line in extra.lines() {
+        if line == "apisix:" {
+            inside = true;
+            continue;
+        }
+        if inside && line.starts_with(' ') {
+            apisix.push_str(line);
+            apisix.push('\n');
+            continue;
+        }
+        inside = false;
+        rest.push_str(line);
+        rest.push('\n');
+    }
+    (apisix, rest)
 }

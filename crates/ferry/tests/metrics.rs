@@ -154,3 +154,100 @@ async fn model_label_is_bounded_per_route() {
         "every request is counted"
     );
 }
+
+#[tokio::test]
+async fn ai_proxy_multi_per_instance_metrics() {
+    let env = Env::start("metrics-multi").await;
+    let instance = |name: &str, extra: &[(&str, &str)]| {
+        let mut i = env.ai("openai", "/v1/chat/completions");
+        i["name"] = json!(name);
+        i["weight"] = json!(1);
+        for (k, v) in extra {
+            i["auth"]["header"][*k] = json!(v);
+        }
+        i
+    };
+    let mut a = instance("a", &[("x-mock-status", "503")]);
+    a["priority"] = json!(1);
+    let mut b = instance(
+        "b",
+        &[("x-mock-reset-after", "2"), ("x-mock-chunk-delay-ms", "20")],
+    );
+    b["priority"] = json!(0);
+    let c = instance("c", &[]);
+    env.route_with(
+        json!({"id": "mm", "uri": "/mm", "plugins": {"prometheus": {}, "ai-proxy-multi":
+        {"instances": [a, b], "fallback_strategy": ["http_5xx"]}}}),
+    )
+    .await;
+    env.route_with(
+        json!({"id": "mc", "uri": "/mc", "plugins": {"ai-proxy-multi": {"instances": [c]}}}),
+    )
+    .await;
+    // a fails, b serves: twice as JSON, once as a stream that b breaks after two events.
+    for _ in 0..2 {
+        assert_eq!(
+            send("POST", &env.url("/mm"), &JSON, chat_body())
+                .await
+                .status,
+            200
+        );
+    }
+    let stream =
+        json!({"messages": [{"role": "user", "content": "hi"}], "stream": true}).to_string();
+    let r = send("POST", &env.url("/mm"), &JSON, stream).await;
+    assert!(r.aborted, "{} {}", r.status, r.text());
+    assert_eq!(
+        send("POST", &env.url("/mc"), &JSON, chat_body())
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let m = scrape(&env).await;
+    let at = |inst: &str, outcome: &str| {
+        find(
+            &m,
+            "ferry_ai_instance_attempts_total",
+            &[
+                &format!("instance=\"{inst}\""),
+                &format!("outcome=\"{outcome}\""),
+                "route=\"mm\"",
+            ],
+        )
+    };
+    assert_eq!(at("a", "http_5xx"), 3.0);
+    assert_eq!(at("b", "ok"), 3.0);
+    assert_eq!(at("b", "stream_broken"), 1.0);
+    assert_eq!(
+        find(
+            &m,
+            "ferry_ai_instance_latency_ms_count",
+            &["instance=\"a\"", "route=\"mm\""]
+        ),
+        3.0
+    );
+    // Tokens of the JSON answers b served (the broken stream carried none).
+    assert_eq!(
+        find(
+            &m,
+            "ferry_ai_instance_tokens_total",
+            &["instance=\"b\"", "type=\"prompt\""]
+        ),
+        2.0 * 23.0
+    );
+    assert_eq!(
+        find(&m, "ferry_ai_instance_tokens_total", &["instance=\"a\""]),
+        0.0
+    );
+    assert_eq!(at("c", "ok"), 0.0);
+    assert_eq!(
+        find(
+            &m,
+            "ferry_ai_instance_attempts_total",
+            &["instance=\"c\"", "outcome=\"ok\"", "route=\"mc\""]
+        ),
+        1.0,
+        "per route"
+    );
+}

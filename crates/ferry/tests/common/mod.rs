@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
+pub mod multi;
 
 use ferry_testkit::mock::{Mock, MockConfig};
 use ferry_testkit::{Ferry, TempDir};
