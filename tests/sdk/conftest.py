@@ -135,6 +135,59 @@ def gateway():
                 },
             },
         )
+        def instance(name, model, priority, **faults):
+            headers = {"Authorization": "Bearer token", **faults}
+            return {
+                "name": name,
+                "provider": "openai",
+                "weight": 1,
+                "priority": priority,
+                "auth": {"header": headers},
+                "options": {"model": model},
+                "override": {"endpoint": gw.mock_url},
+            }
+
+        # ai-proxy-multi: the first instance answers 503, the second serves.
+        gw.admin(
+            "PUT",
+            "/routes",
+            {
+                "id": "sdk-multi",
+                "uri": "/multi/v1/*",
+                "plugins": {
+                    "ai-proxy-multi": {
+                        "instances": [
+                            instance("broken", "broken-model", 1, **{"x-mock-status": "503"}),
+                            instance("healthy", "healthy-model", 0),
+                        ],
+                        "fallback_strategy": ["http_5xx"],
+                    }
+                },
+            },
+        )
+        # ai-proxy-multi: the first instance breaks its stream after two events.
+        gw.admin(
+            "PUT",
+            "/routes",
+            {
+                "id": "sdk-multi-cut",
+                "uri": "/multicut/v1/*",
+                "plugins": {
+                    "ai-proxy-multi": {
+                        "instances": [
+                            instance(
+                                "cut",
+                                "cut-model",
+                                1,
+                                **{"x-mock-reset-after": "2", "x-mock-chunks": "6", "x-mock-chunk-delay-ms": "20"},
+                            ),
+                            instance("spare", "spare-model", 0),
+                        ],
+                        "fallback_strategy": ["http_5xx"],
+                    }
+                },
+            },
+        )
         yield gw
     finally:
         for p in reversed(procs):
