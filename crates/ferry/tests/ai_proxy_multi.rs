@@ -456,3 +456,99 @@ async fn admin_checks_in_apisix_words() {
     let conf = &v["value"]["plugins"]["ai-proxy-multi"];
     assert_eq!(conf["instances"][0]["name"], "same-name");
 }
+
+/// The page's shell blocks with the ```text block that follows each (its expected output).
+fn blocks_with_output(text: &str) -> Vec<(usize, String, Option<String>)> {
+    let mut out: Vec<(usize, String, Option<String>)> = Vec::new();
+    let mut cur: Option<(usize, String, String)> = None;
+    let mut last_closed_shell = false;
+    for (i, line) in text.lines().enumerate() {
+        match &mut cur {
+            None if line.trim_start().starts_with("```") => {
+                let lang = line.trim_start().trim_start_matches('`').to_string();
+                cur = Some((i + 1, lang, String::new()));
+            }
+            None => {
+                if !line.trim().is_empty() {
+                    last_closed_shell = false;
+                }
+            }
+            Some(_) if line.trim_start().starts_with("```") => {
+                let (at, lang, body) = cur.take().unwrap();
+                if lang == "shell" {
+                    out.push((at, body, None));
+                    last_closed_shell = true;
+                } else {
+                    if lang == "text"
+                        && last_closed_shell
+                        && let Some(last) = out.last_mut()
+                    {
+                        last.2 = Some(body);
+                    }
+                    last_closed_shell = false;
+                }
+            }
+            Some((_, _, b)) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Every example of docs/plugins/ai-proxy-multi.md, loops included, run in order against the
+/// mock; where the page shows the output, the output must be that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docs_page_examples_print_what_the_page_shows() {
+    let env = common::Env::start("multi-docs").await;
+    let f = &env.ferry;
+    let mock = env.mock.url();
+    let mock_authority = mock.trim_start_matches("http://").trim_end_matches('/');
+    let cwd = env.dir.0.join("reader");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let page = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/plugins/ai-proxy-multi.md");
+    let text = std::fs::read_to_string(page).unwrap();
+    let mut checked = 0;
+    for (line, block, expected) in blocks_with_output(&text) {
+        if block.trim_start().starts_with("cargo ") {
+            continue;
+        }
+        let script = block
+            .replace("127.0.0.1:9080", &format!("127.0.0.1:{}", f.port))
+            .replace("127.0.0.1:9180", &format!("127.0.0.1:{}", f.admin_port))
+            .replace("127.0.0.1:1980", mock_authority);
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("set -euo pipefail\n{script}"))
+            .current_dir(&cwd)
+            .env("admin_key", &f.key)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "line {line}: {script}\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(want) = expected {
+            let norm = |s: &str| {
+                s.lines()
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    .trim()
+                    .to_string()
+            };
+            assert_eq!(norm(&stdout), norm(&want), "line {line}: {script}");
+            checked += 1;
+        } else {
+            assert!(
+                stdout.contains("\"key\""),
+                "line {line}: a write answered {stdout}"
+            );
+        }
+    }
+    assert!(checked >= 5, "only {checked} outputs checked");
+}

@@ -23,6 +23,7 @@ const PAGES: &[&str] = &[
     "docs/kubernetes.md",
     "docs/access-log.md",
     "docs/plugins/ai-proxy.md",
+    "docs/plugins/ai-proxy-multi.md",
     "docs/plugins/request-id.md",
     "docs/plugins/key-auth.md",
     "docs/plugins/limit-count.md",
