@@ -6,8 +6,9 @@
 # CPU 0; the mock and oha on CPU 1. Prints Markdown tables: throughput and latency percentiles at
 # c=32 and c=256 (chat and 18-chunk streams), latency at a fixed rate of half Ferry's maximum,
 # unloaded latency and streaming time to first byte added over direct, RSS idle and peak, the
-# memory for 10,000 concurrent slow streams, Ferry with kafka-logger (Tansu broker) on, and with
-# key-auth + limit-count (local, and on a redis-server when one is installed).
+# memory for 10,000 concurrent slow streams, Ferry with kafka-logger (Tansu broker) on, with
+# key-auth + limit-count (local, and on a redis-server when one is installed), and ai-proxy-multi
+# (2 instances against single ai-proxy; the added latency of a failover before the first byte).
 # Everything it starts is stopped by PID on exit.
 # Usage: bench/macro.sh [seconds per run, default 10]
 # Env: BENCH_SLOW=N concurrent slow streams (default 10000, 0 skips); BENCH_KAFKA=0 skips Kafka.
@@ -133,6 +134,22 @@ nginx_idle=$(rss "$nginx_worker" VmRSS)
 body=$(python3 -c 'import json; print(json.dumps({"model": "gpt-4o-mini", "temperature": 0.2, "messages": [{"role": "system", "content": "You are a helpful assistant. Answer briefly and precisely."}, {"role": "user", "content": "Summarise the plot of a short story about a ferry crossing a river at night, in two sentences, and name the captain. " * 2}]}))')
 stream_body=$(python3 -c 'import json,sys; b=json.loads(sys.argv[1]); b["stream"]=True; print(json.dumps(b))' "$body")
 # The same conversation as an Anthropic Messages stream (converted to OpenAI chat upstream).
+# ai-proxy-multi: two instances on the mock (round robin); and two fallback routes whose first
+# instance fails before the first byte (refuses connections; answers 503) on every request.
+multi_inst() { # NAME PRIORITY EXTRA_AUTH_HEADERS ENDPOINT
+  echo "{\"name\": \"$1\", \"provider\": \"openai\", \"weight\": 1, \"priority\": $2,
+    \"auth\": {\"header\": {\"Authorization\": \"Bearer token\"$3}}, \"override\": {\"endpoint\": \"$4\"}}"
+}
+multi_route() { # ID INSTANCES
+  curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:$admin_port/apisix/admin/routes/$1" -X PUT -H "X-API-KEY: bench-key" -d "{
+    \"uri\": \"/$1/v1/chat/completions\", \"plugins\": {\"ai-proxy-multi\": {\"keepalive_pool\": 256,
+    \"fallback_strategy\": [\"http_5xx\"], \"instances\": [$2]}}}" | grep -q 20 || { echo "route $1 refused" >&2; exit 1; }
+}
+mock_url="http://127.0.0.1:$mock_port/v1/chat/completions"
+multi_route multi "$(multi_inst a 0 "" "$mock_url"), $(multi_inst b 0 "" "$mock_url")"
+multi_route refused "$(multi_inst down 1 "" "http://127.0.0.1:$(free_port)/v1/chat/completions"), $(multi_inst b 0 "" "$mock_url")"
+multi_route failover "$(multi_inst down 1 ', "x-mock-status": "503"' "$mock_url"), $(multi_inst b 0 "" "$mock_url")"
+
 anthropic_body=$(python3 -c 'import json,sys; b=json.loads(sys.argv[1]); print(json.dumps({"model": b["model"], "max_tokens": 256, "stream": True, "system": b["messages"][0]["content"], "messages": b["messages"][1:]}))' "$body")
 
 # run NAME URL BODY CONNS [oha args...] -> "rps p50 p90 p99 p99.9 non200" (ms)
@@ -192,6 +209,16 @@ for t in authed authredis; do
   R[$t.chat.32]=$(run "$t-chat" "http://127.0.0.1:$port/$t/v1/chat/completions" "$body" 32 -H "apikey: bench-consumer-key")
   R[cpu.$t]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[$t.chat.32]}" | cut -d' ' -f1) * secs) ))
 done
+# ai-proxy-multi against a single ai-proxy, back to back (twice, alternating).
+for round in 1 2; do
+  for t in ferry multi; do
+    case $t in ferry) u=$gw ;; multi) u="http://127.0.0.1:$port/multi/v1/chat/completions" ;; esac
+    t0=$(ticks "$ferry_pid")
+    R[pair$round.$t.chat]=$(run "pair$round-$t-chat" "$u" "$body" 32)
+    R[cpu.pair$round.$t]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[pair$round.$t.chat]}" | cut -d' ' -f1) * secs) ))
+    R[pair$round.$t.stream]=$(run "pair$round-$t-stream" "$u" "$stream_body" 32)
+  done
+done
 # Fixed rate: half of Ferry's maximum at c=32, the same rate for every target.
 rate=$(( $(echo "${R[ferry.chat.32]}" | cut -d' ' -f1) / 2 ))
 for t in direct nginx ferry; do
@@ -220,6 +247,11 @@ PY
 }
 ttfb_direct=$(ttfb "$direct")
 ttfb_ferry=$(ttfb "$gw")
+R[multi.c1]=$(run multi-c1 "http://127.0.0.1:$port/multi/v1/chat/completions" "$body" 1)
+R[refused.c1]=$(run refused-c1 "http://127.0.0.1:$port/refused/v1/chat/completions" "$body" 1)
+R[failover.c1]=$(run failover-c1 "http://127.0.0.1:$port/failover/v1/chat/completions" "$body" 1)
+ttfb_refused=$(ttfb "http://127.0.0.1:$port/refused/v1/chat/completions")
+ttfb_failover=$(ttfb "http://127.0.0.1:$port/failover/v1/chat/completions")
 taskset -a -p -c 0 "$ferry_pid" >/dev/null
 
 # Slow streams: N connections each holding a stream of one event a second.
@@ -292,5 +324,12 @@ done
 echo
 python3 -c "d, f = float('${R[direct.c1]}'.split()[1]), float('${R[ferry.c1]}'.split()[1]); print(f'Unloaded (c=1, all on CPU 1) chat p50: direct {d*1000:.0f} µs, through Ferry {f*1000:.0f} µs: {(f-d)*1000:.0f} µs added.')"
 echo "Stream time to first byte (median of 300, one connection, all on CPU 1): direct ${ttfb_direct} µs, through Ferry ${ttfb_ferry} µs: $((ttfb_ferry - ttfb_direct)) µs added."
+echo
+avg() { python3 -c "import sys; a, b = float('$1'.split()[0]), float('$2'.split()[0]); print(f'{(a + b) / 2:.0f}')"; }
+multi_chat=$(avg "${R[pair1.multi.chat]}" "${R[pair2.multi.chat]}"); single_chat=$(avg "${R[pair1.ferry.chat]}" "${R[pair2.ferry.chat]}")
+multi_stream=$(avg "${R[pair1.multi.stream]}" "${R[pair2.multi.stream]}"); single_stream=$(avg "${R[pair1.ferry.stream]}" "${R[pair2.ferry.stream]}")
+echo "ai-proxy-multi, 2 instances (round robin), c=32, two alternating rounds: chat ${multi_chat} req/s vs single ai-proxy ${single_chat} req/s = $(ratio "$multi_chat" "$single_chat"); stream ${multi_stream} vs ${single_stream} = $(ratio "$multi_stream" "$single_stream"); Ferry CPU per chat request $(( (R[cpu.pair1.multi] + R[cpu.pair2.multi]) / 2 )) ns vs $(( (R[cpu.pair1.ferry] + R[cpu.pair2.ferry]) / 2 )) ns."
+python3 -c "f, m, r, o = (float(x.split()[1]) for x in ('${R[ferry.c1]}', '${R[multi.c1]}', '${R[refused.c1]}', '${R[failover.c1]}')); print(f'Failover before the first byte (unloaded, c=1, chat p50): single ai-proxy {f*1000:.0f} µs, ai-proxy-multi {m*1000:.0f} µs, first instance refusing connections {r*1000:.0f} µs (+{(r-f)*1000:.0f}), first instance answering 503 {o*1000:.0f} µs (+{(o-f)*1000:.0f}).')"
+echo "Stream time to first byte through a failover (median of 300): first instance refusing ${ttfb_refused} µs, answering 503 ${ttfb_failover} µs, against ${ttfb_ferry} µs with no failover."
 echo "Ferry RSS: ${idle_rss} MB idle, ${peak_chat} MB peak after the c=32 chat run, ${peak_rss} MB peak after all runs (VmHWM). nginx worker: ${nginx_idle} → ${nginx_peak} MB."
 echo "$slow_line"

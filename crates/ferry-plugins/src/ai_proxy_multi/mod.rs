@@ -450,16 +450,17 @@ fn stream_hook(inst: &Instance) -> FailHook {
     })
 }
 
-/// A failed attempt's body for the log (at most 1 KiB of it).
+/// A failed attempt's body for the log (at most 1 KiB of it); a streamed one is not read.
 async fn failed_body(r: Result<Response, GatewayError>) -> String {
     const MAX: usize = 1024;
     let bytes = match r {
-        Ok(resp) => resp
+        Ok(resp) if http_body::Body::size_hint(resp.body()).exact().is_some() => resp
             .into_body()
             .collect()
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default(),
+        Ok(_) => Bytes::from_static(b"(an event stream)"),
         Err(e) => Bytes::from(e.message),
     };
     let cut = bytes.len().min(MAX);
