@@ -299,6 +299,31 @@ const VAR_KEYS: &[&str] = &[
     "mqtt_client_id",
 ];
 
+/// APISIX's pattern for a chash `key` under `hash_on` (`vars`: an nginx variable of the list or
+/// `arg_<name>`; `header`, `cookie`: a name; others: anything), and its message on a mismatch.
+pub fn check_chash_key(hash_on: &str, k: &str) -> Result<(), String> {
+    let name = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let (pattern, ok) = match hash_on {
+        "vars" => (
+            "^((uri|server_name|server_addr|request_uri|remote_port|remote_addr|query_string|host|hostname|mqtt_client_id)|arg_[0-9a-zA-z_-]+)$",
+            VAR_KEYS.contains(&k) || k.strip_prefix("arg_").is_some_and(name),
+        ),
+        "header" | "cookie" => ("^[a-zA-Z0-9-_]+$", name(k)),
+        _ => return Ok(()),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "failed to match pattern \"{pattern}\" with \"{k}\""
+        ))
+    }
+}
+
 fn parse_balancer(m: &Map<String, Value>) -> Result<Balancer, String> {
     let ty = match m.get("type") {
         None => "roundrobin",
@@ -322,40 +347,15 @@ fn parse_balancer(m: &Map<String, Value>) -> Result<Balancer, String> {
                 key.map(String::from)
                     .ok_or_else(|| "missing key".to_string())
             };
-            let pattern = |p: &str, ok: bool, k: &str| {
-                if ok {
-                    Ok(())
-                } else {
-                    Err(invalid(format!(
-                        "failed to match pattern \"{p}\" with \"{k}\""
-                    )))
-                }
-            };
             let on = match hash_on {
                 "vars" => {
                     let k = need()?;
-                    pattern(
-                        "^((uri|server_name|server_addr|request_uri|remote_port|remote_addr|query_string|host|hostname|mqtt_client_id)|arg_[0-9a-zA-z_-]+)$",
-                        VAR_KEYS.contains(&k.as_str())
-                            || k.strip_prefix("arg_").is_some_and(|a| {
-                                !a.is_empty()
-                                    && a.bytes().all(|b| {
-                                        b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
-                                    })
-                            }),
-                        &k,
-                    )?;
+                    check_chash_key(hash_on, &k).map_err(invalid)?;
                     HashOn::Vars(k)
                 }
                 "header" | "cookie" => {
                     let k = need()?;
-                    pattern(
-                        "^[a-zA-Z0-9-_]+$",
-                        !k.is_empty()
-                            && k.bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-                        &k,
-                    )?;
+                    check_chash_key(hash_on, &k).map_err(invalid)?;
                     if hash_on == "header" {
                         HashOn::Header(k)
                     } else {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::multi::{JSON, Multi, chat, failing, model};
+use common::multi::{JSON, Multi, anthropic_stream, chat, failing, model};
 use ferry_testkit::send;
 use serde_json::{Value, json};
 
@@ -279,9 +279,6 @@ async fn stream_failover_before_the_first_byte() {
         );
     }
     // An Anthropic client converted to the OpenAI instances gets b's stream, converted, whole.
-    let anthropic = json!({"model": "claude", "max_tokens": 64, "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]})
-    .to_string();
     let mut a = failing(env.instance("a", 0, "model-a"), 500);
     a["priority"] = json!(1);
     env.route_with(
@@ -293,7 +290,7 @@ async fn stream_failover_before_the_first_byte() {
         "POST",
         &env.ferry.url("/conv/v1/messages"),
         &JSON,
-        anthropic,
+        anthropic_stream(),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -343,14 +340,11 @@ async fn stream_error_after_the_first_byte() {
         {"instances": [a, b], "fallback_strategy": ["http_5xx"]}}}),
     )
     .await;
-    let anthropic = json!({"model": "claude", "max_tokens": 64, "stream": true,
-        "messages": [{"role": "user", "content": "hi"}]})
-    .to_string();
     let r = send(
         "POST",
         &env.ferry.url("/conv/v1/messages"),
         &JSON,
-        anthropic,
+        anthropic_stream(),
     )
     .await;
     let text = r.text();

@@ -66,6 +66,17 @@ pub struct Auth {
     pub aws: Option<Value>,
 }
 
+impl Auth {
+    /// `auth.query` as (name, value) pairs.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        self.query
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Override {
@@ -246,13 +257,7 @@ impl Compiled {
             project_id: pc.and_then(|p| p.project_id.clone()),
             region: pc.and_then(|p| p.region.clone()),
         };
-        let auth_query: Vec<(String, String)> = conf
-            .auth
-            .query
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let auth_query = conf.auth.query_pairs();
         let mut targets = HashMap::new();
         for proto in provider
             .capabilities

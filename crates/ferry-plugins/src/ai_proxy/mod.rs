@@ -38,32 +38,9 @@ impl PluginFactory for Factory {
     }
 
     fn schema(&self) -> Value {
-        json!({
-            "type": "object",
-            "required": ["provider", "auth"],
-            "properties": {
-                "provider": {"type": "string", "enum": ferry_provider::names()},
-                "provider_conf": {"type": "object", "properties": {"project_id": {"type": "string"}, "region": {"type": "string"}}},
-                "auth": {"type": "object", "properties": {"header": {"type": "object"}, "query": {"type": "object"}}},
-                "options": {"type": "object", "properties": {"model": {"type": "string"}}},
-                "override": {"type": "object", "properties": {
-                    "endpoint": {"type": "string"},
-                    "llm_options": {"type": "object", "properties": {"max_tokens": {"type": "integer", "minimum": 1}}},
-                    "request_body": {"type": "object"},
-                    "request_body_force_override": {"type": "boolean", "default": false}
-                }},
-                "logging": {"type": "object", "properties": {"summaries": {"type": "boolean", "default": false}, "payloads": {"type": "boolean", "default": false}}},
-                "timeout": {"type": "integer", "minimum": 1, "maximum": 600000, "default": 30000},
-                "max_req_body_size": {"type": "integer", "minimum": 1, "default": 67108864},
-                "max_stream_duration_ms": {"type": "integer", "minimum": 1},
-                "max_response_bytes": {"type": "integer", "minimum": 1},
-                "keepalive": {"type": "boolean", "default": true},
-                "keepalive_timeout": {"type": "integer", "minimum": 1000, "default": 60000},
-                "keepalive_pool": {"type": "integer", "minimum": 1, "default": 30},
-                "streaming_flush_interval_ms": {"type": "integer", "minimum": 0, "default": 10},
-                "ssl_verify": {"type": "boolean", "default": true}
-            }
-        })
+        let mut props = provider_schema();
+        props.extend(shared_schema());
+        json!({"type": "object", "required": ["provider", "auth"], "properties": props})
     }
 
     fn check(&self, conf: &Value) -> Result<Value, String> {
@@ -78,6 +55,48 @@ impl PluginFactory for Factory {
             conf: Compiled::build(c, &self.transport)?,
         }))
     }
+}
+
+/// The schema of what picks and shapes for a provider (an `ai-proxy-multi` instance has it too).
+pub(crate) fn provider_schema() -> serde_json::Map<String, Value> {
+    let v = json!({
+        "provider": {"type": "string", "enum": ferry_provider::names()},
+        "provider_conf": {"type": "object", "properties": {"project_id": {"type": "string"}, "region": {"type": "string"}}},
+        "auth": {"type": "object", "properties": {"header": {"type": "object"}, "query": {"type": "object"}}},
+        "options": {"type": "object", "properties": {"model": {"type": "string"}}},
+        "override": {"type": "object", "properties": {
+            "endpoint": {"type": "string"},
+            "llm_options": {"type": "object", "properties": {"max_tokens": {"type": "integer", "minimum": 1}}},
+            "request_body": {"type": "object"},
+            "request_body_force_override": {"type": "boolean", "default": false}
+        }}
+    });
+    json_map(v)
+}
+
+/// The object of a `json!` map literal.
+pub(crate) fn json_map(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// The schema of the transfer settings (`ai-proxy-multi` shares them across its instances).
+pub(crate) fn shared_schema() -> serde_json::Map<String, Value> {
+    let v = json!({
+        "logging": {"type": "object", "properties": {"summaries": {"type": "boolean", "default": false}, "payloads": {"type": "boolean", "default": false}}},
+        "timeout": {"type": "integer", "minimum": 1, "maximum": 600000, "default": 30000},
+        "max_req_body_size": {"type": "integer", "minimum": 1, "default": 67108864},
+        "max_stream_duration_ms": {"type": "integer", "minimum": 1},
+        "max_response_bytes": {"type": "integer", "minimum": 1},
+        "keepalive": {"type": "boolean", "default": true},
+        "keepalive_timeout": {"type": "integer", "minimum": 1000, "default": 60000},
+        "keepalive_pool": {"type": "integer", "minimum": 1, "default": 30},
+        "streaming_flush_interval_ms": {"type": "integer", "minimum": 0, "default": 10},
+        "ssl_verify": {"type": "boolean", "default": true}
+    });
+    json_map(v)
 }
 
 struct AiProxy {

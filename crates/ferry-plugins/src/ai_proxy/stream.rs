@@ -254,6 +254,42 @@ pub fn body_filter(ctx: &mut Ctx, chunk: &mut Bytes, end: bool) {
     ctx.upstream.response_length = bytes;
 }
 
+/// How a stream that already sent events ends: cleanly, or with an error event in the client's
+/// protocol followed by a cut transfer.
+#[derive(Default)]
+struct Ending {
+    ended: bool,
+    /// The upstream failure, reported (as a body error) after the error event went out.
+    failed: Option<StreamError>,
+    /// One poll was let pass after the error event, so the server flushed it before the cut.
+    flushed: bool,
+}
+
+impl Ending {
+    /// The error event for `client`; the failure follows it.
+    fn fail(&mut self, client: Protocol, e: StreamError) -> Bytes {
+        self.ended = true;
+        let event = ferry_protocol::error::stream_error_event(client, &e.to_string());
+        self.failed = Some(e);
+        Bytes::from(event)
+    }
+
+    /// After the end: the server writes out what it holds while the body is pending (a body
+    /// error right away would drop the error event with the connection), then the cut.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamError>>> {
+        if self.failed.is_some() && !self.flushed {
+            self.flushed = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(self.failed.take().map(Err))
+    }
+
+    fn is_clean(&self) -> bool {
+        self.ended && self.failed.is_none()
+    }
+}
+
 /// An upstream event stream passed through in the client's own protocol, whole events at a
 /// time: the bytes of an event not yet complete are held back until it is. When the upstream
 /// breaks off, the client gets the complete events, an error event in its protocol (the
@@ -265,9 +301,7 @@ pub struct Passing {
     held: BytesMut,
     /// Events went out already (a failure before that is the caller's to answer).
     started: bool,
-    ended: bool,
-    failed: Option<StreamError>,
-    flushed: bool,
+    end: Ending,
 }
 
 impl Passing {
@@ -277,9 +311,7 @@ impl Passing {
             client: (client != Protocol::Passthrough).then_some(client),
             held: BytesMut::new(),
             started: false,
-            ended: false,
-            failed: None,
-            flushed: false,
+            end: Ending::default(),
         }
     }
 
@@ -303,14 +335,8 @@ impl Passing {
 
     fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamError>>> {
         loop {
-            if self.ended {
-                if self.failed.is_some() && !self.flushed {
-                    // Let the server write the error event out before the body error cuts.
-                    self.flushed = true;
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                return Poll::Ready(self.failed.take().map(Err));
+            if self.end.ended {
+                return self.end.poll(cx);
             }
             match self.up.poll_chunk(cx) {
                 Poll::Ready(Some(Ok(b))) => {
@@ -325,18 +351,16 @@ impl Passing {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    self.ended = true;
                     self.held.clear();
                     let Some(client) = self.client.filter(|_| self.started) else {
+                        self.end.ended = true;
                         return Poll::Ready(Some(Err(e)));
                     };
-                    let event = ferry_protocol::error::stream_error_event(client, &e.to_string());
-                    self.failed = Some(e);
-                    return Poll::Ready(Some(Ok(Bytes::from(event))));
+                    return Poll::Ready(Some(Ok(self.end.fail(client, e))));
                 }
                 Poll::Ready(None) => {
                     // A clean end: whatever is left goes out as it came.
-                    self.ended = true;
+                    self.end.ended = true;
                     if self.held.is_empty() {
                         return Poll::Ready(None);
                     }
@@ -374,7 +398,7 @@ impl Body for Passing {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.failed.is_none()
+        self.end.is_clean()
     }
 }
 
@@ -388,13 +412,9 @@ pub struct Converting {
     client: Protocol,
     out: Vec<OutEvent>,
     pending: Option<Bytes>,
-    ended: bool,
-    /// The upstream failure, reported (as a body error) after the error event went out.
-    failed: Option<StreamError>,
     /// Converted bytes went out already.
     started: bool,
-    /// One poll was let pass after the error event, so the server flushed it before the cut.
-    flushed: bool,
+    end: Ending,
 }
 
 impl Converting {
@@ -406,10 +426,8 @@ impl Converting {
             client,
             out: Vec::new(),
             pending: None,
-            ended: false,
-            failed: None,
             started: false,
-            flushed: false,
+            end: Ending::default(),
         }
     }
 
@@ -445,15 +463,8 @@ impl Converting {
             return Poll::Ready(Some(Ok(p)));
         }
         loop {
-            if self.ended {
-                if self.failed.is_some() && !self.flushed {
-                    // The server writes out what it holds while the body is pending; a body
-                    // error right away would drop the error event with the connection.
-                    self.flushed = true;
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                return Poll::Ready(self.failed.take().map(Err));
+            if self.end.ended {
+                return self.end.poll(cx);
             }
             match self.up.poll_chunk(cx) {
                 Poll::Ready(Some(Ok(b))) => {
@@ -467,18 +478,15 @@ impl Converting {
                 Poll::Ready(Some(Err(e))) => {
                     // Broken off: the error in the client's protocol, then a cut transfer; no
                     // closing events. Before any output, the caller answers with an error.
-                    self.ended = true;
                     if !self.started {
+                        self.end.ended = true;
                         return Poll::Ready(Some(Err(e)));
                     }
-                    let event =
-                        ferry_protocol::error::stream_error_event(self.client, &e.to_string());
-                    self.failed = Some(e);
-                    return Poll::Ready(Some(Ok(Bytes::from(event))));
+                    return Poll::Ready(Some(Ok(self.end.fail(self.client, e))));
                 }
                 Poll::Ready(None) => {
                     // The upstream ended: flush what the converter owes (also without [DONE]).
-                    self.ended = true;
+                    self.end.ended = true;
                     let (conv, out) = (&mut self.conv, &mut self.out);
                     self.decoder
                         .finish_each(|e| conv.event(e.kind, e.data, out));
@@ -506,7 +514,7 @@ impl Body for Converting {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.pending.is_none() && self.failed.is_none()
+        self.pending.is_none() && self.end.is_clean()
     }
 }
 

@@ -5,6 +5,7 @@
 //! `ai-proxy` configuration of its own, so providers, auth and overrides behave the same.
 
 use crate::ai_proxy::conf::Conf as ProxyConf;
+use ferry_config::upstream::check_chash_key;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -314,37 +315,6 @@ pub struct Checked {
     pub proxies: Vec<ProxyConf>,
 }
 
-const VAR_KEY: &str = "^((uri|server_name|server_addr|request_uri|remote_port|remote_addr|query_string|host|hostname|mqtt_client_id)|arg_[0-9a-zA-z_-]+)$";
-
-fn var_key_ok(k: &str) -> bool {
-    const NAMES: &[&str] = &[
-        "uri",
-        "server_name",
-        "server_addr",
-        "request_uri",
-        "remote_port",
-        "remote_addr",
-        "query_string",
-        "host",
-        "hostname",
-        "mqtt_client_id",
-    ];
-    NAMES.contains(&k)
-        || k.strip_prefix("arg_").is_some_and(|a| {
-            !a.is_empty()
-                && a.bytes().all(|b| {
-                    b.is_ascii_alphanumeric()
-                        || matches!(b, b'_' | b'-' | b'[' | b'\\' | b']' | b'^' | b'`')
-                })
-        })
-}
-
-fn name_key_ok(k: &str) -> bool {
-    !k.is_empty()
-        && k.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 impl Conf {
     /// Schema and cross-field checks, in APISIX's order and words.
     pub fn validate(&self) -> Result<Checked, String> {
@@ -430,13 +400,11 @@ impl Conf {
                     (_, None) => {
                         return Err("must configure `hash_key` when balancer `hash_on` is not set to cookie".into());
                     }
-                    (HashOn::Vars, Some(k)) if !var_key_ok(k) => {
-                        return Err(format!("invalid configuration: failed to match pattern \"{VAR_KEY}\" with \"{k}\""));
+                    (_, Some(k)) => {
+                        check_chash_key(&self.balancer.hash_on, k)
+                            .map_err(|e| format!("invalid configuration: {e}"))?;
+                        k.clone()
                     }
-                    (HashOn::Header | HashOn::Cookie, Some(k)) if !name_key_ok(k) => {
-                        return Err(format!("invalid configuration: failed to match pattern \"^[a-zA-Z0-9-_]+$\" with \"{k}\""));
-                    }
-                    (_, Some(k)) => k.clone(),
                 };
                 Algorithm::Chash { hash_on, key }
             }

@@ -14,7 +14,10 @@ mod metrics;
 
 use crate::ai_proxy::conf::Compiled;
 use crate::ai_proxy::stream::{FailHook, StreamError};
-use crate::ai_proxy::{AiState, Refusal, intake, proxy, record_intake, route_for, stream};
+use crate::ai_proxy::{
+    AiState, Refusal, intake, json_map, provider_schema, proxy, record_intake, route_for,
+    shared_schema, stream,
+};
 use crate::limit::tokens::InstanceBudgets;
 use crate::log::entry::LlmLogging;
 use crate::transport::{ClientKey, Transport};
@@ -54,45 +57,29 @@ impl PluginFactory for Factory {
     }
 
     fn schema(&self) -> Value {
-        json!({
-            "type": "object",
-            "required": ["instances"],
-            "properties": {
-                "instances": {"type": "array", "minItems": 1, "items": {"type": "object",
-                    "required": ["name", "provider", "auth", "weight"],
-                    "properties": {
-                        "name": {"type": "string", "minLength": 1, "maxLength": 100},
-                        "provider": {"type": "string", "enum": ferry_provider::names()},
-                        "priority": {"type": "integer", "default": 0},
-                        "weight": {"type": "integer", "minimum": 0},
-                        "auth": {"type": "object"},
-                        "options": {"type": "object"},
-                        "override": {"type": "object"},
-                        "provider_conf": {"type": "object"},
-                        "checks": {"type": "object", "properties": {"active": {"type": "object"}, "passive": {"type": "object"}}}
-                    }}},
-                "balancer": {"type": "object", "properties": {
-                    "algorithm": {"type": "string", "enum": ["roundrobin", "chash"]},
-                    "hash_on": {"type": "string", "enum": ["vars", "header", "cookie", "consumer", "vars_combinations"], "default": "vars"},
-                    "key": {"type": "string"}}},
-                "fallback_strategy": {"anyOf": [
-                    {"type": "string", "enum": ["instance_health_and_rate_limiting", "http_429", "http_5xx"]},
-                    {"type": "array", "items": {"type": "string", "enum": ["rate_limiting", "http_429", "http_5xx"]}}]},
-                "fallback_http_statuses": {"type": "array", "minItems": 1, "uniqueItems": true, "items": {"type": "integer", "minimum": 400, "maximum": 599}},
-                "max_retries": {"type": "integer", "minimum": 0},
-                "retry_on_failure_within_ms": {"type": "integer", "minimum": 1},
-                "timeout": {"type": "integer", "minimum": 1, "maximum": 600000, "default": 30000},
-                "max_req_body_size": {"type": "integer", "minimum": 1, "default": 67108864},
-                "max_stream_duration_ms": {"type": "integer", "minimum": 1},
-                "max_response_bytes": {"type": "integer", "minimum": 1},
-                "keepalive": {"type": "boolean", "default": true},
-                "keepalive_timeout": {"type": "integer", "minimum": 1000, "default": 60000},
-                "keepalive_pool": {"type": "integer", "minimum": 1, "default": 30},
-                "streaming_flush_interval_ms": {"type": "integer", "minimum": 0, "default": 10},
-                "ssl_verify": {"type": "boolean", "default": true},
-                "logging": {"type": "object", "properties": {"summaries": {"type": "boolean", "default": false}, "payloads": {"type": "boolean", "default": false}}}
-            }
-        })
+        let mut instance = provider_schema();
+        instance.extend(json_map(json!({
+            "name": {"type": "string", "minLength": 1, "maxLength": 100},
+            "priority": {"type": "integer", "default": 0},
+            "weight": {"type": "integer", "minimum": 0},
+            "checks": {"type": "object", "properties": {"active": {"type": "object"}, "passive": {"type": "object"}}}
+        })));
+        let mut props = shared_schema();
+        props.extend(json_map(json!({
+            "instances": {"type": "array", "minItems": 1, "maxItems": MAX_INSTANCES, "items": {"type": "object",
+                "required": ["name", "provider", "auth", "weight"], "properties": instance}},
+            "balancer": {"type": "object", "properties": {
+                "algorithm": {"type": "string", "enum": ["roundrobin", "chash"]},
+                "hash_on": {"type": "string", "enum": ["vars", "header", "cookie", "consumer", "vars_combinations"], "default": "vars"},
+                "key": {"type": "string"}}},
+            "fallback_strategy": {"anyOf": [
+                {"type": "string", "enum": ["instance_health_and_rate_limiting", "http_429", "http_5xx"]},
+                {"type": "array", "items": {"type": "string", "enum": ["rate_limiting", "http_429", "http_5xx"]}}]},
+            "fallback_http_statuses": {"type": "array", "minItems": 1, "uniqueItems": true, "items": {"type": "integer", "minimum": 400, "maximum": 599}},
+            "max_retries": {"type": "integer", "minimum": 0},
+            "retry_on_failure_within_ms": {"type": "integer", "minimum": 1}
+        })));
+        json!({"type": "object", "required": ["instances"], "properties": props})
     }
 
     fn check(&self, conf: &Value) -> Result<Value, String> {
@@ -115,13 +102,7 @@ impl PluginFactory for Factory {
         let mut instances = Vec::with_capacity(c.instances.len());
         let mut members = Vec::with_capacity(c.instances.len());
         for (inst, proxy_conf) in c.instances.iter().zip(checked.proxies) {
-            let auth_query: Vec<(String, String)> = proxy_conf
-                .auth
-                .query
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let auth_query = proxy_conf.auth.query_pairs();
             let proxy = Compiled::build(proxy_conf, &self.transport)
                 .map_err(|e| format!("instance '{}': {e}", inst.name))?;
             let checks = inst.checks.clone().unwrap_or_default();

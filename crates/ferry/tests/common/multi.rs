@@ -97,6 +97,13 @@ pub fn stream() -> String {
         .to_string()
 }
 
+/// An Anthropic Messages stream request.
+pub fn anthropic_stream() -> String {
+    json!({"model": "claude", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string()
+}
+
 /// The model that answered (each instance sets its own `options.model`).
 pub fn model(r: &Resp) -> String {
     assert_eq!(r.status, 200, "{}", r.text());
