@@ -277,6 +277,7 @@ pub fn request(body: &Value) -> Result<Converted, String> {
         tool_names: names,
         stream,
         include_usage: true,
+        include_thoughts: false,
     })
 }
 

@@ -4,6 +4,7 @@
 //! of a stream is flushed by `finish`.
 
 pub mod anthropic_to_openai;
+pub mod gemini_to_openai;
 pub mod openai_to_anthropic;
 mod tool_names;
 
@@ -116,4 +117,6 @@ pub struct Converted {
     pub stream: bool,
     /// The client asked for usage in the stream (OpenAI `stream_options.include_usage`).
     pub include_usage: bool,
+    /// The client wants reasoning back as thought parts (Gemini `includeThoughts`).
+    pub include_thoughts: bool,
 }

@@ -265,6 +265,7 @@ pub fn request(body: &Value) -> Result<Converted, String> {
         tool_names: ToolNames::default(),
         stream,
         include_usage,
+        include_thoughts: false,
     })
 }
 
