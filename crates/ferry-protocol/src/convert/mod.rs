@@ -7,6 +7,7 @@ pub mod anthropic_to_openai;
 pub mod gemini_to_openai;
 pub mod openai_to_anthropic;
 mod tool_names;
+pub mod vertex_predict;
 
 pub use tool_names::ToolNames;
 
