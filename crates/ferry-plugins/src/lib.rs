@@ -4,6 +4,7 @@
 
 pub mod ai_proxy;
 pub mod ai_proxy_multi;
+pub mod gcp;
 pub mod kafka_logger;
 mod kafka_quiet;
 pub mod key_auth;

@@ -5,6 +5,7 @@
 
 pub mod echo;
 pub mod etcd;
+pub mod gcp;
 pub mod mock;
 pub mod redis;
 pub mod tansu;
@@ -138,9 +139,19 @@ impl Ferry {
     }
 
     fn launch(bin: &str, dir: &Path, port: u16, admin_port: u16, key: String) -> Ferry {
+        // `ferry.env` next to config.yaml: KEY=VALUE lines for the process's environment.
+        let env: Vec<(String, String)> = std::fs::read_to_string(dir.join("ferry.env"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
         let mut child = Command::new(bin)
             .args(["serve", "--config"])
             .arg(dir.join("config.yaml"))
+            .envs(env)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -61,7 +61,7 @@ pub struct Auth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gcp: Option<Value>,
+    pub gcp: Option<crate::gcp::GcpConf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<Value>,
 }
@@ -161,8 +161,8 @@ impl Conf {
         }
         range("keepalive_timeout", self.keepalive_timeout, 1000, u64::MAX)?;
         range("keepalive_pool", self.keepalive_pool, 1, u64::MAX)?;
-        if self.auth.gcp.is_some() {
-            return Err("auth.gcp (Google service-account tokens) is not available in this release; use auth.header with a token".into());
+        if let Some(g) = &self.auth.gcp {
+            g.validate()?;
         }
         if self.auth.aws.is_some() {
             return Err("auth.aws (SigV4) is not available in this release".into());
@@ -247,10 +247,21 @@ pub struct Compiled {
     pub uris: HashMap<Protocol, http::Uri>,
     /// Per protocol the provider speaks, plus passthrough.
     pub targets: HashMap<Protocol, Target>,
+    /// `auth.gcp`: where the Bearer token comes from.
+    pub gcp: Option<std::sync::Arc<crate::gcp::TokenSource>>,
 }
 
 impl Compiled {
     pub fn build(conf: Conf, transport: &Transport) -> Result<Compiled, String> {
+        Compiled::build_for(conf, transport, None)
+    }
+
+    /// Builds an `ai-proxy-multi` instance (`instance`: its name, which keys its GCP tokens).
+    pub fn build_for(
+        conf: Conf,
+        transport: &Transport,
+        instance: Option<&str>,
+    ) -> Result<Compiled, String> {
         let (provider, endpoint) = conf.validate()?;
         let pc = conf.provider_conf.as_ref();
         let provider_conf = ProviderConf {
@@ -348,6 +359,10 @@ impl Compiled {
                 })
                 .collect::<Result<_, String>>()?,
             targets,
+            gcp: match &conf.auth.gcp {
+                Some(g) => Some(crate::gcp::source(g, instance, transport)?),
+                None => None,
+            },
         })
     }
 }

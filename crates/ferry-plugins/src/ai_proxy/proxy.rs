@@ -44,7 +44,19 @@ pub async fn run(conf: &Compiled, ctx: &mut Ctx) -> Response {
 /// One upstream exchange for the request's state: the client's response, or why there is
 /// none. A stream's response is returned once its first events arrived (its commit point).
 pub async fn attempt(conf: &Compiled, ctx: &mut Ctx) -> GwResult<Response> {
-    let p = plan(conf, ctx)?;
+    let mut p = plan(conf, ctx)?;
+    if let Some(g) = &conf.gcp {
+        // The provider is not contacted without a token.
+        let token = g.token().await?;
+        let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            GatewayError::gateway(
+                StatusCode::BAD_GATEWAY,
+                "failed to get gcp access token: the token is not a valid header value",
+            )
+        })?;
+        v.set_sensitive(true);
+        p.request.headers_mut().insert(header::AUTHORIZATION, v);
+    }
     let (resp, sent) = exchange(conf, ctx, p.request, p.port).await?;
     respond(conf, ctx, p.answer, resp, sent).await
 }

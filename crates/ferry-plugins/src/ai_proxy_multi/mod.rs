@@ -103,7 +103,7 @@ impl PluginFactory for Factory {
         let mut members = Vec::with_capacity(c.instances.len());
         for (inst, proxy_conf) in c.instances.iter().zip(checked.proxies) {
             let auth_query = proxy_conf.auth.query_pairs();
-            let proxy = Compiled::build(proxy_conf, &self.transport)
+            let proxy = Compiled::build_for(proxy_conf, &self.transport, Some(&inst.name))
                 .map_err(|e| format!("instance '{}': {e}", inst.name))?;
             let checks = inst.checks.clone().unwrap_or_default();
             let health = Arc::new(Health::new(&inst.name, checks.passive));
