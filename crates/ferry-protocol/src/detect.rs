@@ -9,6 +9,8 @@ pub enum Protocol {
     OpenAiResponses,
     OpenAiEmbeddings,
     AnthropicMessages,
+    /// Vertex AI's `:predict` (a provider-side protocol: embeddings are converted to it).
+    VertexPredict,
     /// Any other JSON body: forwarded to the client's path, method and query.
     Passthrough,
 }
@@ -21,6 +23,7 @@ impl Protocol {
             Protocol::OpenAiResponses => "openai-responses",
             Protocol::OpenAiEmbeddings => "openai-embeddings",
             Protocol::AnthropicMessages => "anthropic-messages",
+            Protocol::VertexPredict => "vertex-predict",
             Protocol::Passthrough => "passthrough",
         }
     }
@@ -31,6 +34,7 @@ impl Protocol {
             Protocol::OpenAiResponses,
             Protocol::OpenAiEmbeddings,
             Protocol::AnthropicMessages,
+            Protocol::VertexPredict,
             Protocol::Passthrough,
         ]
         .into_iter()
@@ -39,7 +43,7 @@ impl Protocol {
 
     /// Whether `stream: true` in the body asks for a stream (embeddings never stream).
     pub fn can_stream(self) -> bool {
-        !matches!(self, Protocol::OpenAiEmbeddings)
+        !matches!(self, Protocol::OpenAiEmbeddings | Protocol::VertexPredict)
     }
 }
 

@@ -234,6 +234,17 @@ impl Observed {
                     }
                 }
             }
+            Protocol::VertexPredict => {
+                let tokens: u64 = arr("predictions")
+                    .iter()
+                    .filter_map(|p| p["embeddings"]["statistics"]["token_count"].as_u64())
+                    .sum();
+                o.add_usage(Some(Usage {
+                    prompt: tokens,
+                    total: tokens,
+                    ..Usage::default()
+                }));
+            }
             Protocol::AnthropicMessages => {
                 o.add_usage(v.get("usage").and_then(anthropic_usage));
                 for c in arr("content") {
@@ -383,7 +394,7 @@ impl Observed {
                 }
                 false
             }
-            Protocol::OpenAiEmbeddings | Protocol::Passthrough => false,
+            Protocol::OpenAiEmbeddings | Protocol::VertexPredict | Protocol::Passthrough => false,
         }
     }
 }

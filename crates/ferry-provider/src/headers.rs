@@ -101,6 +101,8 @@ fn convert_headers(p: Pair, h: &mut HeaderMap, configured: &[(HeaderName, Header
                 h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
             }
         }
+        // Same client headers, another endpoint of the same kind of provider.
+        Pair::EmbeddingsToVertex => remove_prefixed(h, "openai-"),
     }
 }
 

@@ -138,11 +138,19 @@ pub static PROVIDERS: &[Provider] = &[
     Provider {
         name: "vertex-ai",
         host: None,
-        capabilities: &[cap(
-            OpenAiChat,
-            "/v1beta1/projects/{project}/locations/{region}/endpoints/openapi/chat/completions",
-            KEEP_MAX_COMPLETION,
-        )],
+        capabilities: &[
+            cap(
+                OpenAiChat,
+                "/v1beta1/projects/{project}/locations/{region}/endpoints/openapi/chat/completions",
+                KEEP_MAX_COMPLETION,
+            ),
+            // `{model}` is the request's model (`options.model`, else the body's).
+            cap(
+                VertexPredict,
+                "/v1/projects/{project}/locations/{region}/publishers/google/models/{model}:predict",
+                None,
+            ),
+        ],
         remove_model: false,
         needs_endpoint: false,
         unavailable: None,
@@ -312,6 +320,9 @@ pub fn resolve(
         None => {
             let host = match (provider.host, &conf.region) {
                 (Some(h), _) => h.to_string(),
+                (None, Some(r)) if provider.name == "vertex-ai" && r == "global" => {
+                    "aiplatform.googleapis.com".to_string()
+                }
                 (None, Some(r)) if provider.name == "vertex-ai" => {
                     format!("{r}-aiplatform.googleapis.com")
                 }

@@ -1,5 +1,5 @@
-//! A mock LLM provider speaking OpenAI chat (JSON and SSE), Responses, embeddings and Anthropic
-//! Messages, with knobs (request headers) for faults and timing:
+//! A mock LLM provider speaking OpenAI chat (JSON and SSE), Responses, embeddings, Anthropic
+//! Messages and Vertex AI `:predict`, with knobs (request headers) for faults and timing:
 //!
 //! | header | effect |
 //! |---|---|
@@ -370,6 +370,19 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
         "responses"
     } else if path.ends_with("/messages") {
         "anthropic"
+    } else if path.ends_with(":predict") {
+        // Vertex AI embeddings: one prediction per instance.
+        let n = req["instances"].as_array().map_or(0, Vec::len);
+        let p: Vec<Value> = (0..n)
+            .map(|_| {
+                json!({"embeddings": {"values": [0.0123, -0.0456, 0.0789, 0.0012],
+                "statistics": {"token_count": 7, "truncated": false}}})
+            })
+            .collect();
+        return json_resp(
+            StatusCode::OK,
+            &json!({"predictions": p, "metadata": {"billableCharacterCount": 26}}),
+        );
     } else {
         return json_resp(
             StatusCode::OK,

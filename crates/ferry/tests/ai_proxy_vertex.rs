@@ -284,3 +284,109 @@ async fn failures_are_502_with_backoff_and_bad_keys_are_refused() {
         .await;
     assert_eq!(env.chat("pkcs1").await.status, 200);
 }
+
+#[tokio::test]
+async fn embeddings_become_predict_and_come_back() {
+    let env = start("vertex-embed", &[]).await;
+    let route = |id: &str, options: Value| {
+        json!({"id": id, "uri": format!("/{id}"), "plugins": {"ai-proxy": {
+            "provider": "vertex-ai",
+            "provider_conf": {"project_id": "ferry-project", "region": "us-central1"},
+            "auth": {"gcp": env.inline()},
+            "options": options,
+            "override": {"endpoint": env.mock.url()}}}})
+    };
+    let (s, v) = env
+        .ferry
+        .admin("PUT", "/routes", Some(route("e", json!({}))))
+        .await;
+    assert!(s == 200 || s == 201, "{v}");
+    let r = send(
+        "POST",
+        &env.ferry.url("/e"),
+        &JSON,
+        json!({"input": "Your text string goes here", "model": "text-embedding-004"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = env.mock.last().unwrap();
+    assert_eq!(
+        got.path,
+        "/v1/projects/ferry-project/locations/us-central1/publishers/google/models/text-embedding-004:predict"
+    );
+    assert_eq!(
+        got.json(),
+        json!({"instances": [{"content": "Your text string goes here"}]})
+    );
+    assert_eq!(got.header("authorization"), Some("Bearer ya29.test-1"));
+    assert_eq!(
+        r.json(),
+        json!({"object": "list", "model": "text-embedding-004",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.0123, -0.0456, 0.0789, 0.0012]}],
+            "usage": {"prompt_tokens": 7, "total_tokens": 7}})
+    );
+    // Several inputs; options.model picks the model in the path.
+    env.ferry
+        .admin(
+            "PUT",
+            "/routes",
+            Some(route("e2", json!({"model": "text-embedding-005"}))),
+        )
+        .await;
+    let r = send(
+        "POST",
+        &env.ferry.url("/e2"),
+        &JSON,
+        json!({"input": ["a", "b"]}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        env.mock
+            .last()
+            .unwrap()
+            .path
+            .ends_with("/models/text-embedding-005:predict")
+    );
+    assert_eq!(r.json()["usage"]["total_tokens"], 14);
+    assert_eq!(r.json()["data"][1]["index"], 1);
+    // Bad input, no model: 400 in OpenAI's shape.
+    let r = send(
+        "POST",
+        &env.ferry.url("/e"),
+        &JSON,
+        json!({"input": [1, 2], "model": "m"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "unsupported input type at index 1"
+    );
+    let r = send(
+        "POST",
+        &env.ferry.url("/e"),
+        &JSON,
+        json!({"input": "x"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("could not resolve upstream path"),
+        "{}",
+        r.text()
+    );
+    // A provider error keeps its status and message.
+    let r = send(
+        "POST",
+        &env.ferry.url("/e"),
+        &[
+            ("content-type", "application/json"),
+            ("x-mock-status", "429"),
+        ],
+        json!({"input": "x", "model": "m"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["message"], "mock error 429");
+}

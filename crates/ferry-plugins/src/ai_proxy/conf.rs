@@ -226,6 +226,9 @@ impl Conf {
     }
 }
 
+/// Where the request's model goes in a provider path (Vertex `:predict`).
+pub const MODEL_SLOT: &str = "{model}";
+
 /// The compiled configuration used per request.
 pub struct Compiled {
     pub provider: &'static Provider,
@@ -354,7 +357,8 @@ impl Compiled {
                 .iter()
                 .filter(|(p, _)| **p != Protocol::Passthrough)
                 .filter_map(|(p, t)| {
-                    let path = t.path.as_deref()?;
+                    // A path naming the request's model is made per request.
+                    let path = t.path.as_deref().filter(|p| !p.contains(MODEL_SLOT))?;
                     Some(t.uri(path, &t.query).map(|u| (*p, u)))
                 })
                 .collect::<Result<_, String>>()?,

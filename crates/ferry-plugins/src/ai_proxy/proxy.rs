@@ -140,7 +140,19 @@ fn plan(conf: &Compiled, ctx: &mut Ctx) -> GwResult<Plan> {
     let (uri, path) = match (&t.path, conf.uris.get(&target)) {
         (Some(p), Some(u)) if !passthrough => (u.clone(), p.clone()),
         _ => {
-            let path = t.path.clone().unwrap_or_else(|| ctx.uri.path().to_string());
+            let mut path = t.path.clone().unwrap_or_else(|| ctx.uri.path().to_string());
+            if path.contains(super::conf::MODEL_SLOT) {
+                if ctx.llm.model.is_none() {
+                    ctx.llm.model = ctx.llm.request_model.clone();
+                }
+                let Some(model) = ctx.llm.model.as_deref().filter(|m| !m.is_empty()) else {
+                    return Err(GatewayError::client(
+                        StatusCode::BAD_REQUEST,
+                        "could not resolve upstream path: ensure the route or request body specifies a model, or that override.endpoint includes a path",
+                    ));
+                };
+                path = path.replace(super::conf::MODEL_SLOT, model);
+            }
             let mut query = t.query.clone();
             if passthrough {
                 let credential = ctx.ext.get::<Credential>().map(|c| c.query.as_str());
@@ -349,9 +361,23 @@ async fn respond(
                     format!("the provider answered {status} in an unexpected format"),
                 ));
             };
-            let out = p
-                .response(&v, c, ctx.llm.model.as_deref())
-                .map_err(bad_gateway)?;
+            // Embeddings answer with the client's model, else the one in the URL.
+            let model = match p {
+                Pair::EmbeddingsToVertex => ctx.llm.request_model.as_deref(),
+                _ => None,
+            }
+            .or(ctx.llm.model.as_deref());
+            let out = match p.response(&v, c, model) {
+                Ok(out) => out,
+                // An error the converter cannot read: its status, the provider's message.
+                Err(_) if !status.is_success() => {
+                    return Err(GatewayError::upstream(
+                        status,
+                        ferry_protocol::convert::vertex_predict::error_message(&body),
+                    ));
+                }
+                Err(e) => return Err(bad_gateway(e)),
+            };
             if let Some(h) = head.headers_mut() {
                 h.insert(
                     header::CONTENT_TYPE,

@@ -20,6 +20,8 @@ pub enum Pair {
     AnthropicToOpenAi,
     /// OpenAI Chat client, Anthropic Messages provider.
     OpenAiToAnthropic,
+    /// OpenAI embeddings client, Vertex AI `:predict` provider.
+    EmbeddingsToVertex,
 }
 
 /// Every converter: (client protocol, provider protocol, pair). A new pair is one row here and
@@ -34,6 +36,11 @@ const PAIRS: &[(Protocol, Protocol, Pair)] = &[
         Protocol::OpenAiChat,
         Protocol::AnthropicMessages,
         Pair::OpenAiToAnthropic,
+    ),
+    (
+        Protocol::OpenAiEmbeddings,
+        Protocol::VertexPredict,
+        Pair::EmbeddingsToVertex,
     ),
 ];
 
@@ -54,6 +61,13 @@ impl Pair {
         match self {
             Pair::AnthropicToOpenAi => anthropic_to_openai::request(body),
             Pair::OpenAiToAnthropic => openai_to_anthropic::request(body),
+            Pair::EmbeddingsToVertex => Ok(Converted {
+                body: vertex_predict::request(body)?,
+                tool_names: ToolNames::default(),
+                stream: false,
+                include_usage: false,
+                include_thoughts: false,
+            }),
         }
     }
 
@@ -67,6 +81,7 @@ impl Pair {
         match self {
             Pair::AnthropicToOpenAi => anthropic_to_openai::response(res, &conv.tool_names, model),
             Pair::OpenAiToAnthropic => openai_to_anthropic::response(res),
+            Pair::EmbeddingsToVertex => vertex_predict::response(res, model.unwrap_or("")),
         }
     }
 
@@ -79,6 +94,7 @@ impl Pair {
                 model,
             )),
             Pair::OpenAiToAnthropic => Box::new(openai_to_anthropic::Stream::new(true)),
+            Pair::EmbeddingsToVertex => Box::new(Unstreamed),
         }
     }
 }
@@ -107,6 +123,14 @@ pub trait StreamConverter: Send {
     fn event(&mut self, kind: &str, data: &str, out: &mut Vec<OutEvent>);
     /// The upstream ended (with or without its terminator): emit whatever is still owed.
     fn finish(&mut self, out: &mut Vec<OutEvent>);
+}
+
+/// The stream side of a pair whose provider never streams (`:predict`): nothing comes out.
+struct Unstreamed;
+
+impl StreamConverter for Unstreamed {
+    fn event(&mut self, _kind: &str, _data: &str, _out: &mut Vec<OutEvent>) {}
+    fn finish(&mut self, _out: &mut Vec<OutEvent>) {}
 }
 
 /// A converted request: the body for the provider and what the response side needs.
