@@ -11,6 +11,8 @@ pub enum Protocol {
     AnthropicMessages,
     /// Vertex AI's `:predict` (a provider-side protocol: embeddings are converted to it).
     VertexPredict,
+    /// Google's Gemini API (`…/models/<model>:generateContent`; a client-side protocol).
+    Gemini,
     /// Any other JSON body: forwarded to the client's path, method and query.
     Passthrough,
 }
@@ -24,6 +26,7 @@ impl Protocol {
             Protocol::OpenAiEmbeddings => "openai-embeddings",
             Protocol::AnthropicMessages => "anthropic-messages",
             Protocol::VertexPredict => "vertex-predict",
+            Protocol::Gemini => "gemini",
             Protocol::Passthrough => "passthrough",
         }
     }
@@ -41,10 +44,54 @@ impl Protocol {
         .find(|p| p.name() == s)
     }
 
-    /// Whether `stream: true` in the body asks for a stream (embeddings never stream).
+    /// Whether `stream: true` in the body asks for a stream (embeddings never stream; a
+    /// Gemini client asks by its path).
     pub fn can_stream(self) -> bool {
-        !matches!(self, Protocol::OpenAiEmbeddings | Protocol::VertexPredict)
+        !matches!(
+            self,
+            Protocol::OpenAiEmbeddings | Protocol::VertexPredict | Protocol::Gemini
+        )
     }
+}
+
+/// A Gemini API call named by its path: the model and whether it streams
+/// (`…/models/<model>:generateContent` or `:streamGenerateContent`, any prefix).
+pub fn gemini_call(path: &str) -> Option<(String, bool)> {
+    let (head, last) = path.rsplit_once('/')?;
+    let (model, method) = last.rsplit_once(':')?;
+    let stream = match method {
+        "generateContent" => false,
+        "streamGenerateContent" => true,
+        _ => return None,
+    };
+    if !head.ends_with("/models") || model.is_empty() {
+        return None;
+    }
+    let model = percent_decode(model);
+    Some((model, stream))
+}
+
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Detects the client protocol: `/v1/messages` → Anthropic; `/v1/responses` with `input` →
@@ -54,6 +101,9 @@ pub fn detect(path: &str, body: &Value) -> Option<Protocol> {
     let obj = body.as_object();
     if path.ends_with("/v1/messages") && (obj.is_some() || body.is_array()) {
         return Some(Protocol::AnthropicMessages);
+    }
+    if gemini_call(path).is_some() {
+        return Some(Protocol::Gemini);
     }
     let has = |k: &str| obj.and_then(|o| o.get(k)).is_some_and(|v| !v.is_null());
     if path.ends_with("/v1/responses") && has("input") {
@@ -81,6 +131,9 @@ pub fn detect_peek(path: &str, p: &crate::wire::RequestPeek<'_>) -> Option<Proto
     if path.ends_with("/v1/messages") {
         return Some(Protocol::AnthropicMessages);
     }
+    if gemini_call(path).is_some() {
+        return Some(Protocol::Gemini);
+    }
     if path.ends_with("/v1/responses") && p.input.is_present() {
         return Some(Protocol::OpenAiResponses);
     }
@@ -102,6 +155,28 @@ pub fn wants_stream(proto: Protocol, body: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn gemini_paths() {
+        assert_eq!(
+            gemini_call("/gemini/v1beta/models/gemini-2.5-flash:generateContent"),
+            Some(("gemini-2.5-flash".into(), false))
+        );
+        assert_eq!(
+            gemini_call(
+                "/v1/projects/p/locations/l/publishers/google/models/g%2Dx:streamGenerateContent"
+            ),
+            Some(("g-x".into(), true))
+        );
+        assert_eq!(gemini_call("/v1/models/m:countTokens"), None);
+        assert_eq!(gemini_call("/v1/chat/completions"), None);
+        assert_eq!(gemini_call("/v1/models/:generateContent"), None);
+        assert_eq!(
+            detect("/v1/models/m:generateContent", &json!({"messages": []})),
+            Some(Protocol::Gemini)
+        );
+        assert_eq!(Protocol::from_name("gemini"), None);
+    }
 
     #[test]
     fn detection_order() {

@@ -1,5 +1,6 @@
 //! Error bodies in the protocol the client spoke: OpenAI's `{"error": {...}}`, Anthropic's
-//! `{"type": "error", "error": {...}}`, and APISIX's `{"error_msg": "..."}` for every other
+//! `{"type": "error", "error": {...}}`, Google's `{"error": {"code", "message", "status"}}`,
+//! and APISIX's `{"error_msg": "..."}` for every other
 //! client. Each body ends with a newline, as APISIX's do.
 
 use crate::Protocol;
@@ -27,6 +28,7 @@ pub fn error_body(proto: Option<Protocol>, status: u16, msg: &str) -> Vec<u8> {
             json!({"type": "error", "error": {"type": kind, "message": msg}})
         }
         None | Some(Protocol::Passthrough) => json!({"error_msg": msg}),
+        Some(Protocol::Gemini) => crate::convert::gemini_to_openai::error_body(status, msg),
         Some(_) => json!({"error": {"message": msg, "type": kind, "param": null, "code": null}}),
     };
     let mut out = v.to_string().into_bytes();
@@ -43,6 +45,10 @@ pub fn stream_error_event(proto: Protocol, msg: &str) -> String {
         Protocol::AnthropicMessages => format!(
             "event: error\ndata: {}\n\n",
             json!({"type": "error", "error": {"type": "api_error", "message": msg}})
+        ),
+        Protocol::Gemini => format!(
+            "data: {}\n\n",
+            crate::convert::gemini_to_openai::error_body(502, msg)
         ),
         Protocol::OpenAiResponses => format!(
             "event: error\ndata: {}\n\n",

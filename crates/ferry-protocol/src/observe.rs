@@ -259,9 +259,37 @@ impl Observed {
                     }
                 }
             }
+            Protocol::Gemini => o.add_gemini(v, " "),
             Protocol::Passthrough => {}
         }
         o
+    }
+
+    /// A Gemini `GenerateContentResponse` (whole, or one stream event).
+    fn add_gemini(&mut self, v: &Value, sep: &str) {
+        let m = &v["usageMetadata"];
+        if m.is_object() {
+            let n = |k: &str| m[k].as_u64().unwrap_or(0);
+            self.add_usage(Some(Usage {
+                prompt: n("promptTokenCount"),
+                completion: n("candidatesTokenCount") + n("thoughtsTokenCount"),
+                total: n("totalTokenCount"),
+                cache_read: n("cachedContentTokenCount"),
+                cache_creation: 0,
+                reasoning: n("thoughtsTokenCount"),
+            }));
+        }
+        for c in v["candidates"].as_array().into_iter().flatten() {
+            for p in c["content"]["parts"].as_array().into_iter().flatten() {
+                if p.get("functionCall").is_some() {
+                    self.tool_calls = true;
+                } else if p["thought"] != Value::Bool(true)
+                    && let Some(t) = p["text"].as_str()
+                {
+                    self.add_text(sep, t);
+                }
+            }
+        }
     }
 
     /// Reads one stream event. Returns true when the event is an OpenAI chat chunk that only
@@ -308,6 +336,12 @@ impl Observed {
                 let usage_only = usage.is_some() && choices.is_none_or(|c| c.is_empty());
                 self.add_usage(usage);
                 usage_only
+            }
+            Protocol::Gemini => {
+                if let Ok(v) = serde_json::from_str::<Value>(data) {
+                    self.add_gemini(&v, "");
+                }
+                false
             }
             Protocol::AnthropicMessages => {
                 let Ok(v) = serde_json::from_str::<Value>(data) else {

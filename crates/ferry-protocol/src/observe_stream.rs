@@ -11,6 +11,9 @@ use bytes::Bytes;
 pub struct StreamObserver {
     proto: Protocol,
     hide_usage: bool,
+    /// The answer is one JSON array of events written incrementally (a Gemini stream without
+    /// `alt=sse`), each chunk whole events: `[e`, `,e,e`, `]`.
+    json_array: bool,
     decoder: Decoder,
     pub observed: Observed,
     /// Bytes seen so far.
@@ -24,6 +27,7 @@ impl StreamObserver {
         StreamObserver {
             proto,
             hide_usage,
+            json_array: false,
             decoder: if hide_usage {
                 Decoder::keeping_raw()
             } else {
@@ -37,11 +41,34 @@ impl StreamObserver {
         }
     }
 
+    /// An observer of a JSON-array stream (chunks of whole events).
+    pub fn json_array(proto: Protocol, keep_text: bool) -> StreamObserver {
+        StreamObserver {
+            json_array: true,
+            ..StreamObserver::new(proto, false, keep_text)
+        }
+    }
+
     /// Observes a chunk; returns the bytes to send instead when events were removed (or held
     /// back until complete, so that a removed event never goes out in part).
     pub fn feed(&mut self, chunk: &Bytes, end: bool) -> Option<Bytes> {
         self.bytes += chunk.len() as u64;
         let (proto, observed) = (self.proto, &mut self.observed);
+        if self.json_array {
+            let text = std::str::from_utf8(chunk).unwrap_or_default().trim();
+            let inner = text
+                .strip_prefix(['[', ','])
+                .unwrap_or(text)
+                .trim_end_matches(']');
+            if let Ok(events) =
+                serde_json::from_str::<Vec<&serde_json::value::RawValue>>(&format!("[{inner}]"))
+            {
+                for e in events {
+                    observed.event(proto, "message", e.get());
+                }
+            }
+            return None;
+        }
         if !self.hide_usage {
             self.decoder
                 .feed_each(chunk, |e| _ = observed.event(proto, e.kind, e.data));
@@ -126,6 +153,19 @@ mod tests {
                 assert_eq!(st.observed.text, "hihi");
             }
         }
+    }
+
+    /// A JSON-array stream: whole events per chunk, observed.
+    #[test]
+    fn json_array_events() {
+        let mut st = StreamObserver::json_array(Protocol::Gemini, true);
+        let e1 = r#"{"candidates":[{"content":{"parts":[{"text":"Hello "}]}}]}"#;
+        let e2 = r#"{"candidates":[{"content":{"parts":[{"text":"world"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2,"totalTokenCount":5}}"#;
+        for c in [format!("[{e1}"), format!(",{e2}"), "]".to_string()] {
+            assert!(st.feed(&Bytes::from(c), false).is_none());
+        }
+        assert_eq!(st.observed.text, "Hello world");
+        assert_eq!(st.observed.usage.map(|u| u.total), Some(5));
     }
 
     /// Without hiding, chunks pass through untouched (no copy) and are still observed.

@@ -103,6 +103,19 @@ fn convert_headers(p: Pair, h: &mut HeaderMap, configured: &[(HeaderName, Header
         }
         // Same client headers, another endpoint of the same kind of provider.
         Pair::EmbeddingsToVertex => remove_prefixed(h, "openai-"),
+        // A Gemini client's key (`x-goog-api-key`, or `?key=` put there by the caller)
+        // becomes a bearer token unless one is set; Google's own headers stay behind.
+        Pair::GeminiToOpenAi => {
+            if let Some(key) = h.remove("x-goog-api-key")
+                && !h.contains_key(header::AUTHORIZATION)
+                && !key.is_empty()
+                && let Ok(v) = HeaderValue::from_bytes(&[b"Bearer ", key.as_bytes()].concat())
+            {
+                h.insert(header::AUTHORIZATION, v);
+            }
+            remove_prefixed(h, "x-goog-");
+            h.remove("x-server-timeout");
+        }
     }
 }
 

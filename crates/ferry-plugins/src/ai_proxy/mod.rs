@@ -305,8 +305,13 @@ fn check_peek(
     }
     let client = detect::detect_peek(ctx.uri.path(), p)
         .ok_or((StatusCode::BAD_REQUEST, NO_PROTOCOL.to_string()))?;
-    let stream = client.can_stream() && p.stream == Shape::Bool(true);
-    let model = p.model.as_str().map(String::from);
+    let mut stream = client.can_stream() && p.stream == Shape::Bool(true);
+    let mut model = p.model.as_str().map(String::from);
+    if client == Protocol::Gemini
+        && let Some((m, s)) = detect::gemini_call(ctx.uri.path())
+    {
+        (model, stream) = (Some(m), s);
+    }
     let info = PeekInfo {
         raw: body.clone(),
         model: model.clone(),
@@ -349,6 +354,11 @@ fn check_value(ctx: &Ctx, model_fixed: bool) -> Result<Checked, (StatusCode, Str
     }
     let client = detect::detect(ctx.uri.path(), json)
         .ok_or((StatusCode::BAD_REQUEST, NO_PROTOCOL.to_string()))?;
+    if client == Protocol::Gemini
+        && let Some((m, stream)) = detect::gemini_call(ctx.uri.path())
+    {
+        return Ok((client, stream, Some(m), None));
+    }
     let stream = detect::wants_stream(client, json);
     Ok((
         client,

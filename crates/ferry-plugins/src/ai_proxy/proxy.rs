@@ -183,7 +183,7 @@ fn plan(conf: &Compiled, ctx: &mut Ctx) -> GwResult<Plan> {
     *req.uri_mut() = uri;
     // The client's gateway credential (key-auth) is never forwarded to an LLM provider (nor
     // converted into a provider key); a key configured in `auth` is the provider's own.
-    let client_headers = match ctx.ext.get::<Credential>() {
+    let mut client_headers = match ctx.ext.get::<Credential>() {
         Some(c) => {
             let mut h = ctx.headers.clone();
             h.remove(&c.header);
@@ -191,6 +191,13 @@ fn plan(conf: &Compiled, ctx: &mut Ctx) -> GwResult<Plan> {
         }
         None => std::borrow::Cow::Borrowed(&ctx.headers),
     };
+    // A Gemini client may send its key as `?key=`: it is treated as `x-goog-api-key`.
+    if pair == Some(Pair::GeminiToOpenAi)
+        && !client_headers.contains_key("x-goog-api-key")
+        && let Some(key) = ctx.arg("key").and_then(|k| HeaderValue::from_str(k).ok())
+    {
+        client_headers.to_mut().insert("x-goog-api-key", key);
+    }
     *req.headers_mut() = upstream_request_headers(&client_headers, &conf.auth_headers, pair);
     ctx.upstream.scheme = Some(t.scheme);
     ctx.upstream.host = Some(t.host.clone());
@@ -270,10 +277,22 @@ async fn respond(
             conf.max_stream_duration,
             conf.max_response_bytes,
         );
+        // A Gemini client without `alt=sse` gets one JSON array of events.
+        let json_array = a.pair == Some(Pair::GeminiToOpenAi)
+            && !ctx.query().split('&').any(|kv| kv == "alt=sse");
         let (body, observed_proto) = match (a.pair, &a.converted) {
             (Some(p), Some(c)) => {
                 let client = st_client(ctx);
                 let mut conv = Converting::new(up, p.stream(c, ctx.llm.model.clone()), client);
+                if json_array {
+                    conv = conv.json_array();
+                    if let Some(h) = head.headers_mut() {
+                        h.insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
+                    }
+                }
                 let first = match conv.first().await {
                     Ok(Some(b)) => b,
                     Ok(None) => return Err(no_output(ctx, sent)),
@@ -296,7 +315,11 @@ async fn respond(
             }
         };
         if let Some(st) = ctx.ext.get_mut::<AiState>() {
-            st.sse = Some(SseState::new(observed_proto, a.hide_usage, keep_text));
+            st.sse = Some(if json_array {
+                SseState::json_array(observed_proto, keep_text)
+            } else {
+                SseState::new(observed_proto, a.hide_usage, keep_text)
+            });
         }
         ctx.llm.ttft_ms = Some(ms_since(sent));
         return head.body(body).map_err(bad_head);
@@ -369,12 +392,16 @@ async fn respond(
             .or(ctx.llm.model.as_deref());
             let out = match p.response(&v, c, model) {
                 Ok(out) => out,
-                // An error the converter cannot read: its status, the provider's message.
+                // An error the converter cannot read: its status and headers, the provider's
+                // message in the client's error shape.
                 Err(_) if !status.is_success() => {
-                    return Err(GatewayError::upstream(
-                        status,
-                        ferry_protocol::convert::vertex_predict::error_message(&body),
-                    ));
+                    let msg = ferry_protocol::convert::vertex_predict::error_message(&body);
+                    let err = ferry_protocol::error::error_body(
+                        Some(st_client(ctx)),
+                        status.as_u16(),
+                        &msg,
+                    );
+                    serde_json::from_slice::<Value>(&err).unwrap_or(Value::Null)
                 }
                 Err(e) => return Err(bad_gateway(e)),
             };
@@ -497,7 +524,9 @@ fn prepare_value(
     let mut body = ctx.take_json().unwrap_or(Value::Null);
     let converted = match pair {
         Some(p) => {
-            let c = p.request(&body).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+            let c = p
+                .request(&body, ctx.uri.path())
+                .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
             body = c.body.clone();
             raw = encode(&body)?;
             Some(c)

@@ -218,9 +218,18 @@ pub struct SseState {
 impl SseState {
     /// `keep_text`: the response text is needed (payload logging).
     pub fn new(proto: Protocol, hide_usage: bool, keep_text: bool) -> SseState {
+        SseState::watching(StreamObserver::new(proto, hide_usage, keep_text))
+    }
+
+    /// The state for an answer framed as one JSON array of events.
+    pub fn json_array(proto: Protocol, keep_text: bool) -> SseState {
+        SseState::watching(StreamObserver::json_array(proto, keep_text))
+    }
+
+    fn watching(observer: StreamObserver) -> SseState {
         metrics::gauge!("apisix_llm_active_connections").increment(1.0);
         SseState {
-            observer: StreamObserver::new(proto, hide_usage, keep_text),
+            observer,
             finished: false,
         }
     }
@@ -268,10 +277,15 @@ struct Ending {
 impl Ending {
     /// The error event for `client`; the failure follows it.
     fn fail(&mut self, client: Protocol, e: StreamError) -> Bytes {
-        self.ended = true;
         let event = ferry_protocol::error::stream_error_event(client, &e.to_string());
+        self.fail_with(Bytes::from(event), e)
+    }
+
+    /// `event` (already framed) tells the client; the failure follows it.
+    fn fail_with(&mut self, event: Bytes, e: StreamError) -> Bytes {
+        self.ended = true;
         self.failed = Some(e);
-        Bytes::from(event)
+        event
     }
 
     /// After the end: the server writes out what it holds while the body is pending (a body
@@ -415,6 +429,9 @@ pub struct Converting {
     /// Converted bytes went out already.
     started: bool,
     end: Ending,
+    /// Events go out as one JSON array (`[e`, `,e`, `]`) instead of SSE: a Gemini stream
+    /// without `alt=sse`.
+    json_array: bool,
 }
 
 impl Converting {
@@ -428,7 +445,14 @@ impl Converting {
             pending: None,
             started: false,
             end: Ending::default(),
+            json_array: false,
         }
+    }
+
+    /// Frames the events as one JSON array.
+    pub fn json_array(mut self) -> Converting {
+        self.json_array = true;
+        self
     }
 
     /// The first converted bytes; `Ok(None)` when the upstream ended without producing any.
@@ -450,10 +474,15 @@ impl Converting {
         if self.out.is_empty() {
             return None;
         }
-        self.started = true;
         let mut s = String::new();
         for e in self.out.drain(..) {
-            e.encode(&mut s);
+            if self.json_array {
+                s.push(if self.started { ',' } else { '[' });
+                s.push_str(&e.data);
+            } else {
+                e.encode(&mut s);
+            }
+            self.started = true;
         }
         Some(Bytes::from(s))
     }
@@ -482,6 +511,16 @@ impl Converting {
                         self.end.ended = true;
                         return Poll::Ready(Some(Err(e)));
                     }
+                    if self.json_array {
+                        let body = ferry_protocol::error::error_body(
+                            Some(self.client),
+                            502,
+                            &e.to_string(),
+                        );
+                        let mut event = b",".to_vec();
+                        event.extend_from_slice(body.trim_ascii_end());
+                        return Poll::Ready(Some(Ok(self.end.fail_with(Bytes::from(event), e))));
+                    }
                     return Poll::Ready(Some(Ok(self.end.fail(self.client, e))));
                 }
                 Poll::Ready(None) => {
@@ -491,9 +530,14 @@ impl Converting {
                     self.decoder
                         .finish_each(|e| conv.event(e.kind, e.data, out));
                     self.conv.finish(&mut self.out);
-                    return match self.encode() {
-                        Some(b) => Poll::Ready(Some(Ok(b))),
-                        None => Poll::Ready(None),
+                    let mut bytes = self.encode().map(|b| b.to_vec()).unwrap_or_default();
+                    if self.json_array && self.started {
+                        bytes.push(b']');
+                    }
+                    return if bytes.is_empty() {
+                        Poll::Ready(None)
+                    } else {
+                        Poll::Ready(Some(Ok(Bytes::from(bytes))))
                     };
                 }
                 Poll::Pending => return Poll::Pending,

@@ -22,6 +22,8 @@ pub enum Pair {
     OpenAiToAnthropic,
     /// OpenAI embeddings client, Vertex AI `:predict` provider.
     EmbeddingsToVertex,
+    /// Gemini API client, OpenAI Chat provider.
+    GeminiToOpenAi,
 }
 
 /// Every converter: (client protocol, provider protocol, pair). A new pair is one row here and
@@ -42,6 +44,7 @@ const PAIRS: &[(Protocol, Protocol, Pair)] = &[
         Protocol::VertexPredict,
         Pair::EmbeddingsToVertex,
     ),
+    (Protocol::Gemini, Protocol::OpenAiChat, Pair::GeminiToOpenAi),
 ];
 
 /// The converter from `client` to one of the provider's protocols, if any.
@@ -56,9 +59,21 @@ pub fn find(
 }
 
 impl Pair {
-    /// Converts the client's request body.
-    pub fn request(self, body: &serde_json::Value) -> Result<Converted, String> {
+    /// Converts the client's request body (`path`: the request's path, where a Gemini client
+    /// names its model and method).
+    pub fn request(self, body: &serde_json::Value, path: &str) -> Result<Converted, String> {
         match self {
+            Pair::GeminiToOpenAi => {
+                let (model, stream) =
+                    crate::detect::gemini_call(path).ok_or("not a Gemini generateContent path")?;
+                gemini_to_openai::request(
+                    body,
+                    gemini_to_openai::Call {
+                        model: &model,
+                        stream,
+                    },
+                )
+            }
             Pair::AnthropicToOpenAi => anthropic_to_openai::request(body),
             Pair::OpenAiToAnthropic => openai_to_anthropic::request(body),
             Pair::EmbeddingsToVertex => Ok(Converted {
@@ -82,6 +97,7 @@ impl Pair {
             Pair::AnthropicToOpenAi => anthropic_to_openai::response(res, &conv.tool_names, model),
             Pair::OpenAiToAnthropic => openai_to_anthropic::response(res),
             Pair::EmbeddingsToVertex => vertex_predict::response(res, model.unwrap_or("")),
+            Pair::GeminiToOpenAi => gemini_to_openai::response(res, conv.include_thoughts),
         }
     }
 
@@ -95,6 +111,7 @@ impl Pair {
             )),
             Pair::OpenAiToAnthropic => Box::new(openai_to_anthropic::Stream::new(true)),
             Pair::EmbeddingsToVertex => Box::new(Unstreamed),
+            Pair::GeminiToOpenAi => Box::new(gemini_to_openai::Stream::new(conv.include_thoughts)),
         }
     }
 }
