@@ -135,6 +135,23 @@ def gateway():
                 },
             },
         )
+        # Gemini-native clients (google-genai) on the OpenAI mock.
+        gw.admin(
+            "PUT",
+            "/routes",
+            {
+                "id": "sdk-gemini",
+                "uri": "/gemini/*",
+                "plugins": {
+                    "ai-proxy": {
+                        "provider": "openai",
+                        "auth": {"header": {"Authorization": "Bearer token"}},
+                        "override": {"endpoint": gw.mock_url + "/v1/chat/completions"},
+                    }
+                },
+            },
+        )
+
         def instance(name, model, priority, **faults):
             headers = {"Authorization": "Bearer token", **faults}
             return {
