@@ -94,6 +94,7 @@ route() { # route ID URI EXTRA_PLUGINS EXTRA_AI_PROXY
 }
 route chat /v1/chat/completions "" ""
 route messages /v1/messages "" ""
+route gemini "/gemini/*" "" ""
 # Plain upstream proxying (no plugin), chosen by a header so the path stays the mock's.
 curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:$admin_port/apisix/admin/routes/plain" -X PUT -H "X-API-KEY: bench-key" -d "{
   \"uri\": \"/v1/chat/completions\", \"priority\": 10, \"vars\": [[\"http_x_plain\", \"==\", \"1\"]],
@@ -151,6 +152,8 @@ multi_route refused "$(multi_inst down 1 "" "http://127.0.0.1:$(free_port)/v1/ch
 multi_route failover "$(multi_inst down 1 ', "x-mock-status": "503"' "$mock_url"), $(multi_inst b 0 "" "$mock_url")"
 
 anthropic_body=$(python3 -c 'import json,sys; b=json.loads(sys.argv[1]); print(json.dumps({"model": b["model"], "max_tokens": 256, "stream": True, "system": b["messages"][0]["content"], "messages": b["messages"][1:]}))' "$body")
+# And as a Gemini streamGenerateContent request (converted to OpenAI chat upstream).
+gemini_body=$(python3 -c 'import json,sys; b=json.loads(sys.argv[1]); print(json.dumps({"systemInstruction": {"parts": [{"text": b["messages"][0]["content"]}]}, "contents": [{"role": "user", "parts": [{"text": m["content"]}]} for m in b["messages"][1:]], "generationConfig": {"temperature": 0.2}}))' "$body")
 
 # run NAME URL BODY CONNS [oha args...] -> "rps p50 p90 p99 p99.9 non200" (ms)
 run() {
@@ -193,6 +196,9 @@ done
 t0=$(ticks "$ferry_pid")
 R[convert.stream.32]=$(run convert-stream "http://127.0.0.1:$port/v1/messages" "$anthropic_body" 32)
 R[cpu.convert]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[convert.stream.32]}" | cut -d' ' -f1) * secs) ))
+t0=$(ticks "$ferry_pid")
+R[gemini.stream.32]=$(run gemini-stream "http://127.0.0.1:$port/gemini/v1beta/models/gpt-4o-mini:streamGenerateContent?alt=sse" "$gemini_body" 32)
+R[cpu.gemini]=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / ($(echo "${R[gemini.stream.32]}" | cut -d' ' -f1) * secs) ))
 peak_rss=$(rss "$ferry_pid" VmHWM)
 nginx_peak=$(rss "$nginx_worker" VmHWM)
 if [ -n "$kafka_mode" ]; then
@@ -292,6 +298,7 @@ if [ -n "$kafka_mode" ]; then
   echo "| Ferry + kafka-logger (summaries) | 32 $(cols "${R[kafka.chat.32]}") $(cols "${R[kafka.stream.32]}" | cut -c2-)"
 fi
 echo "| Ferry, Anthropic client → OpenAI stream (converted) | 32 | | | | | | $(cols "${R[convert.stream.32]}" | cut -c3-)"
+echo "| Ferry, Gemini client → OpenAI stream (converted, alt=sse) | 32 | | | | | | $(cols "${R[gemini.stream.32]}" | cut -c3-)"
 echo "| Ferry + key-auth + limit-count (local) | 32 $(cols "${R[authed.chat.32]}") | | | | | |"
 if [ -n "$redis_mode" ]; then
   echo "| Ferry + key-auth + limit-count (redis) | 32 $(cols "${R[authredis.chat.32]}") | | | | | |"
@@ -303,11 +310,12 @@ echo "| Ferry / nginx proxy | $(ratio "${R[ferry.chat.32]}" "${R[nginx.chat.32]}
 echo "| Ferry upstream (no plugin) / nginx proxy | $(ratio "${R[plain.chat.32]}" "${R[nginx.chat.32]}") | $(ratio "${R[plain.chat.256]}" "${R[nginx.chat.256]}") | $(ratio "${R[plain.stream.32]}" "${R[nginx.stream.32]}") | $(ratio "${R[plain.stream.256]}" "${R[nginx.stream.256]}") |"
 echo "| nginx proxy / direct | $(ratio "${R[nginx.chat.32]}" "${R[direct.chat.32]}") | $(ratio "${R[nginx.chat.256]}" "${R[direct.chat.256]}") | $(ratio "${R[nginx.stream.32]}" "${R[direct.stream.32]}") | $(ratio "${R[nginx.stream.256]}" "${R[direct.stream.256]}") |"
 echo "| Ferry converting Anthropic → OpenAI / nginx proxy | | | $(ratio "${R[convert.stream.32]}" "${R[nginx.stream.32]}") | |"
+echo "| Ferry converting Gemini → OpenAI / nginx proxy | | | $(ratio "${R[gemini.stream.32]}" "${R[nginx.stream.32]}") | |"
 if [ -n "$kafka_mode" ]; then
   echo "| Ferry + kafka-logger / Ferry | $(ratio "${R[kafka.chat.32]}" "${R[ferry.chat.32]}") | | $(ratio "${R[kafka.stream.32]}" "${R[ferry.stream.32]}") | |"
 fi
 echo
-echo "Ferry's own CPU time per request (utime + stime over the run / requests): chat ${R[cpu.chat.32]} ns (c=32), ${R[cpu.chat.256]} ns (c=256); stream ${R[cpu.stream.32]} ns (c=32), ${R[cpu.stream.256]} ns (c=256); converted Anthropic stream ${R[cpu.convert]} ns (c=32)."
+echo "Ferry's own CPU time per request (utime + stime over the run / requests): chat ${R[cpu.chat.32]} ns (c=32), ${R[cpu.chat.256]} ns (c=256); stream ${R[cpu.stream.32]} ns (c=32), ${R[cpu.stream.256]} ns (c=256); converted Anthropic stream ${R[cpu.convert]} ns, converted Gemini stream ${R[cpu.gemini]} ns (c=32)."
 echo "key-auth + limit-count, chat c=32: local $(ratio "${R[authed.chat.32]}" "${R[ferry.chat.32]}") of plain ai-proxy's req/s, ${R[cpu.authed]} ns of Ferry CPU per request (plain: ${R[cpu.chat.32]} ns)$([ -n "$redis_mode" ] && echo "; redis $(ratio "${R[authredis.chat.32]}" "${R[ferry.chat.32]}"), ${R[cpu.authredis]} ns")."
 echo "Plain proxying, CPU time per chat request: Ferry upstream (no plugin) ${R[cpu.plain.32]} ns (c=32), ${R[cpu.plain.256]} ns (c=256); the nginx worker ${R[cpu.nginx.32]} ns (c=32), ${R[cpu.nginx.256]} ns (c=256)."
 if [ -n "$kafka_mode" ]; then

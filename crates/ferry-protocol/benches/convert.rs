@@ -5,7 +5,7 @@
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{Bencher, black_box};
 use ferry_protocol::convert::{
-    StreamConverter, ToolNames, anthropic_to_openai, openai_to_anthropic,
+    StreamConverter, ToolNames, anthropic_to_openai, gemini_to_openai, openai_to_anthropic,
 };
 use ferry_protocol::sse::Decoder;
 use serde_json::{Value, json};
@@ -109,6 +109,52 @@ fn stream_anthropic_to_openai_chunks(b: Bencher) {
     b.counter(BytesCount::new(s.len()))
         .counter(ItemsCount::new(23usize))
         .bench(|| run(black_box(&s), &mut openai_to_anthropic::Stream::new(true)));
+}
+
+#[divan::bench]
+fn stream_openai_to_gemini_events(b: Bencher) {
+    let s = openai_stream(18);
+    b.counter(BytesCount::new(s.len()))
+        .counter(ItemsCount::new(22usize))
+        .bench(|| run(black_box(&s), &mut gemini_to_openai::Stream::new(false)));
+}
+
+#[divan::bench]
+fn request_gemini_to_openai(b: Bencher) {
+    let text = json!({
+        "systemInstruction": {"parts": [{"text": "You are a careful assistant."}]},
+        "contents": [
+            {"role": "user", "parts": [{"text": "What is the weather in Paris and in Rome? ".repeat(10)}]},
+            {"role": "model", "parts": [{"text": "Checking."}, {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"sky": "sunny"}}}, {"text": "And Rome?"}]}],
+        "tools": [{"functionDeclarations": [{"name": "get_weather", "description": "Weather",
+            "parameters": {"type": "OBJECT", "properties": {"city": {"type": "STRING"}}}}]}],
+        "generationConfig": {"maxOutputTokens": 1024, "temperature": 0.2}})
+    .to_string();
+    let call = gemini_to_openai::Call {
+        model: "gemini-2.5-flash",
+        stream: true,
+    };
+    b.counter(BytesCount::new(text.len())).bench(|| {
+        let parsed: Value = serde_json::from_str(black_box(&text)).unwrap();
+        serde_json::to_vec(&gemini_to_openai::request(&parsed, call).unwrap().body)
+            .unwrap()
+            .len()
+    });
+}
+
+#[divan::bench]
+fn response_openai_to_gemini(b: Bencher) {
+    let text = json!({"id": "chatcmpl-1", "model": "gpt-4o", "choices": [{"index": 0, "finish_reason": "stop",
+        "message": {"role": "assistant", "content": "The weather in Rome is sunny with a light breeze. ".repeat(8)}}],
+        "usage": {"prompt_tokens": 300, "completion_tokens": 80, "total_tokens": 380}}).to_string();
+    b.counter(BytesCount::new(text.len())).bench(|| {
+        let parsed: Value = serde_json::from_str(black_box(&text)).unwrap();
+        gemini_to_openai::response(&parsed, false)
+            .unwrap()
+            .to_string()
+            .len()
+    });
 }
 
 fn anthropic_request() -> Value {
