@@ -354,3 +354,106 @@ fn arbitrary_bodies_never_panic() {
     conv.finish(&mut out);
     assert_eq!(out.len(), 1);
 }
+
+/// A deterministic generator for the property test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Any upstream chunk sequence, cut anywhere: the events are Gemini responses, the text comes
+/// through in order and whole, exactly one event carries `finishReason` and it is the last,
+/// every tool call arrives once with its arguments whole.
+#[test]
+fn property_any_openai_sequence_gives_a_valid_gemini_stream() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for _ in 0..500 {
+        let mut s = String::new();
+        let mut text = String::new();
+        let tools = rng.next(3);
+        let steps = 1 + rng.next(12);
+        let mut args: Vec<String> = vec![String::new(); tools as usize];
+        for _ in 0..steps {
+            let d = match rng.next(3) {
+                0 if tools > 0 => {
+                    let i = rng.next(tools);
+                    let first = args[i as usize].is_empty();
+                    let frag = if first { "{\"k\":" } else { "1" };
+                    args[i as usize].push_str(frag);
+                    if first {
+                        json!({"tool_calls": [{"index": i, "id": format!("call_{i}"), "function": {"name": format!("f{i}"), "arguments": frag}}]})
+                    } else {
+                        json!({"tool_calls": [{"index": i, "function": {"arguments": frag}}]})
+                    }
+                }
+                _ => {
+                    let t = format!("w{} ", rng.next(100));
+                    text.push_str(&t);
+                    json!({"content": t})
+                }
+            };
+            s.push_str(&format!(
+                "data: {}\n\n",
+                json!({"id": "c", "model": "m", "choices": [{"index": 0, "delta": d}]})
+            ));
+        }
+        if rng.next(2) == 0 {
+            s.push_str(&format!(
+                "data: {}\n\n",
+                json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            ));
+        }
+        if rng.next(2) == 0 {
+            s.push_str(&format!("data: {}\n\n", json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}})));
+        }
+        if rng.next(2) == 0 {
+            s.push_str("data: [DONE]\n\n");
+        }
+        let split = 1 + rng.next(s.len() as u64) as usize;
+        let events = run_stream(&s, split);
+        let finishes: Vec<usize> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e["candidates"][0].get("finishReason").is_some())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(finishes, vec![events.len() - 1], "{s}\n{events:?}");
+        let got: String = events
+            .iter()
+            .flat_map(|e| {
+                e["candidates"][0]["content"]["parts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|p| p["text"].as_str().map(String::from))
+            .collect();
+        assert_eq!(got, text);
+        let calls: Vec<Value> = events
+            .iter()
+            .flat_map(|e| {
+                e["candidates"][0]["content"]["parts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|p| p.get("functionCall").cloned())
+            .collect();
+        let expected = args.iter().filter(|a| !a.is_empty()).count();
+        assert_eq!(calls.len(), expected, "{events:?}");
+        for c in calls {
+            let i: usize = c["name"].as_str().unwrap()[1..].parse().unwrap();
+            let want = serde_json::from_str::<Value>(&args[i])
+                .ok()
+                .filter(Value::is_object)
+                .unwrap_or(json!({}));
+            assert_eq!(c["args"], want);
+        }
+    }
+}
