@@ -277,6 +277,23 @@ async fn failures_are_502_with_backoff_and_bad_keys_are_refused() {
         "{}",
         r.text()
     );
+    // vertex-ai needs a project and region, or an endpoint with a path.
+    let put = |endpoint: &str| {
+        let route = json!({"id": "np", "uri": "/np", "plugins": {"ai-proxy": {"provider": "vertex-ai",
+            "auth": {"header": {"Authorization": "Bearer t"}}, "override": {"endpoint": endpoint}}}});
+        env.ferry.admin("PUT", "/routes", Some(route))
+    };
+    let (s, v) = put("http://127.0.0.1:1").await;
+    assert_eq!(s, 400);
+    assert!(
+        v["error_msg"]
+            .as_str()
+            .unwrap()
+            .ends_with("or override.endpoint with a path"),
+        "{v}"
+    );
+    let (s, _) = put("http://127.0.0.1:1/v1/chat/completions").await;
+    assert!(s == 200 || s == 201);
     // A PKCS#1 key works too.
     let mut pkcs1 = env.tokens.service_account();
     pkcs1["private_key"] = json!(ferry_testkit::gcp::TEST_KEY_PKCS1);

@@ -214,12 +214,19 @@ impl Conf {
                 provider.name
             ));
         }
-        if provider.name == "vertex-ai" && endpoint.is_none() {
-            let pc = self.provider_conf.as_ref();
-            if pc.and_then(|p| p.project_id.as_ref()).is_none()
-                || pc.and_then(|p| p.region.as_ref()).is_none()
-            {
-                return Err("vertex-ai requires either provider_conf (project_id + region) or override.endpoint".into());
+        let pc = self.provider_conf.as_ref();
+        let located = pc
+            .and_then(|p| p.project_id.as_deref())
+            .is_some_and(|p| !p.is_empty())
+            && pc
+                .and_then(|p| p.region.as_deref())
+                .is_some_and(|r| !r.is_empty());
+        if provider.name == "vertex-ai" && !located {
+            match &endpoint {
+                None => return Err("vertex-ai requires either provider_conf (project_id + region) or override.endpoint".into()),
+                // Without a path the template paths need the project and region.
+                Some(e) if e.path.is_none() => return Err("vertex-ai requires either provider_conf (project_id + region) or override.endpoint with a path".into()),
+                Some(_) => {}
             }
         }
         Ok((provider, endpoint))
