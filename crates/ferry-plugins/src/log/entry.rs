@@ -100,11 +100,14 @@ fn body(o: &mut Obj<'_>, b: &[u8]) {
     };
 }
 
-/// The `messages` (or `input`) of a JSON request body, unparsed.
+/// The `messages` (or `input`, or Gemini's `contents`) of a JSON request body, unparsed.
 #[derive(serde::Deserialize)]
 struct Messages<'a> {
     #[serde(borrow)]
     messages: Option<&'a RawValue>,
+    /// A Gemini client's `contents`.
+    #[serde(borrow)]
+    contents: Option<&'a RawValue>,
     #[serde(borrow)]
     input: Option<&'a RawValue>,
 }
@@ -227,7 +230,7 @@ pub fn build(ctx: &Ctx, include_req_body: bool, include_resp_body: bool) -> Entr
             let messages = req_body
                 .and_then(|b| std::str::from_utf8(b).ok())
                 .and_then(|b| serde_json::from_str::<Messages>(b).ok())
-                .and_then(|m| m.messages.or(m.input));
+                .and_then(|m| m.messages.or(m.input).or(m.contents));
             e.obj("llm_request", |r| {
                 r.bool("stream", stream);
                 if let Some(m) = messages {
