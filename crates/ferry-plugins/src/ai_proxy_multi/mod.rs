@@ -247,7 +247,7 @@ impl Multi {
             if let Some(b) = &st.budgets
                 && b.exhausted(&self.instances[i].name).await
             {
-                tracing::info!(
+                tracing::debug!(
                     "ai-proxy-multi: instance {} has no token budget left, skipped",
                     self.instances[i].name
                 );
@@ -273,7 +273,7 @@ impl Multi {
         if let Some(st) = ctx.ext.get_mut::<MultiState>() {
             st.current = i;
         }
-        tracing::info!("picked instance: {}", inst.name);
+        tracing::debug!("picked instance: {}", inst.name);
     }
 
     async fn admit(&self, ctx: &mut Ctx) -> Result<(), Refusal> {

@@ -1,5 +1,6 @@
 //! Tests: Anthropic client → OpenAI provider.
 
+use crate::convert::test_rng::Rng;
 use super::*;
 use crate::sse::Decoder;
 use serde_json::json;
@@ -423,18 +424,6 @@ fn ends_without_done_and_done_right_after_start() {
     );
     conv.finish(&mut out);
     assert_eq!(out.len(), n);
-}
-
-/// A deterministic generator for the property test.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// Checks the Anthropic event grammar: message_start, blocks opened one at a time with

@@ -1,3 +1,4 @@
+use crate::convert::test_rng::Rng;
 use super::*;
 use crate::sse::Decoder;
 
@@ -353,18 +354,6 @@ fn arbitrary_bodies_never_panic() {
     }
     conv.finish(&mut out);
     assert_eq!(out.len(), 1);
-}
-
-/// A deterministic generator for the property test.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// Any upstream chunk sequence, cut anywhere: the events are Gemini responses, the text comes

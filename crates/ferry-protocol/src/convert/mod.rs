@@ -7,6 +7,21 @@ pub mod anthropic_to_openai;
 pub mod gemini_to_openai;
 pub mod openai_to_anthropic;
 mod tool_names;
+
+/// A deterministic generator for the converters' property tests (xorshift).
+#[cfg(test)]
+mod test_rng {
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+}
 pub mod vertex_predict;
 
 pub use tool_names::ToolNames;

@@ -1,5 +1,6 @@
 //! Tests: OpenAI client → Anthropic provider.
 
+use crate::convert::test_rng::Rng;
 use super::*;
 use crate::sse::Decoder;
 use serde_json::json;
@@ -218,18 +219,6 @@ fn stream_cut_and_errors() {
     assert!(out[1].contains("\"message\":\"Overloaded\""));
     // Nothing upstream: nothing out.
     assert!(convert("data: [DONE]\n\n", 0, true).is_empty());
-}
-
-/// A deterministic generator for the property test.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 #[test]
