@@ -1,7 +1,7 @@
 //! Tests: Anthropic client → OpenAI provider.
 
-use crate::convert::test_rng::Rng;
 use super::*;
+use crate::convert::test_rng::Rng;
 use crate::sse::Decoder;
 use serde_json::json;
 

@@ -1,5 +1,5 @@
-use crate::convert::test_rng::Rng;
 use super::*;
+use crate::convert::test_rng::Rng;
 use crate::sse::Decoder;
 
 fn call(stream: bool) -> Call<'static> {
