@@ -338,6 +338,13 @@ impl Observed {
                 usage_only
             }
             Protocol::Gemini => {
+                // Text the log does not need: only usage and calls are looked for.
+                if self.skip_text
+                    && !data.contains("\"usageMetadata\"")
+                    && !data.contains("\"functionCall\"")
+                {
+                    return false;
+                }
                 if let Ok(v) = serde_json::from_str::<Value>(data) {
                     self.add_gemini(&v, "");
                 }

@@ -7,7 +7,10 @@
 //! camelCase. Pure: no I/O.
 
 use super::{Converted, OutEvent, StreamConverter, ToolNames};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Request options that come from the URL, not the body.
@@ -629,6 +632,122 @@ impl Stream {
     }
 }
 
+/// An upstream chunk read without building a tree (the common case: text deltas only).
+#[derive(Deserialize)]
+struct ChunkView<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<ChoiceView<'a>>>,
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow, default)]
+    delta: Option<DeltaView<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct DeltaView<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reasoning: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tool_calls: Option<&'a RawValue>,
+}
+
+/// A JSON value that is absent or `null`.
+fn none(v: Option<&RawValue>) -> bool {
+    v.is_none_or(|r| r.get() == "null")
+}
+
+/// Appends `t` as a JSON string.
+fn push_json_str(out: &mut String, t: &str) {
+    match serde_json::to_string(t) {
+        Ok(q) => out.push_str(&q),
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
+impl Stream {
+    /// A chunk of text deltas only, written straight out as one event (the same bytes the
+    /// general path writes); false when the chunk carries anything else.
+    fn text_only(&mut self, data: &str, out: &mut Vec<OutEvent>) -> bool {
+        let Ok(c) = serde_json::from_str::<ChunkView<'_>>(data) else {
+            return false;
+        };
+        let choices = c.choices.as_deref().unwrap_or_default();
+        let plain = none(c.usage)
+            && !choices.is_empty()
+            && choices.iter().all(|ch| {
+                none(ch.finish_reason)
+                    && ch.delta.as_ref().is_some_and(|d| {
+                        none(d.tool_calls)
+                            && (!self.include_thoughts
+                                || (none(d.reasoning_content) && none(d.reasoning)))
+                    })
+            });
+        if !plain {
+            return false;
+        }
+        if self.model_version.is_none() {
+            self.model_version = c.model.map(Cow::into_owned);
+        }
+        if self.response_id.is_none() {
+            self.response_id = c.id.map(Cow::into_owned);
+        }
+        let mut s = String::with_capacity(data.len() + 64);
+        s.push_str("{\"candidates\":[");
+        let mut any = false;
+        for (k, ch) in choices.iter().enumerate() {
+            let Some(t) = ch
+                .delta
+                .as_ref()
+                .and_then(|d| d.content.as_deref())
+                .filter(|t| !t.is_empty())
+            else {
+                continue;
+            };
+            if any {
+                s.push(',');
+            }
+            any = true;
+            s.push_str("{\"content\":{\"parts\":[{\"text\":");
+            push_json_str(&mut s, t);
+            s.push_str("}],\"role\":\"model\"},\"index\":");
+            s.push_str(&ch.index.unwrap_or(k as u64).to_string());
+            s.push('}');
+        }
+        if !any {
+            return true;
+        }
+        s.push(']');
+        if let Some(m) = &self.model_version {
+            s.push_str(",\"modelVersion\":");
+            push_json_str(&mut s, m);
+        }
+        if let Some(id) = &self.response_id {
+            s.push_str(",\"responseId\":");
+            push_json_str(&mut s, id);
+        }
+        s.push('}');
+        self.produced = true;
+        out.push(OutEvent::new("message", s));
+        true
+    }
+}
+
 impl StreamConverter for Stream {
     fn event(&mut self, _kind: &str, data: &str, out: &mut Vec<OutEvent>) {
         if self.done {
@@ -636,6 +755,9 @@ impl StreamConverter for Stream {
         }
         if data.trim() == "[DONE]" {
             self.close(out);
+            return;
+        }
+        if self.text_only(data, out) {
             return;
         }
         let Ok(chunk) = serde_json::from_str::<Value>(data) else {

@@ -446,3 +446,26 @@ fn property_any_openai_sequence_gives_a_valid_gemini_stream() {
         }
     }
 }
+
+/// Text-only chunks take the direct path; its bytes are the general path's.
+#[test]
+fn text_chunks_written_directly_match_the_general_encoding() {
+    let mut conv = Stream::new(false);
+    let mut out = Vec::new();
+    conv.event(
+        "message",
+        r#"{"id":"s\"1","model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":"Hé \"x\"\n"},"finish_reason":null}]}"#,
+        &mut out,
+    );
+    let expected = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hé \"x\"\n"}]}, "index": 0}],
+        "modelVersion": "gpt-4o", "responseId": "s\"1"})
+    .to_string();
+    assert_eq!(out[0].data, expected);
+    // An empty delta: no event; a usage chunk: the general path.
+    conv.event(
+        "message",
+        r#"{"choices":[{"index":0,"delta":{"content":""}}]}"#,
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+}
