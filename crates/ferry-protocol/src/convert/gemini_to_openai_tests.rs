@@ -1,4 +1,5 @@
 use super::*;
+use crate::convert::StreamConverter;
 use crate::convert::test_rng::Rng;
 use crate::sse::Decoder;
 
