@@ -2,6 +2,7 @@
 //! and a list of APISIX keys that Ferry ignores (reported once, never an error).
 
 use crate::cluster::{DataEncryption, EtcdConf, RawDataEncryption, RawEtcd, Role};
+use crate::limits::TimeValue;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -77,6 +78,8 @@ pub struct AppConfig {
     pub client_max_body_size: u64,
     /// Largest request head (request line plus headers) accepted, bytes.
     pub max_header_size: usize,
+    /// Client timeouts and the connection cap.
+    pub client: crate::limits::ClientLimits,
     pub data_dir: PathBuf,
     pub drain_timeout: Duration,
     /// `apisix.ssl.ssl_trusted_certificate`: extra CA certificates (PEM) for upstream TLS.
@@ -115,6 +118,7 @@ impl Default for AppConfig {
             },
             client_max_body_size: 64 * 1024 * 1024,
             max_header_size: 64 * 1024,
+            client: crate::limits::ClientLimits::default(),
             data_dir: PathBuf::from("data"),
             drain_timeout: Duration::from_secs(10),
             trusted_ca: None,
@@ -296,6 +300,10 @@ struct RawNginxHttp {
     access_log_format: Option<String>,
     access_log_format_escape: Option<String>,
     client_max_body_size: Option<SizeValue>,
+    client_header_timeout: Option<TimeValue>,
+    client_body_timeout: Option<TimeValue>,
+    send_timeout: Option<TimeValue>,
+    keepalive_timeout: Option<TimeValue>,
 }
 
 #[derive(Deserialize)]
@@ -305,6 +313,19 @@ enum SizeValue {
     Text(String),
 }
 
+impl SizeValue {
+    fn resolve(self, key: &str) -> Result<u64, ConfigError> {
+        match self {
+            SizeValue::Num(n) => Ok(n),
+            SizeValue::Text(t) => parse_size(&t).ok_or_else(|| {
+                ConfigError(format!(
+                    "{key}: invalid size \"{t}\" (e.g. 1048576, 512k, 64m, 1g)"
+                ))
+            }),
+        }
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawFerry {
@@ -312,6 +333,8 @@ struct RawFerry {
     drain_timeout_ms: Option<u64>,
     max_header_size: Option<usize>,
     worker_threads: Option<usize>,
+    max_connections: Option<usize>,
+    max_sse_event_size: Option<SizeValue>,
     /// `host: ip:port`, e.g. `api.openai.com: 127.0.0.1:8443`.
     resolve: Option<std::collections::BTreeMap<String, SocketAddr>>,
 }
@@ -534,14 +557,60 @@ impl AppConfig {
             };
         }
         if let Some(s) = http.client_max_body_size {
-            self.client_max_body_size = match s {
-                SizeValue::Num(n) => n,
-                SizeValue::Text(t) => parse_size(&t).ok_or_else(|| {
-                    ConfigError(format!(
-                        "nginx_config.http.client_max_body_size: invalid size \"{t}\" (e.g. 1048576, 512k, 64m, 1g)"
-                    ))
-                })?,
-            };
+            self.client_max_body_size = s.resolve("nginx_config.http.client_max_body_size")?;
+        }
+        let time = |v: Option<TimeValue>, key: &str, into: &mut Duration| {
+            if let Some(v) = v {
+                *into = v
+                    .resolve(&format!("nginx_config.http.{key}"))
+                    .map_err(ConfigError)?;
+            }
+            Ok::<(), ConfigError>(())
+        };
+        let c = &mut self.client;
+        time(
+            http.client_header_timeout,
+            "client_header_timeout",
+            &mut c.header_timeout,
+        )?;
+        time(
+            http.client_body_timeout,
+            "client_body_timeout",
+            &mut c.body_timeout,
+        )?;
+        time(http.send_timeout, "send_timeout", &mut c.send_timeout)?;
+        time(
+            http.keepalive_timeout,
+            "keepalive_timeout",
+            &mut c.keepalive_timeout,
+        )?;
+        for (d, key) in [
+            (c.header_timeout, "client_header_timeout"),
+            (c.body_timeout, "client_body_timeout"),
+            (c.send_timeout, "send_timeout"),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError(format!(
+                    "nginx_config.http.{key}: must be more than 0"
+                )));
+            }
+        }
+        if let Some(n) = raw.ferry.max_connections {
+            if n == 0 {
+                return Err(ConfigError(
+                    "ferry.max_connections: must be at least 1".into(),
+                ));
+            }
+            self.client.max_connections = n;
+        }
+        if let Some(s) = raw.ferry.max_sse_event_size {
+            let n = s.resolve("ferry.max_sse_event_size")?;
+            if n < 1024 {
+                return Err(ConfigError(
+                    "ferry.max_sse_event_size: must be at least 1024 bytes".into(),
+                ));
+            }
+            self.client.max_sse_event = usize::try_from(n).unwrap_or(usize::MAX);
         }
         if let Some(d) = raw.ferry.data_dir {
             self.data_dir = d;

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cluster;
 pub mod document;
 pub mod expr;
+pub mod limits;
 pub mod resource;
 mod resource_misc;
 pub mod store;

@@ -16,7 +16,24 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How a request body may be read: its largest size (0: unbounded) and the longest wait for
+/// its next bytes (`client_body_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max: u64,
+    pub timeout: Duration,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        BodyLimits {
+            max: 0,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Per-request plugin state, one value per type (no `Clone` needed, unlike `http`'s).
 #[derive(Default)]
@@ -113,7 +130,7 @@ pub struct Ctx {
     pub start: Instant,
     pub start_wall: SystemTime,
     body: ReqBody,
-    max_body: u64,
+    body_limits: BodyLimits,
     json: OnceCell<Option<Value>>,
     /// The matched route, once routing is done.
     pub route: Option<Arc<RouteInfo>>,
@@ -137,12 +154,17 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(req: http::Request<Incoming>, peer: &Peer, max_body: u64) -> Ctx {
+    pub fn new(req: http::Request<Incoming>, peer: &Peer, limits: BodyLimits) -> Ctx {
         let (parts, body) = req.into_parts();
-        Ctx::from_parts(parts, ReqBody::Unread(body), peer, max_body)
+        Ctx::from_parts(parts, ReqBody::Unread(body), peer, limits)
     }
 
-    fn from_parts(parts: http::request::Parts, body: ReqBody, peer: &Peer, max_body: u64) -> Ctx {
+    fn from_parts(
+        parts: http::request::Parts,
+        body: ReqBody,
+        peer: &Peer,
+        body_limits: BodyLimits,
+    ) -> Ctx {
         Ctx {
             method: parts.method,
             uri: parts.uri,
@@ -154,7 +176,7 @@ impl Ctx {
             start: Instant::now(),
             start_wall: SystemTime::now(),
             body,
-            max_body,
+            body_limits,
             json: OnceCell::new(),
             route: None,
             consumer: None,
@@ -177,44 +199,79 @@ impl Ctx {
         remote: SocketAddr,
         local: SocketAddr,
     ) -> Ctx {
-        Ctx::from_parts(parts, ReqBody::Read(body), &Peer::new(remote, local), 0)
+        Ctx::from_parts(
+            parts,
+            ReqBody::Read(body),
+            &Peer::new(remote, local),
+            BodyLimits::default(),
+        )
     }
 
-    /// Reads the whole request body once (bounded by the body-size limit) and returns it.
+    /// Reads the whole request body once (bounded by the body-size limit, each wait for more
+    /// bytes by the body timeout) and returns it.
     pub async fn read_body(&mut self) -> Result<&Bytes, GatewayError> {
         if let ReqBody::Unread(_) = self.body {
+            let BodyLimits { max, timeout } = self.body_limits;
             if let Some(len) = self
                 .headers
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok())
-                && self.max_body > 0
-                && len > self.max_body
+                && max > 0
+                && len > max
             {
                 self.body = ReqBody::Failed;
-                return Err(too_large(len, self.max_body));
+                return Err(too_large(len, max));
             }
             let ReqBody::Unread(incoming) = std::mem::replace(&mut self.body, ReqBody::Failed)
             else {
                 unreachable!("checked above")
             };
-            let limit = if self.max_body == 0 {
-                usize::MAX
-            } else {
-                self.max_body as usize
-            };
-            match Limited::new(incoming, limit).collect().await {
-                Ok(c) => self.body = ReqBody::Read(c.to_bytes()),
-                Err(e) => {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        return Err(too_large(self.max_body + 1, self.max_body));
+            let limit = if max == 0 { usize::MAX } else { max as usize };
+            let mut body = Limited::new(incoming, limit);
+            let mut first: Option<Bytes> = None;
+            let mut more: Vec<u8> = Vec::new();
+            loop {
+                let frame = match tokio::time::timeout(timeout, body.frame()).await {
+                    Err(_) => {
+                        return Err(GatewayError::client(
+                            StatusCode::REQUEST_TIMEOUT,
+                            format!(
+                                "client_body_timeout: no request body bytes for {} ms",
+                                timeout.as_millis()
+                            ),
+                        ));
                     }
-                    return Err(GatewayError::client(
-                        StatusCode::BAD_REQUEST,
-                        format!("failed to read request body: {e}"),
-                    ));
+                    Ok(None) => break,
+                    Ok(Some(Ok(f))) => f,
+                    Ok(Some(Err(e))) => {
+                        if e.is::<http_body_util::LengthLimitError>() {
+                            return Err(too_large(max + 1, max));
+                        }
+                        return Err(GatewayError::client(
+                            StatusCode::BAD_REQUEST,
+                            format!("failed to read request body: {e}"),
+                        ));
+                    }
+                };
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers
+                };
+                match &first {
+                    None => first = Some(data),
+                    Some(f) => {
+                        if more.is_empty() {
+                            more.extend_from_slice(f);
+                        }
+                        more.extend_from_slice(&data);
+                    }
                 }
             }
+            self.body = ReqBody::Read(if more.is_empty() {
+                first.unwrap_or_default()
+            } else {
+                Bytes::from(more)
+            });
         }
         match &self.body {
             ReqBody::Read(b) => Ok(b),

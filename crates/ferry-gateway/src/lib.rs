@@ -4,6 +4,7 @@
 //! the core's contract; the built-in ones live in `ferry-plugins`.
 
 pub mod access_log;
+pub mod conn;
 pub mod logged;
 pub mod reload;
 pub mod router;

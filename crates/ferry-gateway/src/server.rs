@@ -3,12 +3,14 @@
 //! Graceful shutdown stops accepting and lets in-flight requests finish up to a deadline.
 
 use crate::access_log::AccessLog;
+use crate::conn::{Clocks, Guarded, InFlight, RequestGuard};
 use crate::logged::LoggedBody;
 use crate::router::Match;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
+use ferry_config::limits::ClientLimits;
 use ferry_core::body::Response;
-use ferry_core::ctx::{Ctx, Peer, ResponseRecord};
+use ferry_core::ctx::{BodyLimits, Ctx, Peer, ResponseRecord};
 use ferry_core::error::GatewayError;
 use ferry_core::plugin::{Chain, Registry};
 use http::StatusCode;
@@ -28,8 +30,8 @@ use tokio::sync::watch;
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub access_log: Option<Arc<AccessLog>>,
-    /// Request-body limit in bytes (0: unlimited).
-    pub max_body: u64,
+    /// Request-body size limit and read timeout.
+    pub body: BodyLimits,
     /// Request-head limit in bytes (0: unchecked here). The HTTP parser allows twice as much,
     /// so a head over the limit gets a 431 with a body that says why.
     pub max_header: usize,
@@ -42,13 +44,13 @@ pub struct Shared {
 impl Shared {
     pub fn new(
         access_log: Option<Arc<AccessLog>>,
-        max_body: u64,
+        body: BodyLimits,
         max_header: usize,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             access_log,
-            max_body,
+            body,
             max_header,
             applied: watch::channel(0).0,
             registry: std::sync::OnceLock::new(),
@@ -79,7 +81,7 @@ impl Shared {
         req: http::Request<Incoming>,
         peer: &Peer,
     ) -> http::Response<LoggedBody> {
-        let mut ctx = Box::new(Ctx::new(req, peer, self.max_body));
+        let mut ctx = Box::new(Ctx::new(req, peer, self.body));
         let (chain, resp) = match head_size(&ctx) {
             n if self.max_header > 0 && n > self.max_header => {
                 let e = GatewayError::client(
@@ -187,6 +189,58 @@ fn head_size(ctx: &Ctx) -> usize {
 pub struct ServerConf {
     pub max_header_size: usize,
     pub drain_timeout: Duration,
+    /// Client timeouts and the connection cap.
+    pub client: ClientLimits,
+}
+
+/// A response body that keeps its request counted as in flight until it is dropped.
+pub struct Counted<B> {
+    body: B,
+    _guard: RequestGuard,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Says, at most once a second, that the connection cap turned connections away.
+struct CapWarning {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl CapWarning {
+    fn refused(&self, max: usize) {
+        use std::sync::atomic::Ordering;
+        let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        self.refused.store(0, Ordering::Relaxed);
+        tracing::warn!(
+            "{max} client connections open (ferry.max_connections): closed {n} new connection(s) at once"
+        );
+    }
 }
 
 /// Binds every address, failing with a clear message (e.g. port in use).
@@ -209,24 +263,38 @@ pub async fn serve(
     conf: ServerConf,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> bool {
+    let limits = conf.client;
+    let clocks = Clocks {
+        header: limits.header_timeout,
+        keepalive: limits.keepalive_timeout,
+        send: limits.send_timeout,
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The head, idle and send clocks are the socket wrapper's (`conn`), as nginx keeps them.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(!limits.keepalive_timeout.is_zero())
+        .header_read_timeout(None)
         .max_buf_size((conf.max_header_size * 2).max(16 * 1024));
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(conf.max_header_size * 2).unwrap_or(u32::MAX));
     let graceful = Arc::new(GracefulShutdown::new());
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let cap_warning = Arc::new(CapWarning {
+        last: std::sync::Mutex::new(None),
+        refused: std::sync::atomic::AtomicU64::new(0),
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for listener in listeners {
         let builder = builder.clone();
         let shared = shared.clone();
         let graceful = graceful.clone();
+        let slots = slots.clone();
+        let cap_warning = cap_warning.clone();
         let mut stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             loop {
@@ -242,23 +310,37 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // At the cap: closed at once (as nginx does when worker_connections run out).
+                    drop(stream);
+                    cap_warning.refused(limits.max_connections);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().unwrap_or(remote);
                 let shared = shared.clone();
                 let peer = Arc::new(Peer::new(remote, local));
+                let inflight = Arc::new(InFlight::default());
+                let io = Guarded::new(stream, inflight.clone(), clocks);
                 let svc = service_fn(move |req| {
                     let shared = shared.clone();
                     let peer = peer.clone();
-                    async move { Ok::<_, Infallible>(shared.handle(req, &peer).await) }
+                    let guard = inflight.enter();
+                    async move {
+                        let resp = shared.handle(req, &peer).await;
+                        Ok::<_, Infallible>(resp.map(|body| Counted {
+                            body,
+                            _guard: guard,
+                        }))
+                    }
                 });
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .into_owned();
+                let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!("connection from {remote} ended: {e}");
                     }
+                    drop(slot);
                 });
             }
         }));

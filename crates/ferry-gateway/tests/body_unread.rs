@@ -138,7 +138,7 @@ async fn serve() -> (std::net::SocketAddr, Arc<AtomicU64>) {
         &reg,
     );
     assert!(errors.is_empty(), "{errors:?}");
-    let shared = Shared::new(None, 0, 0);
+    let shared = Shared::new(None, ferry_core::ctx::BodyLimits::default(), 0);
     shared.publish(snap);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

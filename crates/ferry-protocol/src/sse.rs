@@ -1,11 +1,25 @@
 //! Server-sent events: an incremental decoder that gives the same events whatever the chunk
 //! boundaries (`\n` or `\r\n` line ends, multi-line `data`, comments), optionally keeping each
-//! event's raw bytes so a stream can be re-emitted with events removed; and an encoder.
+//! event's raw bytes so a stream can be re-emitted with events removed; and an encoder. One
+//! event is bounded ([`max_event`]): past it the decoder stops and says so ([`Decoder::overflowed`]).
 
 use bytes::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Longest partial line kept between chunks; longer ones are discarded (as APISIX does).
-pub const MAX_LINE: usize = 1 << 20;
+/// The default bound of one event (its lines, blank line included): 4 MiB.
+pub const DEFAULT_MAX_EVENT: usize = 4 << 20;
+
+static MAX_EVENT: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_EVENT);
+
+/// The bound of one event that decoders made from now on use.
+pub fn max_event() -> usize {
+    MAX_EVENT.load(Ordering::Relaxed)
+}
+
+/// Sets the bound of one event (`ferry.max_sse_event_size`, at start-up).
+pub fn set_max_event(n: usize) {
+    MAX_EVENT.store(n.max(1), Ordering::Relaxed);
+}
 
 /// One decoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +52,7 @@ impl EventRef<'_> {
 }
 
 /// Incremental SSE decoder. Its buffers are reused from event to event.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Decoder {
     line: Vec<u8>,
     kind: String,
@@ -47,8 +61,27 @@ pub struct Decoder {
     has_field: bool,
     keep_raw: bool,
     raw: Vec<u8>,
-    /// Lines dropped for exceeding [`MAX_LINE`].
-    pub discarded: u64,
+    /// Bytes of the event being read (its lines so far, the partial one included).
+    size: usize,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Default for Decoder {
+    fn default() -> Decoder {
+        Decoder {
+            line: Vec::new(),
+            kind: String::new(),
+            data: String::new(),
+            has_data: false,
+            has_field: false,
+            keep_raw: false,
+            raw: Vec::new(),
+            size: 0,
+            limit: max_event(),
+            overflowed: false,
+        }
+    }
 }
 
 impl Decoder {
@@ -64,6 +97,35 @@ impl Decoder {
         }
     }
 
+    /// A decoder with its own bound of one event.
+    pub fn with_limit(mut self, limit: usize) -> Decoder {
+        self.limit = limit.max(1);
+        self
+    }
+
+    /// An event grew past the bound: what it held was dropped and the decoder takes nothing
+    /// more (the stream is broken; the caller ends it with an error).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Counts `n` more bytes of the current event; false (and the decoder stopped) past the bound.
+    fn grow(&mut self, n: usize) -> bool {
+        self.size += n;
+        if self.size <= self.limit {
+            return true;
+        }
+        self.stop();
+        false
+    }
+
+    fn stop(&mut self) {
+        self.overflowed = true;
+        self.line = Vec::new();
+        self.data = String::new();
+        self.raw = Vec::new();
+    }
+
     /// Bytes fed but not yet part of a returned event (kept only with [`Decoder::keeping_raw`]).
     pub fn pending_raw(&self) -> usize {
         self.raw.len()
@@ -76,9 +138,15 @@ impl Decoder {
 
     /// Feeds a chunk; `f` sees each complete event, borrowed.
     pub fn feed_each(&mut self, chunk: &[u8], mut f: impl FnMut(EventRef<'_>)) {
+        if self.overflowed {
+            return;
+        }
         let mut pos = 0;
         while let Some(off) = memchr::memchr(b'\n', &chunk[pos..]) {
             let end = pos + off;
+            if !self.grow(self.line.len() + end + 1 - pos) {
+                return;
+            }
             if self.keep_raw {
                 self.raw.extend_from_slice(&chunk[pos..=end]);
             }
@@ -95,15 +163,15 @@ impl Decoder {
         }
         let tail = &chunk[pos..];
         if !tail.is_empty() {
+            // Counted with its line once the line completes.
+            if self.size + self.line.len() + tail.len() > self.limit {
+                self.stop();
+                return;
+            }
             if self.keep_raw {
                 self.raw.extend_from_slice(tail);
             }
-            if self.line.len() + tail.len() > MAX_LINE {
-                self.line.clear();
-                self.discarded += 1;
-            } else {
-                self.line.extend_from_slice(tail);
-            }
+            self.line.extend_from_slice(tail);
         }
     }
 
@@ -115,6 +183,9 @@ impl Decoder {
 
     /// [`Decoder::finish`] with a callback.
     pub fn finish_each(&mut self, mut f: impl FnMut(EventRef<'_>)) -> Bytes {
+        if self.overflowed {
+            return Bytes::new();
+        }
         if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
             self.process_line(&line, &mut f);
@@ -128,6 +199,7 @@ impl Decoder {
     fn process_line(&mut self, line: &[u8], f: &mut impl FnMut(EventRef<'_>)) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
+            self.size = 0;
             if self.has_field {
                 self.dispatch(f);
             }
@@ -265,14 +337,34 @@ mod tests {
     }
 
     #[test]
-    fn overlong_lines_are_dropped() {
-        let mut d = Decoder::new();
+    fn an_event_past_the_bound_stops_the_decoder() {
+        // One long line, fed in pieces: held up to the bound, then dropped.
+        let mut d = Decoder::keeping_raw().with_limit(1000);
         let mut out = Vec::new();
-        d.feed(b"data: ", &mut out);
-        d.feed(&vec![b'x'; MAX_LINE + 1], &mut out);
-        d.feed(b"\n\ndata: ok\n\n", &mut out);
-        assert_eq!(d.discarded, 1);
-        assert_eq!(out.last().map(|e| e.data.as_str()), Some("ok"));
+        d.feed(b"data: ok\n\ndata: ", &mut out);
+        for _ in 0..100 {
+            d.feed(&[b'x'; 50], &mut out);
+        }
+        assert!(d.overflowed());
+        assert!(d.line.capacity() == 0 && d.raw.capacity() == 0);
+        d.feed(b"\n\ndata: later\n\n", &mut out);
+        assert!(d.finish(&mut out).is_empty());
+        assert_eq!(out.len(), 1, "only the event before the long one");
+        // Many short data lines of one event count together.
+        let mut d = Decoder::new().with_limit(1000);
+        for _ in 0..200 {
+            d.feed(b"data: 0123456789\n", &mut out);
+        }
+        assert!(d.overflowed());
+        // Events each under the bound, however many, are fine; so is a line at the bound.
+        let mut d = Decoder::new().with_limit(1000);
+        for _ in 0..200 {
+            d.feed(b"data: 0123456789\n\n", &mut out);
+        }
+        let line = format!("data: {}\n\n", "y".repeat(992));
+        d.feed(line.as_bytes(), &mut out);
+        assert!(!d.overflowed());
+        assert_eq!(out.last().map(|e| e.data.len()), Some(992));
     }
 
     #[test]

@@ -168,6 +168,27 @@ fn effective(c: &AppConfig) -> String {
         ),
         ("ferry.max_header_size", c.max_header_size.to_string()),
         (
+            "nginx_config.http.client_header_timeout",
+            ms(c.client.header_timeout),
+        ),
+        (
+            "nginx_config.http.client_body_timeout",
+            ms(c.client.body_timeout),
+        ),
+        ("nginx_config.http.send_timeout", ms(c.client.send_timeout)),
+        (
+            "nginx_config.http.keepalive_timeout",
+            ms(c.client.keepalive_timeout),
+        ),
+        (
+            "ferry.max_connections",
+            c.client.max_connections.to_string(),
+        ),
+        (
+            "ferry.max_sse_event_size",
+            c.client.max_sse_event.to_string(),
+        ),
+        (
             "apisix.ssl.ssl_trusted_certificate",
             c.trusted_ca
                 .as_ref()
@@ -284,7 +305,13 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     } else {
         None
     };
-    let shared = Shared::new(access_log, cfg.client_max_body_size, cfg.max_header_size);
+    let body = ferry_core::ctx::BodyLimits {
+        max: cfg.client_max_body_size,
+        timeout: cfg.client.body_timeout,
+    };
+    let shared = Shared::new(access_log, body, cfg.max_header_size);
+    ferry_protocol::sse::set_max_event(cfg.client.max_sse_event);
+    raise_open_files(cfg.client.max_connections);
     let source = match cfg.config_provider {
         ConfigProvider::Yaml => ConfigSource::StandaloneApi,
         ConfigProvider::File { json } => {
@@ -411,6 +438,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     let conf = ServerConf {
         max_header_size: cfg.max_header_size,
         drain_timeout: cfg.drain_timeout,
+        client: cfg.client,
     };
     let shutdown = async move {
         tokio::select! {
@@ -430,4 +458,25 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     }
     eprintln!("ferry: stopped");
     Ok(())
+}
+
+/// A duration as `ferry validate --print` shows it.
+fn ms(d: std::time::Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// Raises the open-files soft limit toward the hard one (as nginx's `worker_rlimit_nofile`), so
+/// the connection cap can be reached; says so when it cannot.
+fn raise_open_files(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let need = max_connections as u64 + 1024;
+            if limit < need {
+                tracing::warn!(
+                    "open-files limit is {limit}: fewer than ferry.max_connections ({max_connections}) client connections fit with room for upstreams and files; raise the hard limit (ulimit -Hn) or lower ferry.max_connections"
+                );
+            }
+        }
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+    }
 }

@@ -25,6 +25,8 @@ use tokio::time::Sleep;
 pub enum StreamError {
     Duration,
     Bytes,
+    /// One event grew past `ferry.max_sse_event_size`.
+    EventTooLarge,
     Upstream(UpError),
 }
 
@@ -43,6 +45,11 @@ impl std::fmt::Display for StreamError {
         match self {
             StreamError::Duration => f.write_str("max_stream_duration_ms exceeded"),
             StreamError::Bytes => f.write_str("max_response_bytes exceeded"),
+            StreamError::EventTooLarge => write!(
+                f,
+                "an upstream event exceeds {} bytes (ferry.max_sse_event_size)",
+                ferry_protocol::sse::max_event()
+            ),
             StreamError::Upstream(e) if e.is_timeout() => f.write_str("upstream read timed out"),
             StreamError::Upstream(e) => write!(f, "upstream stream {e}"),
         }
@@ -313,6 +320,8 @@ pub struct Passing {
     /// `None` for a protocol without a known error event (passthrough): just the cut.
     client: Option<Protocol>,
     held: BytesMut,
+    /// The bound of `held` (one event).
+    max_event: usize,
     /// Events went out already (a failure before that is the caller's to answer).
     started: bool,
     end: Ending,
@@ -324,6 +333,7 @@ impl Passing {
             up,
             client: (client != Protocol::Passthrough).then_some(client),
             held: BytesMut::new(),
+            max_event: ferry_protocol::sse::max_event(),
             started: false,
             end: Ending::default(),
         }
@@ -358,19 +368,21 @@ impl Passing {
                         self.started = true;
                         return Poll::Ready(Some(Ok(b)));
                     }
+                    // Only the new bytes (and the two before them) can end an event.
+                    let from = self.held.len().saturating_sub(2);
                     self.held.extend_from_slice(&b);
-                    if let Some(end) = last_event_end(&self.held) {
+                    if let Some(end) = last_event_end(&self.held[from..]) {
                         self.started = true;
-                        return Poll::Ready(Some(Ok(self.held.split_to(end).freeze())));
+                        return Poll::Ready(Some(Ok(self.held.split_to(from + end).freeze())));
+                    }
+                    if self.held.len() > self.max_event {
+                        self.held = BytesMut::new();
+                        return self.broken(StreamError::EventTooLarge);
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.held.clear();
-                    let Some(client) = self.client.filter(|_| self.started) else {
-                        self.end.ended = true;
-                        return Poll::Ready(Some(Err(e)));
-                    };
-                    return Poll::Ready(Some(Ok(self.end.fail(client, e))));
+                    return self.broken(e);
                 }
                 Poll::Ready(None) => {
                     // A clean end: whatever is left goes out as it came.
@@ -383,6 +395,18 @@ impl Passing {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+impl Passing {
+    /// The upstream broke off: before any event, the caller answers; after, the client gets an
+    /// error event in its protocol and a cut transfer.
+    fn broken(&mut self, e: StreamError) -> Poll<Option<Result<Bytes, StreamError>>> {
+        let Some(client) = self.client.filter(|_| self.started) else {
+            self.end.ended = true;
+            return Poll::Ready(Some(Err(e)));
+        };
+        Poll::Ready(Some(Ok(self.end.fail(client, e))))
     }
 }
 
@@ -500,29 +524,15 @@ impl Converting {
                     let (conv, out) = (&mut self.conv, &mut self.out);
                     self.decoder
                         .feed_each(&b, |e| conv.event(e.kind, e.data, out));
+                    if self.decoder.overflowed() {
+                        self.out.clear();
+                        return self.broken(StreamError::EventTooLarge);
+                    }
                     if let Some(bytes) = self.encode() {
                         return Poll::Ready(Some(Ok(bytes)));
                     }
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    // Broken off: the error in the client's protocol, then a cut transfer; no
-                    // closing events. Before any output, the caller answers with an error.
-                    if !self.started {
-                        self.end.ended = true;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                    if self.json_array {
-                        let body = ferry_protocol::error::error_body(
-                            Some(self.client),
-                            502,
-                            &e.to_string(),
-                        );
-                        let mut event = b",".to_vec();
-                        event.extend_from_slice(body.trim_ascii_end());
-                        return Poll::Ready(Some(Ok(self.end.fail_with(Bytes::from(event), e))));
-                    }
-                    return Poll::Ready(Some(Ok(self.end.fail(self.client, e))));
-                }
+                Poll::Ready(Some(Err(e))) => return self.broken(e),
                 Poll::Ready(None) => {
                     // The upstream ended: flush what the converter owes (also without [DONE]).
                     self.end.ended = true;
@@ -543,6 +553,24 @@ impl Converting {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+impl Converting {
+    /// Broken off: the error in the client's protocol, then a cut transfer; no closing events.
+    /// Before any output, the caller answers with an error.
+    fn broken(&mut self, e: StreamError) -> Poll<Option<Result<Bytes, StreamError>>> {
+        if !self.started {
+            self.end.ended = true;
+            return Poll::Ready(Some(Err(e)));
+        }
+        if self.json_array {
+            let body = ferry_protocol::error::error_body(Some(self.client), 502, &e.to_string());
+            let mut event = b",".to_vec();
+            event.extend_from_slice(body.trim_ascii_end());
+            return Poll::Ready(Some(Ok(self.end.fail_with(Bytes::from(event), e))));
+        }
+        Poll::Ready(Some(Ok(self.end.fail(self.client, e))))
     }
 }
 
