@@ -30,7 +30,7 @@ impl Default for ClientLimits {
             body_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
-            max_connections: 20480,
+            max_connections: 10240,
             max_sse_event: 4 << 20,
         }
     }

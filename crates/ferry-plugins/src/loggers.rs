@@ -144,8 +144,10 @@ impl Sink for HttpSink {
             let exchange = async {
                 let resp = self.client.send(req).await?;
                 let status = resp.status();
-                // Read the answer so the connection can be reused.
-                let _ = resp.into_body().collect().await;
+                // Read the answer (up to 1 MiB) so the connection can be reused.
+                let _ = http_body_util::Limited::new(resp.into_body(), 1 << 20)
+                    .collect()
+                    .await;
                 Ok::<_, UpError>(status)
             };
             let resp = match tokio::time::timeout(Duration::from_secs(self.conf.timeout), exchange)

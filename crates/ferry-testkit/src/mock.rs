@@ -13,10 +13,16 @@
 //! | `x-mock-malformed: 1` | a stream of garbage and broken JSON |
 //! | `x-mock-reset-after: N` | reset the connection after N stream chunks |
 //! | `x-mock-stall: 1` | send the head of a stream, then nothing |
+//! | `x-mock-stall-after: N` | send N stream chunks, then nothing |
+//! | `x-mock-drip-ms: N` | send the stream one byte at a time, N ms apart |
+//! | `x-mock-long-line: N` | after the first event, a `data:` line of N bytes (64 KiB pieces) |
+//! | `x-mock-invalid-utf8: 1` | a stream event whose text holds bytes that are not UTF-8 |
 //! | `x-mock-endless: 1` | a stream that never ends |
 //!
 //! Switches for health tests: [`Mock::set_status`] answers every LLM request with a status
 //! (0: off), and `/_mock/health` answers [`Mock::set_health`]'s status (default 200).
+//! [`Mock::open_streams`] counts event streams still being sent (a reader that went away
+//! ends its stream).
 //!
 //! With a key configured, requests need `Authorization: Bearer KEY`, `x-api-key: KEY`,
 //! `api-key: KEY` or `?api_key=KEY`, else 401. `GET /_mock/requests` lists what was received.
@@ -80,6 +86,19 @@ struct State {
     health: std::sync::atomic::AtomicU16,
     seen: Mutex<Vec<Recorded>>,
     rendered: Mutex<HashMap<FastKey, Bytes>>,
+    /// Event streams being sent.
+    open_streams: std::sync::atomic::AtomicUsize,
+}
+
+/// An event stream being sent: counted until its body is dropped.
+struct OpenStream(Arc<State>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0
+            .open_streams
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// What a pre-rendered answer depends on: model, stream, include_usage, chunks.
@@ -175,6 +194,7 @@ impl Mock {
             health: std::sync::atomic::AtomicU16::new(200),
             seen: Mutex::new(Vec::new()),
             rendered: Mutex::new(HashMap::new()),
+            open_streams: std::sync::atomic::AtomicUsize::new(0),
         });
         let task = tokio::spawn(serve(listener, state.clone(), tls));
         Mock { addr, state, task }
@@ -214,6 +234,13 @@ impl Mock {
     /// How many requests with this path were received (recording on).
     pub fn count(&self, path: &str) -> usize {
         self.requests().iter().filter(|r| r.path == path).count()
+    }
+
+    /// Event streams still being sent (not with `fast`).
+    pub fn open_streams(&self) -> usize {
+        self.state
+            .open_streams
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -283,7 +310,30 @@ fn authorized(cfg: &MockConfig, h: &HeaderMap, query: &str) -> bool {
         || query.split('&').any(|kv| kv == format!("api_key={key}"))
 }
 
+/// Answers a request; an event stream is counted in [`Mock::open_streams`] while it is sent.
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
+    let resp = answer(req, state.clone()).await;
+    let is_sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !is_sse || state.cfg.fast {
+        return resp;
+    }
+    state
+        .open_streams
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let open = OpenStream(state);
+    resp.map(|body| {
+        let s = http_body_util::BodyStream::new(body).map(move |f| {
+            let _ = &open;
+            f
+        });
+        BodyExt::boxed_unsync(StreamBody::new(s))
+    })
+}
+
+async fn answer(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -598,14 +648,40 @@ fn anthropic_events(model: &str, n: usize, tool: bool) -> Vec<String> {
 
 /// Streams `events`, honouring the timing and fault knobs.
 fn sse(events: Vec<String>, h: &HeaderMap) -> Response<Body> {
-    let delay = knob(h, "x-mock-chunk-delay-ms").map(Duration::from_millis);
+    let mut delay = knob(h, "x-mock-chunk-delay-ms").map(Duration::from_millis);
     let reset_after = knob(h, "x-mock-reset-after").map(|n| n as usize);
+    let stall_after = knob(h, "x-mock-stall-after").map(|n| n as usize);
     let stall = h.contains_key("x-mock-stall");
     let endless = h.contains_key("x-mock-endless");
+    let mut items: Vec<Bytes> = events.into_iter().map(Bytes::from).collect();
+    if h.contains_key("x-mock-invalid-utf8") {
+        let bad = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"bad \xff\xfe bytes\"}}]}\n\n";
+        items.insert(1.min(items.len()), Bytes::from_static(bad));
+    }
+    if let Some(n) = knob(h, "x-mock-long-line") {
+        // One event whose data line never ends, in 64 KiB pieces, after the first event.
+        let mut long = vec![Bytes::from_static(b"data: ")];
+        let piece = Bytes::from(vec![b'x'; 64 * 1024]);
+        let mut left = n as usize;
+        while left > 0 {
+            let k = left.min(piece.len());
+            long.push(piece.slice(..k));
+            left -= k;
+        }
+        long.push(Bytes::from_static(b"\n\n"));
+        let at = 1.min(items.len());
+        items.splice(at..at, long);
+    }
+    if let Some(d) = knob(h, "x-mock-drip-ms") {
+        // Every byte on its own, `d` ms apart.
+        let all: Vec<u8> = items.concat();
+        items = all.iter().map(|b| Bytes::copy_from_slice(&[*b])).collect();
+        delay = Some(Duration::from_millis(d));
+    }
     let s = futures_util::stream::unfold(0usize, move |i| {
-        let events = events.clone();
+        let items = items.clone();
         async move {
-            if stall {
+            if stall || stall_after == Some(i) {
                 std::future::pending::<()>().await;
             }
             if i > 0
@@ -620,8 +696,8 @@ fn sse(events: Vec<String>, h: &HeaderMap) -> Response<Body> {
                 let c = chunk("mock-model", json!({"content": "more "}), Value::Null);
                 return Some((Ok(Frame::data(Bytes::from(c))), i + 1));
             }
-            let e = events.get(i)?;
-            Some((Ok(Frame::data(Bytes::from(e.clone()))), i + 1))
+            let e = items.get(i)?;
+            Some((Ok(Frame::data(e.clone())), i + 1))
         }
     });
     let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(s.boxed())));

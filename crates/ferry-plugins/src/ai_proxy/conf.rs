@@ -115,6 +115,9 @@ fn d_max_req() -> u64 {
 fn yes() -> bool {
     true
 }
+/// The bound of a buffered (not streamed) upstream answer when `max_response_bytes` is unset.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
 fn d_keepalive_timeout() -> u64 {
     60_000
 }

@@ -331,7 +331,11 @@ async fn respond(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let (Some(max), Some(len)) = (conf.max_response_bytes, content_length)
+    // A buffered answer is always bounded: by the setting, else by Ferry's default.
+    let max = conf
+        .max_response_bytes
+        .unwrap_or(super::conf::DEFAULT_MAX_RESPONSE_BYTES);
+    if let Some(len) = content_length
         && len > max
     {
         tracing::warn!(
@@ -340,13 +344,7 @@ async fn respond(
         ctx.llm.upstream_response_ms = Some(ms_since(sent));
         return Err(bad_gateway("max_response_bytes exceeded"));
     }
-    let mut up = UpstreamBody::new(
-        resp.into_body(),
-        sent,
-        conf.client.timeout,
-        None,
-        conf.max_response_bytes,
-    );
+    let mut up = UpstreamBody::new(resp.into_body(), sent, conf.client.timeout, None, Some(max));
     let body = match up.read_all().await {
         Ok(b) => b,
         Err(StreamError::Bytes) => {
