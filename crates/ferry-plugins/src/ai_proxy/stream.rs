@@ -370,14 +370,15 @@ impl Passing {
                     }
                     // Only the new bytes (and the two before them) can end an event.
                     let from = self.held.len().saturating_sub(2);
+                    if self.held.len() + b.len() > self.max_event && last_event_end(&b).is_none() {
+                        // Refused before it is copied: what is held stays under the bound.
+                        self.held = BytesMut::new();
+                        return self.broken(StreamError::EventTooLarge);
+                    }
                     self.held.extend_from_slice(&b);
                     if let Some(end) = last_event_end(&self.held[from..]) {
                         self.started = true;
                         return Poll::Ready(Some(Ok(self.held.split_to(from + end).freeze())));
-                    }
-                    if self.held.len() > self.max_event {
-                        self.held = BytesMut::new();
-                        return self.broken(StreamError::EventTooLarge);
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {

@@ -42,6 +42,12 @@ impl Env {
     }
 
     pub async fn with_extra(tag: &str, extra: &str) -> Env {
+        Env::with_sections(tag, "", extra).await
+    }
+
+    /// `ferry` lines (indented two spaces) join the `ferry:` section, `http` lines (four)
+    /// `nginx_config.http`.
+    pub async fn with_sections(tag: &str, ferry: &str, http: &str) -> Env {
         let mock = Mock::start(MockConfig {
             key: Some("token".into()),
             record: true,
@@ -50,7 +56,7 @@ impl Env {
         .await;
         let dir = TempDir::new(tag);
         let cfg = format!(
-            "nginx_config:\n  http:\n    access_log: logs/access.log\n    access_log_format: '{LOG_FORMAT}'\n    access_log_format_escape: none\n{extra}"
+            "{ferry}nginx_config:\n  http:\n    access_log: logs/access.log\n    access_log_format: '{LOG_FORMAT}'\n    access_log_format_escape: none\n{http}"
         );
         let ferry = Ferry::start(BIN, &dir.0, &cfg);
         Env { dir, ferry, mock }
