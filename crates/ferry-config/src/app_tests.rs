@@ -241,3 +241,45 @@ fn node_listen_errors_say_what_is_expected() {
         ]
     );
 }
+
+#[test]
+fn client_limits_defaults_and_settings() {
+    use crate::limits::ClientLimits;
+    let c = AppConfig::parse("").unwrap();
+    assert_eq!(c.client, ClientLimits::default());
+    assert_eq!(c.client.header_timeout, Duration::from_secs(60));
+    assert_eq!(c.client.send_timeout, Duration::from_secs(10));
+    assert_eq!(c.client.max_connections, 10240);
+    assert_eq!(c.client.max_sse_event, 4 << 20);
+    let c = AppConfig::parse(
+        "nginx_config:\n  http:\n    client_header_timeout: 5s\n    client_body_timeout: 500ms\n    send_timeout: 2m\n    keepalive_timeout: 0\nferry:\n  max_connections: 100\n  max_sse_event_size: 1m\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.client,
+        ClientLimits {
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_millis(500),
+            send_timeout: Duration::from_secs(120),
+            keepalive_timeout: Duration::ZERO,
+            max_connections: 100,
+            max_sse_event: 1 << 20,
+        }
+    );
+    assert!(c.ignored_keys.is_empty(), "{:?}", c.ignored_keys);
+    for (bad, says) in [
+        (
+            "nginx_config:\n  http:\n    send_timeout: soon\n",
+            "nginx_config.http.send_timeout: invalid time \"soon\"",
+        ),
+        (
+            "nginx_config:\n  http:\n    client_body_timeout: 0s\n",
+            "client_body_timeout: must be more than 0",
+        ),
+        ("ferry:\n  max_connections: 0\n", "at least 1"),
+        ("ferry:\n  max_sse_event_size: 10\n", "at least 1024"),
+    ] {
+        let e = AppConfig::parse(bad).unwrap_err().to_string();
+        assert!(e.contains(says), "{e}");
+    }
+}
