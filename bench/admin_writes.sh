@@ -29,6 +29,8 @@ for n in "${sizes[@]}"; do
   cat > "$work/config.yaml" <<YAML
 apisix:
   node_listen: [{ip: 127.0.0.1, port: $port}]
+  ssl:
+    enable: false
 deployment:
   admin:
     admin_key: [{name: admin, key: bench-key, role: admin}]

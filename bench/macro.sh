@@ -43,6 +43,8 @@ plugin_attr:
     enable_export_server: false
 apisix:
   node_listen: [{ip: 127.0.0.1, port: $port}]
+  ssl:
+    enable: false
 deployment:
   admin:
     admin_key: [{name: admin, key: bench-key, role: admin}]

@@ -26,6 +26,8 @@ start() { # $1: extra deployment keys
   cat > "$work/config.yaml" <<YAML
 apisix:
   node_listen: [{ip: 127.0.0.1, port: $port}]
+  ssl:
+    enable: false
 deployment:
 $1  admin:
     admin_key: [{name: admin, key: bench-key, role: admin}]

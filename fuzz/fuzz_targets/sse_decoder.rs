@@ -12,7 +12,9 @@ fn decode(input: &[u8], cuts: &[usize], limit: usize) -> (Vec<(String, String)>,
     let mut last = 0;
     for &c in cuts.iter().chain(std::iter::once(&input.len())) {
         d.feed_each(&input[last..c], |e| {
-            assert!(e.data.len() <= limit, "an event past the bound");
+            // Bytes that are not UTF-8 become U+FFFD (three bytes each) in `data`.
+            assert!(e.raw.len() <= limit, "an event past the bound");
+            assert!(e.data.len() <= 3 * limit, "an event's data past the bound");
             raw.extend_from_slice(e.raw);
             events.push((e.kind.to_string(), e.data.to_string()));
         });

@@ -78,7 +78,7 @@ def gateway():
         with open(os.path.join(work, "config.yaml"), "w") as f:
             f.write(
                 "plugin_attr:\n  prometheus:\n    enable_export_server: false\n"
-                f"apisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\n"
+                f"apisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\n  ssl:\n    enable: false\n"
                 f"deployment:\n  admin:\n    admin_key: [{{name: admin, key: {ADMIN_KEY}, role: admin}}]\n"
                 f"    admin_listen: {{ip: 127.0.0.1, port: {admin_port}}}\n"
             )

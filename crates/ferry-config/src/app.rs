@@ -84,6 +84,8 @@ pub struct AppConfig {
     pub drain_timeout: Duration,
     /// `apisix.ssl.ssl_trusted_certificate`: extra CA certificates (PEM) for upstream TLS.
     pub trusted_ca: Option<PathBuf>,
+    /// `apisix.ssl`: the TLS listeners of the data plane.
+    pub ssl: SslConf,
     /// `plugin_attr.prometheus.export_addr` (None: `enable_export_server: false`).
     pub prometheus_export: Option<SocketAddr>,
     /// `plugin_attr.prometheus.export_uri`.
@@ -96,6 +98,28 @@ pub struct AppConfig {
     pub disable_upstream_healthcheck: bool,
     /// APISIX keys present in the file that Ferry does not use.
     pub ignored_keys: Vec<String>,
+}
+
+/// `apisix.ssl`: the data plane's TLS listeners; certificates come from the `ssls` resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SslConf {
+    pub enabled: bool,
+    pub listen: Vec<SocketAddr>,
+    /// The name used when a client sends no SNI.
+    pub fallback_sni: Option<String>,
+    /// `TLSv1.2`, `TLSv1.3`.
+    pub protocols: Vec<String>,
+}
+
+impl Default for SslConf {
+    fn default() -> Self {
+        SslConf {
+            enabled: true,
+            listen: vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9443)],
+            fallback_sni: None,
+            protocols: vec!["TLSv1.2".into(), "TLSv1.3".into()],
+        }
+    }
 }
 
 impl Default for AppConfig {
@@ -122,6 +146,7 @@ impl Default for AppConfig {
             data_dir: PathBuf::from("data"),
             drain_timeout: Duration::from_secs(10),
             trusted_ca: None,
+            ssl: SslConf::default(),
             prometheus_export: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9091)),
             prometheus_uri: "/apisix/prometheus/metrics".into(),
             worker_threads: None,
@@ -172,6 +197,24 @@ struct RawPrometheus {
 #[derive(Deserialize)]
 struct RawSsl {
     ssl_trusted_certificate: Option<PathBuf>,
+    enable: Option<bool>,
+    listen: Option<Vec<RawSslListen>>,
+    fallback_sni: Option<String>,
+    ssl_protocols: Option<String>,
+    /// Accepted for compatibility: rustls offers its own modern suites.
+    #[allow(dead_code)]
+    ssl_ciphers: Option<String>,
+    #[allow(dead_code)]
+    ssl_session_tickets: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct RawSslListen {
+    ip: Option<IpAddr>,
+    port: Option<u16>,
+    #[allow(dead_code)]
+    enable_http3: Option<bool>,
+    enable_http2: Option<serde_yaml_ng::Value>,
 }
 
 /// `apisix.node_listen`: a port, or a list of ports and `{ip, port}` maps.
@@ -395,6 +438,40 @@ impl AppConfig {
         }
         if let Some(ssl) = raw.apisix.ssl {
             self.trusted_ca = ssl.ssl_trusted_certificate;
+            if let Some(e) = ssl.enable {
+                self.ssl.enabled = e;
+            }
+            if let Some(items) = ssl.listen {
+                let mut out = Vec::new();
+                for (i, l) in items.into_iter().enumerate() {
+                    if l.enable_http2.is_some() {
+                        return Err(ConfigError(format!(
+                            "apisix.ssl.listen[{i}].enable_http2: port-level enable_http2 is not supported; use apisix.enable_http2"
+                        )));
+                    }
+                    out.push(SocketAddr::new(
+                        l.ip.unwrap_or(unspecified),
+                        l.port.unwrap_or(9443),
+                    ));
+                }
+                self.ssl.listen = out;
+            }
+            if let Some(f) = ssl.fallback_sni {
+                self.ssl.fallback_sni = Some(f);
+            }
+            if let Some(p) = ssl.ssl_protocols {
+                self.ssl.protocols = p.split_whitespace().map(String::from).collect();
+                for n in &self.ssl.protocols {
+                    if !matches!(n.as_str(), "TLSv1.2" | "TLSv1.3") {
+                        return Err(ConfigError(format!(
+                            "apisix.ssl.ssl_protocols: {n} is not supported (Ferry speaks TLSv1.2 and TLSv1.3)"
+                        )));
+                    }
+                }
+                if self.ssl.protocols.is_empty() {
+                    return Err(ConfigError("apisix.ssl.ssl_protocols: empty".into()));
+                }
+            }
         }
         if let Some(p) = raw.plugin_attr.prometheus {
             if let Some(u) = p.export_uri {

@@ -191,6 +191,8 @@ pub struct ServerConf {
     pub drain_timeout: Duration,
     /// Client timeouts and the connection cap.
     pub client: ClientLimits,
+    /// The TLS settings of the TLS listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A response body that keeps its request counted as in flight until it is dropped.
@@ -257,8 +259,11 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
 
 /// Serves until `shutdown` resolves, then drains in-flight requests for up to the drain
 /// timeout. Returns true when every connection finished in time.
+///
+/// `tls_listeners` speak TLS (with `conf.tls`); the others HTTP/1.1 and cleartext HTTP/2.
 pub async fn serve(
     listeners: Vec<TcpListener>,
+    tls_listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
     conf: ServerConf,
     shutdown: impl std::future::Future<Output = ()>,
@@ -289,7 +294,12 @@ pub async fn serve(
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    for listener in listeners {
+    let acceptor = conf.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let all = listeners
+        .into_iter()
+        .map(|l| (l, None))
+        .chain(tls_listeners.into_iter().map(|l| (l, acceptor.clone())));
+    for (listener, tls) in all {
         let builder = builder.clone();
         let shared = shared.clone();
         let graceful = graceful.clone();
@@ -334,10 +344,33 @@ pub async fn serve(
                         }))
                     }
                 });
-                let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-                let conn = graceful.watch(conn);
+                let builder = builder.clone();
+                let graceful = graceful.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let served = match tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(io), svc);
+                            graceful.watch(conn.into_owned()).await
+                        }
+                        Some(acceptor) => {
+                            // The handshake is part of the head: it has the head's time.
+                            let hs =
+                                tokio::time::timeout(limits.header_timeout, acceptor.accept(io));
+                            match hs.await {
+                                Ok(Ok(tls)) => {
+                                    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                                    graceful.watch(conn.into_owned()).await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!("TLS handshake with {remote} failed: {e}");
+                                    Ok(())
+                                }
+                                Err(_) => Ok(()),
+                            }
+                        }
+                    };
+                    if let Err(e) = served {
                         tracing::debug!("connection from {remote} ended: {e}");
                     }
                     drop(slot);

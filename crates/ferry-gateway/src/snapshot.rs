@@ -28,6 +28,8 @@ pub struct Snapshot {
     /// The global rules' plugins, for requests no route matches (matched routes carry them
     /// merged under their own).
     pub global: Option<Arc<Route>>,
+    /// The server certificates by SNI (the `ssls` resources).
+    pub sni: Arc<crate::tls::SniTable>,
     pub built_at: Instant,
     pub built_wall: SystemTime,
 }
@@ -38,6 +40,7 @@ impl Snapshot {
             revision: 0,
             router: Router::default(),
             global: None,
+            sni: Arc::default(),
             built_at: Instant::now(),
             built_wall: SystemTime::now(),
         }
@@ -84,6 +87,7 @@ pub struct Compiler {
     /// The union of every global rule's plugins, merged under each route's.
     global_plugins: Map<String, Value>,
     global: Option<Arc<Route>>,
+    sni: Arc<crate::tls::SniTable>,
 }
 
 impl Compiler {
@@ -131,6 +135,7 @@ impl Compiler {
         let mut errors = Vec::new();
         self.rebuild_consumers(registry);
         self.rebuild_global(registry, &mut errors);
+        self.rebuild_sni(&mut errors);
         for id in gone.iter().chain(&ids) {
             self.recompile(id, registry, &mut errors);
         }
@@ -172,6 +177,9 @@ impl Compiler {
         }) {
             self.rebuild_consumers(registry);
         }
+        if changes.iter().any(|c| c.kind == Kind::Ssls) {
+            self.rebuild_sni(&mut errors);
+        }
         if changes.iter().any(|c| c.kind == Kind::GlobalRules)
             && self.rebuild_global(registry, &mut errors)
         {
@@ -191,9 +199,18 @@ impl Compiler {
             revision: self.revision,
             router: self.router.clone(),
             global: self.global.clone(),
+            sni: self.sni.clone(),
             built_at: Instant::now(),
             built_wall: SystemTime::now(),
         }
+    }
+
+    /// Recompiles the server certificates from the `ssls` resources.
+    fn rebuild_sni(&mut self, errors: &mut Vec<String>) {
+        let (table, e) =
+            crate::tls::SniTable::build(self.records.values().filter(|r| r.kind == Kind::Ssls));
+        errors.extend(e);
+        self.sni = Arc::new(table);
     }
 
     /// Rebuilds the consumer directory: each consumer with its group's plugins under its own

@@ -199,9 +199,12 @@ impl Decoder {
     fn process_line(&mut self, line: &[u8], f: &mut impl FnMut(EventRef<'_>)) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
-            self.size = 0;
             if self.has_field {
                 self.dispatch(f);
+            } else if !self.keep_raw {
+                // Nothing is held for lines that made no event (comments), unless their raw
+                // bytes are kept for the next event: then they count toward its bound.
+                self.size = 0;
             }
             return;
         }
@@ -249,6 +252,7 @@ impl Decoder {
         self.kind.clear();
         self.data.clear();
         self.raw.clear();
+        self.size = 0;
         self.has_data = false;
         self.has_field = false;
     }
@@ -365,6 +369,18 @@ mod tests {
         d.feed(line.as_bytes(), &mut out);
         assert!(!d.overflowed());
         assert_eq!(out.last().map(|e| e.data.len()), Some(992));
+        // Comment lines are held when raw bytes are kept (they go out with the next event), so
+        // they count toward its bound; without raw bytes nothing is held for them.
+        let mut d = Decoder::keeping_raw().with_limit(1000);
+        for _ in 0..200 {
+            d.feed(b": ping\n\n", &mut out);
+        }
+        assert!(d.overflowed());
+        let mut d = Decoder::new().with_limit(1000);
+        for _ in 0..200 {
+            d.feed(b": ping\n\n", &mut out);
+        }
+        assert!(!d.overflowed());
     }
 
     #[test]

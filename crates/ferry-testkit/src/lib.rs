@@ -96,6 +96,17 @@ impl Ferry {
             let admin_port = free_port();
             let metrics_port = free_port();
             let (apisix_extra, extra) = split_apisix(extra);
+            // No TLS listener on the default port 9443 (tests run side by side) unless the
+            // test sets its own.
+            let apisix_extra = if apisix_extra.contains("\n    listen:")
+                || apisix_extra.contains("\n    enable:")
+            {
+                apisix_extra
+            } else if apisix_extra.starts_with("  ssl:\n") || apisix_extra.contains("\n  ssl:\n") {
+                apisix_extra.replacen("  ssl:\n", "  ssl:\n    enable: false\n", 1)
+            } else {
+                format!("{apisix_extra}  ssl:\n    enable: false\n")
+            };
             let cfg = format!(
                 "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n{apisix_extra}\
                  plugin_attr:\n  prometheus:\n    export_addr:\n      ip: 127.0.0.1\n      port: {metrics_port}\n\

@@ -168,6 +168,19 @@ fn effective(c: &AppConfig) -> String {
         ),
         ("ferry.max_header_size", c.max_header_size.to_string()),
         (
+            "apisix.ssl.listen",
+            if c.ssl.enabled {
+                list(c.ssl.listen.iter().map(|a| a.to_string()).collect())
+            } else {
+                "off".into()
+            },
+        ),
+        (
+            "apisix.ssl.fallback_sni",
+            c.ssl.fallback_sni.clone().unwrap_or_else(|| "-".into()),
+        ),
+        ("apisix.ssl.ssl_protocols", c.ssl.protocols.join(" ")),
+        (
             "nginx_config.http.client_header_timeout",
             ms(c.client.header_timeout),
         ),
@@ -351,6 +364,24 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         cfg.node_listen.clone()
     };
     let listeners = server::bind(&node_listen).await?;
+    // TLS listeners (apisix.ssl), with certificates from the `ssls` resources by SNI.
+    let tls_listen = if cfg.role == Role::ControlPlane || !cfg.ssl.enabled {
+        Vec::new()
+    } else {
+        cfg.ssl.listen.clone()
+    };
+    let tls_listeners = server::bind(&tls_listen).await?;
+    let tls = if tls_listen.is_empty() {
+        None
+    } else {
+        let versions = ferry_gateway::tls::versions(&cfg.ssl.protocols)?;
+        let resolver =
+            ferry_gateway::tls::Resolver::new(shared.clone(), cfg.ssl.fallback_sni.clone());
+        Some(ferry_gateway::tls::server_config(
+            Arc::new(resolver),
+            &versions,
+        )?)
+    };
     let export_listener = match cfg.prometheus_export {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a)
@@ -417,7 +448,11 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
             stop,
         ));
     }
-    let addrs: Vec<String> = node_listen.iter().map(|a| a.to_string()).collect();
+    let addrs: Vec<String> = node_listen
+        .iter()
+        .map(|a| a.to_string())
+        .chain(tls_listen.iter().map(|a| format!("{a} (TLS)")))
+        .collect();
     eprintln!(
         "ferry {} ({}) listening on {} (admin {}), data dir {}, started in {} ms",
         env!("CARGO_PKG_VERSION"),
@@ -439,6 +474,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         max_header_size: cfg.max_header_size,
         drain_timeout: cfg.drain_timeout,
         client: cfg.client,
+        tls,
     };
     let shutdown = async move {
         tokio::select! {
@@ -448,7 +484,7 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         eprintln!("ferry: shutting down, draining in-flight requests");
         let _ = stop_tx.send(true);
     };
-    let drained = server::serve(listeners, shared, conf, shutdown).await;
+    let drained = server::serve(listeners, tls_listeners, shared, conf, shutdown).await;
     ferry_plugins::log::batch::flush_all(std::time::Duration::from_secs(5)).await;
     if let Some(t) = admin_task {
         let _ = t.await;

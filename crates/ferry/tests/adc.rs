@@ -55,7 +55,7 @@ async fn start(tag: &str, deployment: &str) -> (TempDir, Ferry, Mock, u16, u16) 
         .collect();
     let provider = deployment;
     let cfg = format!(
-        "plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\n  ssl:\n    ssl_trusted_certificate: ca.pem\n\
+        "plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\n  ssl:\n    enable: false\n    ssl_trusted_certificate: ca.pem\n\
          deployment:\n{provider}  admin:\n    admin_key: [{{name: admin, key: {TEST_KEY}, role: admin}}]\n    admin_listen: {{ip: 127.0.0.1, port: {admin_port}}}\n\
          ferry:\n  resolve:\n{resolve}"
     );

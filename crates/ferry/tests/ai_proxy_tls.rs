@@ -24,7 +24,7 @@ async fn default_provider_urls_over_tls() {
     std::fs::write(dir.0.join("ca.pem"), ca).unwrap();
     let (port, admin_port) = (ferry_testkit::free_port(), ferry_testkit::free_port());
     let cfg = format!(
-        "plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\n  ssl:\n    ssl_trusted_certificate: ca.pem\n\
+        "plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\n  ssl:\n    enable: false\n    ssl_trusted_certificate: ca.pem\n\
          deployment:\n  admin:\n    admin_key: [{{name: admin, key: {key}, role: admin}}]\n    admin_listen: {{ip: 127.0.0.1, port: {admin_port}}}\n\
          ferry:\n  resolve:\n    api.openai.com: {addr}\n    api.deepseek.com: {addr}\n",
         key = ferry_testkit::TEST_KEY,

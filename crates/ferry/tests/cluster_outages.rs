@@ -182,7 +182,7 @@ async fn start_up_waits_for_etcd_or_gives_up_clearly() {
     // Too few attempts: exits non-zero naming the endpoint.
     let dir = TempDir::new("cl-giveup");
     let cfg = format!(
-        "apisix:\n  node_listen: {}\ndeployment:\n{}",
+        "apisix:\n  node_listen: {}\n  ssl:\n    enable: false\ndeployment:\n{}",
         ferry_testkit::free_port(),
         deployment(&etcd, "data_plane", "/apisix", "    startup_retry: 2\n")
     );
@@ -209,7 +209,7 @@ async fn start_up_waits_for_etcd_or_gives_up_clearly() {
     let dir = TempDir::new("cl-wait");
     let port = ferry_testkit::free_port();
     let cfg = format!(
-        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\ndeployment:\n{}",
+        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  ssl:\n    enable: false\ndeployment:\n{}",
         deployment(&etcd, "data_plane", "/apisix", "    startup_retry: 30\n")
     );
     std::fs::write(dir.0.join("config.yaml"), cfg).unwrap();
@@ -287,7 +287,7 @@ async fn etcd_auth_a_read_only_data_plane_and_endpoint_failover() {
     // A wrong password: the node refuses to start, in etcd's words.
     let dir = TempDir::new("cl-auth-bad");
     let cfg = format!(
-        "apisix:\n  node_listen: {}\ndeployment:\n{}",
+        "apisix:\n  node_listen: {}\n  ssl:\n    enable: false\ndeployment:\n{}",
         ferry_testkit::free_port(),
         deployment(
             &etcd,
@@ -319,7 +319,7 @@ async fn etcd_over_tls() {
     std::fs::write(dir.0.join("ca.crt"), &ca.ca_pem).unwrap();
     let (port, admin) = (ferry_testkit::free_port(), ferry_testkit::free_port());
     let cfg = format!(
-        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  ssl:\n    ssl_trusted_certificate: ca.crt\n\
+        "apisix:\n  node_listen:\n    - ip: 127.0.0.1\n      port: {port}\n  ssl:\n    enable: false\n    ssl_trusted_certificate: ca.crt\n\
          deployment:\n  admin:\n    admin_key:\n      - name: admin\n        key: {}\n        role: admin\n    admin_listen:\n      ip: 127.0.0.1\n      port: {admin}\n  etcd:\n    host:\n      - {}\n    tls:\n      sni: localhost\n",
         ferry_testkit::TEST_KEY,
         etcd.endpoint()

@@ -96,7 +96,7 @@ fn no_config_generates_an_admin_key_once() {
     // Defaults everywhere except the ports (so tests can run side by side).
     std::fs::write(
         dir.0.join("config.yaml"),
-        format!("plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\ndeployment:\n  admin:\n    admin_listen: {{ip: 127.0.0.1, port: {admin_port}}}\n"),
+        format!("plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\n  ssl:\n    enable: false\ndeployment:\n  admin:\n    admin_listen: {{ip: 127.0.0.1, port: {admin_port}}}\n"),
     )
     .unwrap();
     let t = Instant::now();
@@ -235,7 +235,7 @@ fn port_in_use_is_a_clear_error() {
     let port = busy.local_addr().unwrap().port();
     std::fs::write(
         dir.0.join("config.yaml"),
-        format!("plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\ndeployment:\n  admin:\n    admin_listen: {{ip: 127.0.0.1, port: {}}}\n", free_port()),
+        format!("plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\n  ssl:\n    enable: false\ndeployment:\n  admin:\n    admin_listen: {{ip: 127.0.0.1, port: {}}}\n", free_port()),
     )
     .unwrap();
     let (code, _, err) = run(&dir.0, &["serve", "--config", "config.yaml"]);
@@ -300,7 +300,7 @@ async fn a_data_dir_serves_one_process() {
     std::fs::write(
         other.0.join("config.yaml"),
         format!(
-            "plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {}}}]\ndeployment:\n  admin:\n    admin_listen: {{ip: 127.0.0.1, port: {}}}\nferry:\n  data_dir: {}\n",
+            "plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {}}}]\n  ssl:\n    enable: false\ndeployment:\n  admin:\n    admin_listen: {{ip: 127.0.0.1, port: {}}}\nferry:\n  data_dir: {}\n",
             free_port(),
             free_port(),
             dir.0.join("data").display()

@@ -14,7 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 fn config(dir: &std::path::Path, deployment: &str) -> (u16, u16) {
     let (port, admin_port) = (free_port(), free_port());
     let cfg = format!(
-        "plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\n\
+        "plugin_attr:\n  prometheus:\n    enable_export_server: false\napisix:\n  node_listen: [{{ip: 127.0.0.1, port: {port}}}]\n  ssl:\n    enable: false\n\
          deployment:\n{deployment}  admin:\n    admin_key: [{{name: admin, key: {TEST_KEY}, role: admin}}]\n    admin_listen: {{ip: 127.0.0.1, port: {admin_port}}}\n"
     );
     std::fs::write(dir.join("config.yaml"), cfg).unwrap();
