@@ -345,13 +345,14 @@ pub async fn serve(
                     }
                 });
                 let builder = builder.clone();
-                let graceful = graceful.clone();
+                // Registered now: a shutdown waits for this connection (and its handshake).
+                let watcher = graceful.watcher();
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let served = match tls {
                         None => {
                             let conn = builder.serve_connection(TokioIo::new(io), svc);
-                            graceful.watch(conn.into_owned()).await
+                            watcher.watch(conn.into_owned()).await
                         }
                         Some(acceptor) => {
                             // The handshake is part of the head: it has the head's time.
@@ -360,7 +361,7 @@ pub async fn serve(
                             match hs.await {
                                 Ok(Ok(tls)) => {
                                     let conn = builder.serve_connection(TokioIo::new(tls), svc);
-                                    graceful.watch(conn.into_owned()).await
+                                    watcher.watch(conn.into_owned()).await
                                 }
                                 Ok(Err(e)) => {
                                     tracing::debug!("TLS handshake with {remote} failed: {e}");

@@ -321,8 +321,8 @@ async fn the_ingress_controller_document_in_the_docs() {
     let cfg = std::fs::read_to_string(dir.0.join("config.yaml"))
         .unwrap()
         .replace(
-            "apisix:\n",
-            "apisix:\n  ssl:\n    ssl_trusted_certificate: ca.pem\n",
+            "  ssl:\n    enable: false\n",
+            "  ssl:\n    enable: false\n    ssl_trusted_certificate: ca.pem\n",
         )
         + &format!("ferry:\n  resolve:\n    api.openai.com: {}\n", mock.addr);
     std::fs::write(dir.0.join("config.yaml"), cfg).unwrap();
