@@ -37,6 +37,10 @@ Request headers that change the answer:
   x-mock-malformed: 1       a stream of garbage and broken JSON
   x-mock-reset-after: N     reset the connection after N stream chunks
   x-mock-stall: 1           send the head of a stream, then nothing
+  x-mock-stall-after: N     send N stream chunks, then nothing
+  x-mock-drip-ms: N         send the stream one byte at a time, N ms apart
+  x-mock-long-line: N       after the first event, a data: line of N bytes
+  x-mock-invalid-utf8: 1    a stream event whose text is not valid UTF-8
   x-mock-endless: 1         a stream that never ends
 
 See docs/mock.md.
