@@ -80,6 +80,9 @@ pub struct AppConfig {
     pub max_header_size: usize,
     /// Client timeouts and the connection cap.
     pub client: crate::limits::ClientLimits,
+    /// `ferry.upstream_max_streams`: requests one upstream connection carries (HTTP/2
+    /// streams) before the next go to another connection.
+    pub upstream_max_streams: usize,
     pub data_dir: PathBuf,
     pub drain_timeout: Duration,
     /// `apisix.ssl.ssl_trusted_certificate`: extra CA certificates (PEM) for upstream TLS.
@@ -143,6 +146,7 @@ impl Default for AppConfig {
             client_max_body_size: 64 * 1024 * 1024,
             max_header_size: 64 * 1024,
             client: crate::limits::ClientLimits::default(),
+            upstream_max_streams: 100,
             data_dir: PathBuf::from("data"),
             drain_timeout: Duration::from_secs(10),
             trusted_ca: None,
@@ -378,6 +382,7 @@ struct RawFerry {
     worker_threads: Option<usize>,
     max_connections: Option<usize>,
     max_sse_event_size: Option<SizeValue>,
+    upstream_max_streams: Option<usize>,
     /// `host: ip:port`, e.g. `api.openai.com: 127.0.0.1:8443`.
     resolve: Option<std::collections::BTreeMap<String, SocketAddr>>,
 }
@@ -679,6 +684,14 @@ impl AppConfig {
                 ));
             }
             self.client.max_connections = n;
+        }
+        if let Some(n) = raw.ferry.upstream_max_streams {
+            if n == 0 {
+                return Err(ConfigError(
+                    "ferry.upstream_max_streams: must be at least 1".into(),
+                ));
+            }
+            self.upstream_max_streams = n;
         }
         if let Some(s) = raw.ferry.max_sse_event_size {
             let n = s.resolve("ferry.max_sse_event_size")?;

@@ -251,6 +251,7 @@ fn client_limits_defaults_and_settings() {
     assert_eq!(c.client.send_timeout, Duration::from_secs(10));
     assert_eq!(c.client.max_connections, 10240);
     assert_eq!(c.client.max_sse_event, 4 << 20);
+    assert_eq!(c.upstream_max_streams, 100);
     let c = AppConfig::parse(
         "nginx_config:\n  http:\n    client_header_timeout: 5s\n    client_body_timeout: 500ms\n    send_timeout: 2m\n    keepalive_timeout: 0\nferry:\n  max_connections: 100\n  max_sse_event_size: 1m\n",
     )
@@ -277,6 +278,7 @@ fn client_limits_defaults_and_settings() {
             "client_body_timeout: must be more than 0",
         ),
         ("ferry:\n  max_connections: 0\n", "at least 1"),
+        ("ferry:\n  upstream_max_streams: 0\n", "at least 1"),
         ("ferry:\n  max_sse_event_size: 10\n", "at least 1024"),
     ] {
         let e = AppConfig::parse(bad).unwrap_err().to_string();

@@ -1,7 +1,10 @@
-//! Upstream HTTP clients (hyper-util's pooled client over rustls): one per distinct (TLS
-//! verification, keep-alive, timeout) setting, shared by every plugin instance that uses it,
-//! made at config load and released (with its pool) when no instance uses it any more. Extra trusted CAs (`apisix.ssl.ssl_trusted_certificate`) and host overrides
-//! (`ferry.resolve`) apply to all. HTTP/2 is used when a TLS upstream offers it (ALPN).
+//! Upstream HTTP clients (hyper-util's pooled client over rustls). A pool per distinct (TLS
+//! verification, keep-alive, connect timeout) setting is shared by every plugin instance that
+//! uses it, whatever their request timeouts, made at config load and released when no instance
+//! uses it any more. HTTP/2 is used when a TLS upstream offers it (ALPN); a connection that
+//! carries `max_streams` requests makes the next ones go to another connection (a pool has up to
+//! [`MAX_SLOTS`] of them per host) rather than wait behind long streams. Extra trusted CAs
+//! (`apisix.ssl.ssl_trusted_certificate`) and host overrides (`ferry.resolve`) apply to all.
 
 use crate::shared::WeakCache;
 use bytes::Bytes;
@@ -20,7 +23,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,7 +35,11 @@ pub struct ClientKey {
     pub keepalive: bool,
     pub keepalive_timeout_ms: u64,
     pub keepalive_pool: u64,
+    /// The request timeout: connect, send and response head (each body read is the caller's).
     pub timeout_ms: u64,
+    /// A connect timeout of its own (upstreams' `timeout.connect`); `None`: `timeout_ms`
+    /// bounds the connect as part of the request.
+    pub connect_timeout_ms: Option<u64>,
     /// The TLS server name to send and verify, when it is not the URI's host (APISIX's
     /// upstreams use the upstream `Host`, whatever node address they connect to).
     pub sni: Option<Arc<str>>,
@@ -39,9 +47,102 @@ pub struct ClientKey {
 
 type Connector = HttpsConnector<HttpConnector<Resolver>>;
 
-/// A pooled upstream client with its timeout (connect, response head, and each body read).
+/// Connections (HTTP/2) or connection pools (HTTP/1.1) per host a pool may spread requests over.
+pub const MAX_SLOTS: usize = 16;
+
+/// The default number of requests one upstream connection carries before the next go to
+/// another (`ferry.upstream_max_streams`; HTTP/2 servers allow at least 100 as a rule).
+pub const DEFAULT_MAX_STREAMS: usize = 100;
+
+type Hyper = Client<Connector, Full<Bytes>>;
+
+/// One client (its own connections) and the requests it carries now.
+struct Slot {
+    client: Hyper,
+    inflight: Arc<AtomicUsize>,
+}
+
+/// Clients of one setting: the first with room takes the next request.
+pub struct Pool {
+    slots: [OnceLock<Slot>; MAX_SLOTS],
+    make: Box<dyn Fn() -> Hyper + Send + Sync>,
+    max_streams: usize,
+}
+
+impl Pool {
+    /// The client for the next request, counted until the lease (kept with the response body)
+    /// is dropped.
+    fn lease(&self) -> (&Hyper, Lease) {
+        let mut least: Option<&Slot> = None;
+        for cell in &self.slots {
+            let slot = cell.get_or_init(|| Slot {
+                client: (self.make)(),
+                inflight: Arc::default(),
+            });
+            let n = slot.inflight.load(Ordering::Relaxed);
+            if n < self.max_streams {
+                return (&slot.client, Lease::take(&slot.inflight));
+            }
+            if least.is_none_or(|l| n < l.inflight.load(Ordering::Relaxed)) {
+                least = Some(slot);
+            }
+        }
+        let slot = least.unwrap_or_else(|| unreachable!("MAX_SLOTS > 0"));
+        (&slot.client, Lease::take(&slot.inflight))
+    }
+
+    /// How many clients were opened (for tests).
+    pub fn slots_open(&self) -> usize {
+        self.slots.iter().filter(|c| c.get().is_some()).count()
+    }
+}
+
+/// One request counted on its client.
+struct Lease(Arc<AtomicUsize>);
+
+impl Lease {
+    fn take(n: &Arc<AtomicUsize>) -> Lease {
+        n.fetch_add(1, Ordering::Relaxed);
+        Lease(n.clone())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An upstream response body; its request stays counted on its connection until it is dropped.
+pub struct UpBody {
+    inner: Incoming,
+    _lease: Lease,
+}
+
+impl http_body::Body for UpBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A pooled upstream client with its request timeout (connect, response head; each body
+/// read is the caller's).
 pub struct Upstream {
-    client: Client<Connector, Full<Bytes>>,
+    pool: Arc<Pool>,
     pub timeout: Duration,
 }
 
@@ -134,7 +235,7 @@ impl Upstream {
     pub async fn send(
         &self,
         req: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<Incoming>, UpError> {
+    ) -> Result<http::Response<UpBody>, UpError> {
         self.send_within(req, self.timeout).await
     }
 
@@ -143,12 +244,21 @@ impl Upstream {
         &self,
         req: http::Request<Full<Bytes>>,
         timeout: Duration,
-    ) -> Result<http::Response<Incoming>, UpError> {
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+    ) -> Result<http::Response<UpBody>, UpError> {
+        let (client, lease) = self.pool.lease();
+        match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => Err(UpError::Timeout),
-            Ok(Ok(r)) => Ok(r),
+            Ok(Ok(r)) => Ok(r.map(|inner| UpBody {
+                inner,
+                _lease: lease,
+            })),
             Ok(Err(e)) => Err(UpError::from_chain(e.is_connect(), &e)),
         }
+    }
+
+    /// The shared pool behind this client.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
     }
 }
 
@@ -185,6 +295,9 @@ pub struct Transport {
     roots: Arc<RootCertStore>,
     resolver: Resolver,
     clients: WeakCache<ClientKey, Upstream>,
+    /// Pools by their key's connection settings (request timeout left out).
+    pools: WeakCache<ClientKey, Pool>,
+    max_streams: usize,
 }
 
 impl Default for Transport {
@@ -196,6 +309,8 @@ impl Default for Transport {
                 gai: GaiResolver::new(),
             },
             clients: WeakCache::default(),
+            pools: WeakCache::default(),
+            max_streams: DEFAULT_MAX_STREAMS,
         })
     }
 }
@@ -229,7 +344,15 @@ impl Transport {
                 gai: GaiResolver::new(),
             },
             clients: WeakCache::default(),
+            pools: WeakCache::default(),
+            max_streams: DEFAULT_MAX_STREAMS,
         })
+    }
+
+    /// Requests one upstream connection carries before the next go to another.
+    pub fn with_max_streams(mut self, n: usize) -> Transport {
+        self.max_streams = n.max(1);
+        self
     }
 
     /// The client for these settings (shared while in use).
@@ -243,12 +366,35 @@ impl Transport {
         self.clients.live().len()
     }
 
+    /// The number of connection pools in use (clients that differ only in their request
+    /// timeout share one).
+    pub fn pools_in_use(&self) -> usize {
+        self.pools.live().len()
+    }
+
     fn build(&self, key: &ClientKey) -> Result<Arc<Upstream>, String> {
-        let timeout = Duration::from_millis(key.timeout_ms);
+        let pool_key = ClientKey {
+            timeout_ms: 0,
+            ..key.clone()
+        };
+        let pool = self
+            .pools
+            .get_or_try_insert(pool_key, || self.build_pool(key))?;
+        Ok(Arc::new(Upstream {
+            pool,
+            timeout: Duration::from_millis(key.timeout_ms),
+        }))
+    }
+
+    fn build_pool(&self, key: &ClientKey) -> Result<Arc<Pool>, String> {
         let mut http = HttpConnector::new_with_resolver(self.resolver.clone());
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout));
+        // Without a connect timeout of its own, the request's timeout bounds the connect; a
+        // connect left over after it (finishing for the pool) is bounded here.
+        http.set_connect_timeout(Some(Duration::from_millis(
+            key.connect_timeout_ms.unwrap_or(60_000),
+        )));
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -273,17 +419,27 @@ impl Transport {
                 builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
         }
         let https = builder.enable_http1().enable_http2().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_millis(key.keepalive_timeout_ms))
-            .pool_max_idle_per_host(if key.keepalive {
+        let (idle, per_host) = (
+            Duration::from_millis(key.keepalive_timeout_ms),
+            if key.keepalive {
                 key.keepalive_pool as usize
             } else {
                 0
-            })
-            .build(https);
-        Ok(Arc::new(Upstream { client, timeout }))
+            },
+        );
+        let make = move || {
+            Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(idle)
+                .pool_max_idle_per_host(per_host)
+                .build(https.clone())
+        };
+        Ok(Arc::new(Pool {
+            slots: std::array::from_fn(|_| OnceLock::new()),
+            make: Box::new(make),
+            max_streams: self.max_streams,
+        }))
     }
 }
 
@@ -372,6 +528,7 @@ mod tests {
             keepalive_timeout_ms: 60_000,
             keepalive_pool: 4,
             timeout_ms: 1000,
+            connect_timeout_ms: None,
             sni: None,
         };
         let a = t.client(key.clone()).unwrap();
@@ -380,13 +537,24 @@ mod tests {
         let c = t
             .client(ClientKey {
                 timeout_ms: 2000,
-                ..key
+                ..key.clone()
             })
             .unwrap();
         assert_eq!(t.clients_in_use(), 2);
-        drop((a, b));
+        // Only the request timeout differs: one pool.
+        assert_eq!(t.pools_in_use(), 1);
+        assert!(Arc::ptr_eq(a.pool(), c.pool()));
+        let d = t
+            .client(ClientKey {
+                keepalive_pool: 8,
+                ..key
+            })
+            .unwrap();
+        assert_eq!(t.pools_in_use(), 2);
+        drop((a, b, d));
         assert_eq!(t.clients_in_use(), 1);
         drop(c);
         assert_eq!(t.clients_in_use(), 0);
+        assert_eq!(t.pools_in_use(), 0);
     }
 }

@@ -181,6 +181,7 @@ pub fn source(
         keepalive_timeout_ms: 60_000,
         keepalive_pool: 2,
         timeout_ms: FETCH_TIMEOUT.as_millis() as u64,
+        connect_timeout_ms: None,
         sni: None,
     })?;
     sources().get_or_try_insert(key.clone(), || {
@@ -440,6 +441,7 @@ mod tests {
                         keepalive_timeout_ms: 1000,
                         keepalive_pool: 1,
                         timeout_ms: 1000,
+                        connect_timeout_ms: None,
                         sni: None,
                     })
                     .unwrap(),

@@ -223,6 +223,7 @@ impl PluginFactory for HttpFactory {
                 keepalive_timeout_ms: 60_000,
                 keepalive_pool: 4,
                 timeout_ms: c.timeout * 1000,
+                connect_timeout_ms: None,
                 sni: None,
             })?;
             let uri = http::Uri::try_from(c.uri.as_str())

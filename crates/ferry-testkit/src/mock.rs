@@ -54,6 +54,8 @@ pub struct MockConfig {
     /// Answer plain chat requests (no `x-mock-*` knob but `x-mock-chunks`) with pre-rendered
     /// bytes in one frame, as a static file server would: the benchmarks' cheap upstream.
     pub fast: bool,
+    /// HTTP/2: the most concurrent streams one connection accepts (SETTINGS).
+    pub h2_max_streams: Option<u32>,
 }
 
 /// One received request.
@@ -88,6 +90,8 @@ struct State {
     rendered: Mutex<HashMap<FastKey, Bytes>>,
     /// Event streams being sent.
     open_streams: std::sync::atomic::AtomicUsize,
+    /// Connections accepted.
+    connections: std::sync::atomic::AtomicUsize,
 }
 
 /// An event stream being sent: counted until its body is dropped.
@@ -195,6 +199,7 @@ impl Mock {
             seen: Mutex::new(Vec::new()),
             rendered: Mutex::new(HashMap::new()),
             open_streams: std::sync::atomic::AtomicUsize::new(0),
+            connections: std::sync::atomic::AtomicUsize::new(0),
         });
         let task = tokio::spawn(serve(listener, state.clone(), tls));
         Mock { addr, state, task }
@@ -236,6 +241,13 @@ impl Mock {
         self.requests().iter().filter(|r| r.path == path).count()
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Event streams still being sent (not with `fast`).
     pub fn open_streams(&self) -> usize {
         self.state
@@ -251,11 +263,17 @@ impl Drop for Mock {
 }
 
 async fn serve(listener: TcpListener, state: Arc<State>, tls: Option<tokio_rustls::TlsAcceptor>) {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Some(n) = state.cfg.h2_max_streams {
+        builder.http2().max_concurrent_streams(n);
+    }
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        state
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let builder = builder.clone();

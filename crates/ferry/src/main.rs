@@ -281,10 +281,10 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
     }
     // Plugin instances resolve their metric handles when built: the recorder comes first.
     let metrics = metrics::install()?;
-    let transport = Arc::new(Transport::new(
-        cfg.trusted_ca.as_deref(),
-        cfg.resolve.clone(),
-    )?);
+    let transport = Arc::new(
+        Transport::new(cfg.trusted_ca.as_deref(), cfg.resolve.clone())?
+            .with_max_streams(cfg.upstream_max_streams),
+    );
     let directory = ferry_core::consumer::directory();
     let registry = Arc::new(ferry_plugins::builtin_with(
         transport.clone(),

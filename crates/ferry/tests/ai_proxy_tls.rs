@@ -92,3 +92,63 @@ async fn untrusted_certificates_are_refused_unless_ssl_verify_is_off() {
     let r = send("POST", &f.url("/lax"), &JSON, chat_body()).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// A provider's HTTP/2 connection that carries its stream limit makes the next request open
+/// another connection instead of waiting behind long streams; routes that differ only in
+/// their timeout share connections.
+#[tokio::test]
+async fn long_streams_do_not_queue_at_the_upstream_stream_limit() {
+    let (mock, ca) = Mock::start_tls(
+        MockConfig {
+            key: Some("token".into()),
+            h2_max_streams: Some(2),
+            ..Default::default()
+        },
+        &["api.openai.com"],
+    )
+    .await;
+    let dir = TempDir::new("tls-streams");
+    std::fs::write(dir.0.join("ca.pem"), ca).unwrap();
+    let f = Ferry::start(
+        BIN,
+        &dir.0,
+        &format!(
+            "  upstream_max_streams: 2\n  resolve:\n    api.openai.com: {}\napisix:\n  ssl:\n    ssl_trusted_certificate: ca.pem\n",
+            mock.addr
+        ),
+    );
+    for (id, timeout) in [("a", 30_000), ("b", 20_000)] {
+        let route = json!({"id": id, "uri": format!("/{id}"), "plugins": {"ai-proxy": {
+            "provider": "openai", "auth": {"header": {"Authorization": "Bearer token"}},
+            "options": {"model": "m"}, "timeout": timeout}}});
+        let (s, v) = f.admin("PUT", "/routes", Some(route)).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let client = ferry_testkit::client(false);
+    let mut bodies = Vec::new();
+    for path in ["/a", "/a", "/a", "/b"] {
+        let req = http::Request::post(f.url(path))
+            .header("content-type", "application/json")
+            .header("x-mock-endless", "1")
+            .header("x-mock-chunk-delay-ms", "50")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                json!({"messages": [], "stream": true}).to_string(),
+            )))
+            .unwrap();
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.request(req))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: queued behind the open streams"))
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        use http_body_util::BodyExt;
+        let first = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no first event"));
+        assert!(first.is_some());
+        bodies.push(body);
+    }
+    // Four streams, two per connection, over routes that share the pool.
+    assert_eq!(mock.connections(), 2);
+    drop(bodies);
+}

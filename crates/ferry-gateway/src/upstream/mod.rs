@@ -62,6 +62,7 @@ impl UpstreamRt {
             keepalive_timeout_ms: self.conf.keepalive_pool.idle_timeout.as_millis() as u64,
             keepalive_pool: u64::from(self.conf.keepalive_pool.size),
             timeout_ms: connect.as_millis().max(1) as u64,
+            connect_timeout_ms: Some(connect.as_millis().max(1) as u64),
             sni: sni.map(Arc::from),
         }
     }

@@ -8,12 +8,12 @@ use ferry_config::upstream::PassHost;
 use ferry_core::body::{BoxError, GwBody, Response};
 use ferry_core::ctx::Ctx;
 use ferry_core::error::GatewayError;
+use ferry_core::transport::UpBody;
 use ferry_core::transport::UpError;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -226,7 +226,7 @@ impl Drop for Active {
     }
 }
 
-fn respond(resp: http::Response<Incoming>, read: Duration, guard: Active) -> Response {
+fn respond(resp: http::Response<UpBody>, read: Duration, guard: Active) -> Response {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let body: GwBody = BodyExt::boxed_unsync(ReadTimeout {
@@ -242,7 +242,7 @@ fn respond(resp: http::Response<Incoming>, read: Duration, guard: Active) -> Res
 /// when the body has to wait (a small answer that is already here never touches the timer
 /// wheel) and re-armed after each chunk.
 struct ReadTimeout {
-    inner: Incoming,
+    inner: UpBody,
     read: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     _active: Active,

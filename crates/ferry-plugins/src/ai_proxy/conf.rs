@@ -323,6 +323,7 @@ impl Compiled {
             keepalive_timeout_ms: conf.keepalive_timeout,
             keepalive_pool: conf.keepalive_pool,
             timeout_ms: conf.timeout,
+            connect_timeout_ms: None,
             sni: None,
         })?;
         Ok(Compiled {

@@ -14,6 +14,7 @@ use ferry_core::body::{Response, full};
 use ferry_core::ctx::Ctx;
 use ferry_core::error::GatewayError;
 use ferry_core::stats::RequestType;
+use ferry_core::transport::UpBody;
 use ferry_protocol::convert::{Converted, Pair};
 use ferry_protocol::shape::{MaxTokensField, Shaping, shape};
 use ferry_protocol::wire::StreamOptions;
@@ -21,7 +22,6 @@ use ferry_protocol::{Observed, Protocol, observe};
 use ferry_provider::headers::{keep_response_header, upstream_request_headers};
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpInfo;
 use serde_json::Value;
 use std::time::Instant;
@@ -220,7 +220,7 @@ async fn exchange(
     ctx: &mut Ctx,
     req: http::Request<Full<Bytes>>,
     port: u16,
-) -> GwResult<(http::Response<Incoming>, Instant)> {
+) -> GwResult<(http::Response<UpBody>, Instant)> {
     let sent = Instant::now();
     if let Some(st) = ctx.ext.get_mut::<AiState>() {
         st.sent = Some(sent);
@@ -250,7 +250,7 @@ async fn respond(
     conf: &Compiled,
     ctx: &mut Ctx,
     a: Answer,
-    resp: http::Response<Incoming>,
+    resp: http::Response<UpBody>,
     sent: Instant,
 ) -> GwResult<Response> {
     let status = resp.status();

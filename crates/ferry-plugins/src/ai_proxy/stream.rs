@@ -8,13 +8,13 @@ use crate::transport::UpError;
 use bytes::{Bytes, BytesMut};
 use ferry_core::body::BoxError;
 use ferry_core::ctx::Ctx;
+use ferry_core::transport::UpBody;
 use ferry_protocol::Protocol;
 use ferry_protocol::convert::{OutEvent, StreamConverter};
 use ferry_protocol::observe_stream::StreamObserver;
 use ferry_protocol::sse::Decoder;
 use http::StatusCode;
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ pub type FailHook = Box<dyn FnOnce(&StreamError) + Send>;
 /// The upstream response body, bounded in time (whole stream and each read) and size.
 pub struct UpstreamBody {
     on_fail: Option<FailHook>,
-    body: Incoming,
+    body: UpBody,
     pending: Option<Bytes>,
     deadline: Option<Pin<Box<Sleep>>>,
     /// The per-read timeout, re-armed after each chunk.
@@ -75,7 +75,7 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     pub fn new(
-        body: Incoming,
+        body: UpBody,
         sent: Instant,
         read_timeout: Duration,
         max_duration: Option<Duration>,

@@ -116,6 +116,7 @@ impl PluginFactory for Factory {
                     keepalive_timeout_ms: 60_000,
                     keepalive_pool: 2,
                     timeout_ms: (active.timeout * 1000.0).max(1.0) as u64,
+                    connect_timeout_ms: None,
                     sni: None,
                 })?;
                 let probe = Probe::new(
