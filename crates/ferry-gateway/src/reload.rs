@@ -52,26 +52,58 @@ pub async fn catch_up(
     }
 }
 
-/// Follows the store's revisions and publishes each update. Runs until the store goes away.
+/// What a follower applies: the writes since its revision, or everything.
+enum Update {
+    Changes(Vec<ferry_config::store::Change>),
+    All(ferry_config::store::StoreSnapshot),
+}
+
+fn lock(c: &std::sync::Mutex<Compiler>) -> std::sync::MutexGuard<'_, Compiler> {
+    c.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Follows the store's revisions and publishes each update. Compiling (plugin instances may
+/// open files or create producers) runs on the blocking pool, off the request workers. Runs
+/// until the store goes away.
 pub async fn follow(
     store: Arc<dyn Store>,
     shared: Arc<Shared>,
     registry: Arc<Registry>,
-    mut compiler: Compiler,
+    compiler: Compiler,
 ) {
+    let compiler = Arc::new(std::sync::Mutex::new(compiler));
     let mut rx = store.watch();
     loop {
         let want = *rx.borrow_and_update();
-        if want != compiler.revision() {
-            match catch_up(&mut compiler, store.as_ref(), &registry).await {
-                Ok(()) => {
-                    let snap = compiler.snapshot();
-                    tracing::debug!(
-                        revision = snap.revision,
-                        routes = snap.router.len(),
-                        "snapshot published"
-                    );
-                    shared.publish(snap);
+        let have = lock(&compiler).revision();
+        if want != have {
+            let update = match store.changes_since(have).await {
+                Ok(Some(changes)) => Ok(Update::Changes(changes)),
+                Ok(None) => store.snapshot().await.map(Update::All),
+                Err(e) => Err(e),
+            };
+            match update {
+                Ok(u) => {
+                    let (c, r, sh) = (compiler.clone(), registry.clone(), shared.clone());
+                    let done = tokio::task::spawn_blocking(move || {
+                        let mut c = lock(&c);
+                        let errors = match u {
+                            Update::Changes(ch) => c.apply(&ch, &r),
+                            Update::All(s) => c.load(&s, &r),
+                        };
+                        report(c.revision(), errors);
+                        let snap = c.snapshot();
+                        tracing::debug!(
+                            revision = snap.revision,
+                            routes = snap.router.len(),
+                            "snapshot published"
+                        );
+                        sh.publish(snap);
+                    })
+                    .await;
+                    if let Err(e) = done {
+                        tracing::error!("cannot update the snapshot: {e}");
+                    }
                 }
                 Err(e) => tracing::error!("cannot update the snapshot: {e}"),
             }

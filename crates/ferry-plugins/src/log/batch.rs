@@ -240,6 +240,13 @@ async fn deliver(conf: &BatchConf, sink: &dyn Sink, batch: &mut Vec<Entry>, stat
     batch.clear();
 }
 
+/// Waits for the sink to push out what it holds (a Kafka producer's flush blocks its thread):
+/// on the blocking pool, off the request workers.
+async fn drain(sink: &Arc<dyn Sink>) {
+    let s = sink.clone();
+    let _ = tokio::task::spawn_blocking(move || s.drain()).await;
+}
+
 async fn run(conf: BatchConf, sink: Arc<dyn Sink>, mut rx: mpsc::Receiver<Msg>, stats: Arc<Stats>) {
     let max = conf.batch_max_size as usize;
     let inactive = Duration::from_secs(conf.inactive_timeout);
@@ -284,12 +291,12 @@ async fn run(conf: BatchConf, sink: Arc<dyn Sink>, mut rx: mpsc::Receiver<Msg>, 
             }
             Some(Msg::Flush(ack)) => {
                 deliver(&conf, sink.as_ref(), &mut batch, &stats).await;
-                sink.drain();
+                drain(&sink).await;
                 let _ = ack.send(());
             }
             None => {
                 deliver(&conf, sink.as_ref(), &mut batch, &stats).await;
-                sink.drain();
+                drain(&sink).await;
                 return;
             }
         }
@@ -362,6 +369,41 @@ mod tests {
             "inactive_timeout sends"
         );
         assert_eq!(b.stats.sent.load(Ordering::Relaxed), 8);
+    }
+
+    /// A sink whose drain blocks its thread (as a Kafka producer's flush does).
+    struct SlowDrain;
+
+    impl Sink for SlowDrain {
+        fn send<'a>(
+            &'a self,
+            _batch: &'a [Entry],
+        ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn drain(&self) {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// On a single-threaded runtime, other tasks keep running while a sink drains.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_blocking_drain_does_not_stall_the_runtime() {
+        let b = Batcher::start(&conf(10, 0), Arc::new(SlowDrain));
+        b.push(Entry::Json(json!({}).to_string()));
+        let ticks = Arc::new(AtomicU64::new(0));
+        let t = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                t.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        b.flush(Duration::from_secs(2)).await;
+        // 500 ms of draining: the 10 ms ticker ran meanwhile (blocked, it would not have).
+        assert!(ticks.load(Ordering::SeqCst) >= 10, "{ticks:?}");
+        ticker.abort();
     }
 
     #[tokio::test]
