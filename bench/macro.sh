@@ -23,39 +23,13 @@ command -v curl >/dev/null || apt-get install -y -qq curl >/dev/null
 cargo build --release -p ferry -p ferry-testkit --bins >/dev/null 2>&1
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-rss() { awk -v k="$2" '$1 == k":" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+. bench/lib.sh
 
 mock_port=$(free_port); port=$(free_port); admin_port=$(free_port); nginx_port=$(free_port)
 FERRY_MOCK_THREADS=1 taskset -c 1 target/release/ferry-mock --listen "127.0.0.1:$mock_port" --key token --fast 2>/dev/null &
 pids+=($!)
 
-cat > "$work/config.yaml" <<YAML
-plugin_attr:
-  prometheus:
-    enable_export_server: false
-apisix:
-  node_listen: [{ip: 127.0.0.1, port: $port}]
-  ssl:
-    enable: false
-deployment:
-  admin:
-    admin_key: [{name: admin, key: bench-key, role: admin}]
-    admin_listen: {ip: 127.0.0.1, port: $admin_port}
-nginx_config:
-  http:
-    access_log: $work/access.log
-ferry:
-  data_dir: $work/data
-  worker_threads: 1
-YAML
+ferry_config "$work/config.yaml" "$port" "$admin_port"
 (cd "$work" && exec taskset -c 0 "$root/target/release/ferry" serve --config config.yaml 2>"$work/ferry.log") &
 ferry_pid=$!
 pids+=($ferry_pid)
