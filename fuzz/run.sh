@@ -22,10 +22,10 @@ for t in "${targets[@]}"; do
     -max_len=65536 >"$log" 2>&1
   rc=$?
   set -e
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+  execs=$(grep -a -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | head -1 || echo 0)
   units=$(find "work/$t" -type f | wc -l)
   if [ $rc -eq 0 ]; then
-    echo "fuzz $t: ${secs}s, $execs executions, $units new corpus units, no finding"
+    echo "fuzz $t: ${secs}s, $execs executions, no finding ($units inputs found so far in fuzz/work/$t)"
   else
     status=1
     echo "fuzz $t: FOUND a failure (exit $rc), see fuzz/$log and fuzz/artifacts/$t"

@@ -179,31 +179,3 @@ async fn stream_limits() {
     assert_eq!(r.status, 200);
     assert!(r.text().contains("{not json"));
 }
-
-#[tokio::test]
-async fn client_disconnect_stops_the_upstream_read() {
-    let env = Env::start("rows-disconnect").await;
-    env.route("r", "/r", env.ai("openai", "")).await;
-    let c = ferry_testkit::client(false);
-    let req = http::Request::post(env.url("/r"))
-        .header("content-type", "application/json")
-        .header("x-mock-endless", "1")
-        .header("x-mock-chunk-delay-ms", "10")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            json!({"messages": [], "stream": true}).to_string(),
-        )))
-        .unwrap();
-    let resp = c.request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    use http_body_util::BodyExt;
-    for _ in 0..3 {
-        body.frame().await.unwrap().unwrap();
-    }
-    drop(body);
-    drop(c);
-    // The log phase runs as soon as Ferry notices, with what it saw.
-    let l = env.log_line(1).await;
-    assert_eq!(l.get("status"), "200");
-    assert_eq!(l.get("llm_stream"), "true");
-}

@@ -232,4 +232,10 @@ async fn a_client_gone_mid_stream_stops_the_upstream_read() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+    // The log phase runs as soon as Ferry notices, with what it saw.
+    for n in [1, 2] {
+        let l = env.log_line(n).await;
+        assert_eq!(l.get("status"), "200");
+        assert_eq!(l.get("llm_stream"), "true");
+    }
 }
