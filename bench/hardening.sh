@@ -43,6 +43,7 @@ taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>/dev/null &
 nginx_pid=$!
 pids+=($nginx_pid)
 wait_port "$mock_port"; wait_port "$port"; wait_port "$admin_port"; wait_port "$nginx_port"
+nginx_worker=$(pgrep -P "$(cat "$work/nginx/nginx.pid")" | head -1)
 
 admin() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/apisix/admin$1" -X PUT -H 'X-API-KEY: bench-key' -d "$2"; }
 ai='{"provider": "openai", "auth": {"header": {"Authorization": "Bearer token"}}, "override": {"endpoint": "http://127.0.0.1:'$mock_port'/v1/chat/completions"}}'
@@ -104,5 +105,5 @@ echo
 echo "| 10,000 idle client connections | RSS before | RSS with them | per connection | one more request |"
 echo "|---|---|---|---|---|"
 measure Ferry "$ferry_pid" "$port"
-measure nginx "$nginx_pid" "$nginx_port"
+measure "nginx worker" "$nginx_worker" "$nginx_port"
 echo
