@@ -34,3 +34,22 @@ ferry:
   worker_threads: 1
 YAML
 }
+
+# bench_body chat|stream|anthropic|gemini: the benchmark's one conversation as a request body
+# (OpenAI chat, the same streamed, an Anthropic Messages stream, a Gemini streamGenerateContent).
+bench_body() {
+  python3 - "$1" <<'PY'
+import json, sys
+sys_text = "You are a helpful assistant. Answer briefly and precisely."
+user = "Summarise the plot of a short story about a ferry crossing a river at night, in two sentences, and name the captain. " * 2
+chat = {"model": "gpt-4o-mini", "temperature": 0.2, "messages": [{"role": "system", "content": sys_text}, {"role": "user", "content": user}]}
+kind = sys.argv[1]
+if kind == "stream":
+    chat["stream"] = True
+elif kind == "anthropic":
+    chat = {"model": "gpt-4o-mini", "max_tokens": 256, "stream": True, "system": sys_text, "messages": [{"role": "user", "content": user}]}
+elif kind == "gemini":
+    chat = {"systemInstruction": {"parts": [{"text": sys_text}]}, "contents": [{"role": "user", "parts": [{"text": user}]}], "generationConfig": {"temperature": 0.2}}
+print(json.dumps(chat))
+PY
+}

@@ -108,9 +108,8 @@ fi
 idle_rss=$(rss "$ferry_pid" VmRSS)
 nginx_idle=$(rss "$nginx_worker" VmRSS)
 
-body=$(python3 -c 'import json; print(json.dumps({"model": "gpt-4o-mini", "temperature": 0.2, "messages": [{"role": "system", "content": "You are a helpful assistant. Answer briefly and precisely."}, {"role": "user", "content": "Summarise the plot of a short story about a ferry crossing a river at night, in two sentences, and name the captain. " * 2}]}))')
-stream_body=$(python3 -c 'import json,sys; b=json.loads(sys.argv[1]); b["stream"]=True; print(json.dumps(b))' "$body")
-# The same conversation as an Anthropic Messages stream (converted to OpenAI chat upstream).
+body=$(bench_body chat)
+stream_body=$(bench_body stream)
 # ai-proxy-multi: two instances on the mock (round robin); and two fallback routes whose first
 # instance fails before the first byte (refuses connections; answers 503) on every request.
 multi_inst() { # NAME PRIORITY EXTRA_AUTH_HEADERS ENDPOINT
@@ -127,9 +126,10 @@ multi_route multi "$(multi_inst a 0 "" "$mock_url"), $(multi_inst b 0 "" "$mock_
 multi_route refused "$(multi_inst down 1 "" "http://127.0.0.1:$(free_port)/v1/chat/completions"), $(multi_inst b 0 "" "$mock_url")"
 multi_route failover "$(multi_inst down 1 ', "x-mock-status": "503"' "$mock_url"), $(multi_inst b 0 "" "$mock_url")"
 
-anthropic_body=$(python3 -c 'import json,sys; b=json.loads(sys.argv[1]); print(json.dumps({"model": b["model"], "max_tokens": 256, "stream": True, "system": b["messages"][0]["content"], "messages": b["messages"][1:]}))' "$body")
-# And as a Gemini streamGenerateContent request (converted to OpenAI chat upstream).
-gemini_body=$(python3 -c 'import json,sys; b=json.loads(sys.argv[1]); print(json.dumps({"systemInstruction": {"parts": [{"text": b["messages"][0]["content"]}]}, "contents": [{"role": "user", "parts": [{"text": m["content"]}]} for m in b["messages"][1:]], "generationConfig": {"temperature": 0.2}}))' "$body")
+# The same conversation as an Anthropic Messages stream and as a Gemini streamGenerateContent
+# request (both converted to OpenAI chat upstream).
+anthropic_body=$(bench_body anthropic)
+gemini_body=$(bench_body gemini)
 
 # run NAME URL BODY CONNS [oha args...] -> "rps p50 p90 p99 p99.9 non200" (ms)
 run() {

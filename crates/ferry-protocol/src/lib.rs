@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod detect;
 pub mod error;
+pub mod json_out;
 pub mod observe;
 pub mod observe_stream;
 pub mod shape;

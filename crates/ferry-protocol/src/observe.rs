@@ -351,6 +351,13 @@ impl Observed {
                 false
             }
             Protocol::AnthropicMessages => {
+                // Events that carry neither usage nor the start of a tool call: a text delta
+                // the log does not need, a block's end, a ping (named by the `event:` field).
+                if matches!(kind, "content_block_stop" | "ping")
+                    || (self.skip_text && kind == "content_block_delta")
+                {
+                    return false;
+                }
                 let Ok(v) = serde_json::from_str::<Value>(data) else {
                     return false;
                 };

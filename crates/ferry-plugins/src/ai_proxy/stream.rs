@@ -499,7 +499,8 @@ impl Converting {
         if self.out.is_empty() {
             return None;
         }
-        let mut s = String::new();
+        let size: usize = self.out.iter().map(|e| e.data.len() + e.kind.len() + 16).sum();
+        let mut s = String::with_capacity(size);
         for e in self.out.drain(..) {
             if self.json_array {
                 s.push(if self.started { ',' } else { '[' });

@@ -1,6 +1,7 @@
 //! Tests: Anthropic client → OpenAI provider.
 
 use super::*;
+use crate::convert::{OutEvent, StreamConverter};
 use crate::convert::test_rng::Rng;
 use crate::sse::Decoder;
 use serde_json::json;

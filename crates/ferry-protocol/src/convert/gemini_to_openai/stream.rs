@@ -4,6 +4,7 @@
 
 use super::{args, finish_reason, usage_metadata};
 use crate::convert::{OutEvent, StreamConverter};
+use crate::json_out;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -139,14 +140,6 @@ fn none(v: Option<&RawValue>) -> bool {
     v.is_none_or(|r| r.get() == "null")
 }
 
-/// Appends `t` as a JSON string.
-fn push_json_str(out: &mut String, t: &str) {
-    match serde_json::to_string(t) {
-        Ok(q) => out.push_str(&q),
-        Err(_) => out.push_str("\"\""),
-    }
-}
-
 impl Stream {
     /// A chunk of text deltas only, written straight out as one event (the same bytes the
     /// general path writes); false when the chunk carries anything else.
@@ -191,9 +184,9 @@ impl Stream {
             }
             any = true;
             s.push_str("{\"content\":{\"parts\":[{\"text\":");
-            push_json_str(&mut s, t);
+            json_out::push_str(&mut s, t);
             s.push_str("}],\"role\":\"model\"},\"index\":");
-            s.push_str(&ch.index.unwrap_or(k as u64).to_string());
+            json_out::push_u64(&mut s, ch.index.unwrap_or(k as u64));
             s.push('}');
         }
         if !any {
@@ -202,11 +195,11 @@ impl Stream {
         s.push(']');
         if let Some(m) = &self.model_version {
             s.push_str(",\"modelVersion\":");
-            push_json_str(&mut s, m);
+            json_out::push_str(&mut s, m);
         }
         if let Some(id) = &self.response_id {
             s.push_str(",\"responseId\":");
-            push_json_str(&mut s, id);
+            json_out::push_str(&mut s, id);
         }
         s.push('}');
         self.produced = true;
