@@ -5,7 +5,7 @@
 # instructions and CPU time per request and the hottest symbols.
 # Usage: bench/profile.sh [chat|stream|anthropic|gemini|plain] [seconds, default 10]
 # Env: PROFILE_TOP=N symbols to print (default 40); FERRY_BIN=path profiles that binary instead
-# of building (an A/B comparison). Everything it starts is stopped by PID.
+# of building (an A/B comparison); PROFILE_DATA=path keeps perf.data there (for `perf report`). Everything it starts is stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 load=${1:-stream}
@@ -63,6 +63,7 @@ sleep 0.5
 rps=$(drive "$secs")
 kill -INT "$stat_pid" "$rec_pid" 2>/dev/null || true
 wait "$stat_pid" "$rec_pid" 2>/dev/null || true
+[ -z "${PROFILE_DATA:-}" ] || cp "$work/perf.data" "$PROFILE_DATA"
 cpu_ns=$(( ($(ticks "$ferry_pid") - t0) * 10000 * 1000 / (rps * secs) ))
 ins=$(awk -F, '/instructions/ { print $1 }' "$work/stat.txt")
 per_req="instructions not counted (no PMU counters here)"

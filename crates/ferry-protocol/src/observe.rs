@@ -128,9 +128,32 @@ pub struct Observed {
 /// Whether an OpenAI chat chunk can carry what is observed besides text. A key spelled with
 /// `\u` escapes would be missed; no provider writes JSON that way.
 fn chat_chunk_has_more_than_text(data: &str) -> bool {
-    let b = data.as_bytes();
-    memchr::memmem::find(b, b"\"usage\"").is_some()
-        || memchr::memmem::find(b, b"\"tool_calls\"").is_some()
+    let (f, b) = (finders(), data.as_bytes());
+    f.usage.find(b).is_some() || f.tool_calls.find(b).is_some()
+}
+
+/// Whether a Gemini event may carry usage or a function call (else only text).
+fn gemini_event_has_more_than_text(data: &str) -> bool {
+    let (f, b) = (finders(), data.as_bytes());
+    f.usage_metadata.find(b).is_some() || f.function_call.find(b).is_some()
+}
+
+/// Substring searchers built once (building one costs more than searching a chunk with it).
+struct Finders {
+    usage: memchr::memmem::Finder<'static>,
+    tool_calls: memchr::memmem::Finder<'static>,
+    usage_metadata: memchr::memmem::Finder<'static>,
+    function_call: memchr::memmem::Finder<'static>,
+}
+
+fn finders() -> &'static Finders {
+    static F: std::sync::LazyLock<Finders> = std::sync::LazyLock::new(|| Finders {
+        usage: memchr::memmem::Finder::new(b"\"usage\""),
+        tool_calls: memchr::memmem::Finder::new(b"\"tool_calls\""),
+        usage_metadata: memchr::memmem::Finder::new(b"\"usageMetadata\""),
+        function_call: memchr::memmem::Finder::new(b"\"functionCall\""),
+    });
+    &F
 }
 
 impl Observed {
@@ -339,10 +362,7 @@ impl Observed {
             }
             Protocol::Gemini => {
                 // Text the log does not need: only usage and calls are looked for.
-                if self.skip_text
-                    && !data.contains("\"usageMetadata\"")
-                    && !data.contains("\"functionCall\"")
-                {
+                if self.skip_text && !gemini_event_has_more_than_text(data) {
                     return false;
                 }
                 if let Ok(v) = serde_json::from_str::<Value>(data) {

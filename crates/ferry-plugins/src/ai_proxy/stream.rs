@@ -499,7 +499,11 @@ impl Converting {
         if self.out.is_empty() {
             return None;
         }
-        let size: usize = self.out.iter().map(|e| e.data.len() + e.kind.len() + 16).sum();
+        let size: usize = self
+            .out
+            .iter()
+            .map(|e| e.data.len() + e.kind.len() + 16)
+            .sum();
         let mut s = String::with_capacity(size);
         for e in self.out.drain(..) {
             if self.json_array {

@@ -147,7 +147,10 @@ fn usage_json(u: &Usage) -> String {
         .unwrap_or(0);
     let mut s = String::with_capacity(96);
     s.push_str("{\"input_tokens\":");
-    push_u64(&mut s, u.prompt_tokens.0.unwrap_or(0).saturating_sub(cached));
+    push_u64(
+        &mut s,
+        u.prompt_tokens.0.unwrap_or(0).saturating_sub(cached),
+    );
     s.push_str(",\"output_tokens\":");
     push_u64(&mut s, u.completion_tokens.0.unwrap_or(0));
     if details.is_some() || cached > 0 {
@@ -341,11 +344,7 @@ impl Stream {
 
     fn start(&mut self, chunk: &Chunk<'_>, out: &mut Vec<OutEvent>) {
         self.started = true;
-        let model = chunk
-            .model
-            .as_str()
-            .or(self.model.as_deref())
-            .unwrap_or("");
+        let model = chunk.model.as_str().or(self.model.as_deref()).unwrap_or("");
         let mut e = event("message_start", 256);
         e.push_str(",\"message\":{\"id\":");
         push_str(&mut e, chunk.id.as_str().unwrap_or(""));
