@@ -9,6 +9,7 @@ pub mod observe;
 pub mod observe_stream;
 pub mod shape;
 pub mod sse;
+pub mod text_chunk;
 pub mod wire;
 
 pub use detect::Protocol;

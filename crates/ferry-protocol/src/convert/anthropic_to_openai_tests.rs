@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::convert::test_rng::Rng;
-use crate::convert::{OutEvent, StreamConverter};
+use crate::convert::StreamConverter;
 use crate::sse::Decoder;
 use serde_json::json;
 
@@ -509,4 +509,61 @@ fn property_any_openai_sequence_gives_a_valid_anthropic_stream() {
             assert!(starts <= 1, "tool {name} opened twice: {out:?}");
         }
     }
+}
+
+/// Text-only chunks take the direct path (their text copied as escaped); the same chunks with
+/// one field the scanner does not know take the typed parse. Both write the same events, and
+/// every event is valid JSON whose text decodes to the upstream's.
+#[test]
+fn direct_text_path_writes_what_the_typed_parse_writes() {
+    let texts = [
+        "plain",
+        "quote \" backslash \\ slash / tab \t line\n",
+        "é ✓ 🚢 \u{1}",
+        "",
+    ];
+    let stream = |extra: &str| {
+        let mut s = chunk(
+            json!({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
+        );
+        for t in texts {
+            let mut c = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": 0, "delta": {"content": t}, "logprobs": null, "finish_reason": null}]});
+            if !extra.is_empty() {
+                c[extra] = json!(1);
+            }
+            // Escape the non-ASCII as \u sequences in one copy, to cover that spelling too.
+            s.push_str(&chunk(c).replace('é', "\\u00e9"));
+        }
+        s.push_str(&chunk(json!({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})));
+        s.push_str("data: [DONE]\n\n");
+        s
+    };
+    let names = ToolNames::default();
+    // Every text chunk of the first stream is one the scanner takes.
+    let direct_stream = stream("");
+    let data: Vec<&str> = direct_stream
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .collect();
+    assert!(
+        data[1..=texts.len()]
+            .iter()
+            .all(|d| crate::text_chunk::text_chunk(d).is_some())
+    );
+    let direct = convert(&direct_stream, 0, &names);
+    let typed = convert(&stream("x_unknown"), 0, &names);
+    assert_eq!(direct, typed);
+    let text: String = direct
+        .iter()
+        .filter_map(|(_, v)| v["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, texts.concat());
+    assert!(
+        crate::text_chunk::text_chunk(&format!(
+            "{}",
+            json!({"choices": [{"delta": {"content": "a"}}], "x_unknown": 1})
+        ))
+        .is_none()
+    );
 }

@@ -470,3 +470,30 @@ fn text_chunks_written_directly_match_the_general_encoding() {
     );
     assert_eq!(out.len(), 1);
 }
+
+/// Scanned text chunks (text copied as escaped) and the same chunks through the typed view
+/// (one field the scanner does not know) give the same events.
+#[test]
+fn scanned_text_chunks_match_the_typed_view() {
+    let run = |extra: bool| {
+        let mut conv = Stream::new(false);
+        let mut out = Vec::new();
+        for t in ["a \"q\" \\ \n", "é\u{1} ✓", ""] {
+            let mut c = json!({"id": "r1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": 0, "delta": {"content": t}, "finish_reason": null}]});
+            if extra {
+                c["x_unknown"] = json!(1);
+            }
+            let data = c.to_string();
+            assert_eq!(crate::text_chunk::text_chunk(&data).is_some(), !extra);
+            conv.event("message", &data, &mut out);
+        }
+        out.into_iter()
+            .map(|e| serde_json::from_str::<Value>(&e.data).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let scanned = run(false);
+    assert_eq!(scanned.len(), 2);
+    assert_eq!(scanned, run(true));
+    assert_eq!(scanned[1]["candidates"][0]["content"]["parts"][0]["text"], "é\u{1} ✓");
+}

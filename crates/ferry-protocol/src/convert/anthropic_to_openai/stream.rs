@@ -5,6 +5,7 @@
 use super::stop_reason;
 use crate::convert::{OutEvent, StreamConverter, ToolNames};
 use crate::json_out::{push_str, push_u64};
+use crate::text_chunk::text_chunk;
 use crate::wire::{List, Obj, Text};
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -199,6 +200,8 @@ pub struct Stream {
     done: bool,
 }
 
+const TEXT_BLOCK: &str = "{\"type\":\"text\",\"text\":\"\"}";
+
 /// An event's JSON text, begun with its `type`.
 fn event(kind: &'static str, capacity: usize) -> String {
     let mut s = String::with_capacity(capacity + 48);
@@ -254,7 +257,7 @@ impl Stream {
     }
 
     fn text(&mut self, t: &str, out: &mut Vec<OutEvent>) {
-        let idx = self.open_block(Block::Text, "{\"type\":\"text\",\"text\":\"\"}", out);
+        let idx = self.open_block(Block::Text, TEXT_BLOCK, out);
         out.push(delta(idx, "text_delta", "text", t));
     }
 
@@ -400,14 +403,33 @@ fn tool_use(id: &str, name: &str) -> String {
 
 /// `content_block_delta` of type `ty` carrying `text` in `field`.
 fn delta(idx: u64, ty: &str, field: &str, text: &str) -> OutEvent {
-    let mut e = event("content_block_delta", text.len() + 64);
+    delta_with(idx, ty, field, text.len(), |e| push_str(e, text))
+}
+
+/// A text delta whose text is already JSON-escaped (copied from the upstream chunk).
+fn delta_escaped(idx: u64, escaped: &str) -> OutEvent {
+    delta_with(idx, "text_delta", "text", escaped.len(), |e| {
+        e.push('"');
+        e.push_str(escaped);
+        e.push('"');
+    })
+}
+
+fn delta_with(
+    idx: u64,
+    ty: &str,
+    field: &str,
+    len: usize,
+    value: impl FnOnce(&mut String),
+) -> OutEvent {
+    let mut e = event("content_block_delta", len + 64);
     push_index(&mut e, idx);
     e.push_str(",\"delta\":{\"type\":\"");
     e.push_str(ty);
     e.push_str("\",\"");
     e.push_str(field);
     e.push_str("\":");
-    push_str(&mut e, text);
+    value(&mut e);
     e.push_str("}}");
     OutEvent::new("content_block_delta", e)
 }
@@ -420,6 +442,19 @@ impl StreamConverter for Stream {
         }
         if data == "[DONE]" {
             self.end(out);
+            return;
+        }
+        // The usual chunk, text only, once the message has started: its text is copied as it
+        // is escaped (same event as the general path writes).
+        if self.started
+            && self.stop.is_none()
+            && self.live_tool.is_none()
+            && let Some(c) = text_chunk(data)
+        {
+            if let Some(t) = c.text.filter(|t| !t.is_empty()) {
+                let idx = self.open_block(Block::Text, TEXT_BLOCK, out);
+                out.push(delta_escaped(idx, t));
+            }
             return;
         }
         let Ok(Obj(Some(chunk))) = serde_json::from_str::<Obj<Chunk<'_>>>(data) else {

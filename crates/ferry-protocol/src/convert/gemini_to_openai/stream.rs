@@ -5,6 +5,7 @@
 use super::{args, finish_reason, usage_metadata};
 use crate::convert::{OutEvent, StreamConverter};
 use crate::json_out;
+use crate::text_chunk::text_chunk;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -140,10 +141,33 @@ fn none(v: Option<&RawValue>) -> bool {
     v.is_none_or(|r| r.get() == "null")
 }
 
+/// A text event's opening, up to its text; and what follows the text, up to the index.
+const CANDIDATES: &str = "{\"candidates\":[";
+const CANDIDATE_TEXT: &str = "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":";
+const CANDIDATE_END: &str = "}],\"role\":\"model\"},\"index\":";
+
 impl Stream {
     /// A chunk of text deltas only, written straight out as one event (the same bytes the
     /// general path writes); false when the chunk carries anything else.
     fn text_only(&mut self, data: &str, out: &mut Vec<OutEvent>) -> bool {
+        // The usual chunk (one choice, text only) is scanned, its text copied as escaped.
+        if let Some(c) = text_chunk(data) {
+            if self.model_version.is_none() {
+                self.model_version = c.model.map(String::from);
+            }
+            if self.response_id.is_none() {
+                self.response_id = c.id.map(String::from);
+            }
+            if let Some(t) = c.text.filter(|t| !t.is_empty()) {
+                let mut s = String::with_capacity(t.len() + 128);
+                s.push_str(CANDIDATE_TEXT);
+                s.push('"');
+                s.push_str(t);
+                s.push('"');
+                self.end_candidates(c.index.unwrap_or(0), s, out);
+            }
+            return true;
+        }
         let Ok(c) = serde_json::from_str::<ChunkView<'_>>(data) else {
             return false;
         };
@@ -168,7 +192,7 @@ impl Stream {
             self.response_id = c.id.map(Cow::into_owned);
         }
         let mut s = String::with_capacity(data.len() + 64);
-        s.push_str("{\"candidates\":[");
+        s.push_str(CANDIDATES);
         let mut any = false;
         for (k, ch) in choices.iter().enumerate() {
             let Some(t) = ch
@@ -183,9 +207,9 @@ impl Stream {
                 s.push(',');
             }
             any = true;
-            s.push_str("{\"content\":{\"parts\":[{\"text\":");
+            s.push_str(&CANDIDATE_TEXT[CANDIDATES.len()..]);
             json_out::push_str(&mut s, t);
-            s.push_str("}],\"role\":\"model\"},\"index\":");
+            s.push_str(CANDIDATE_END);
             json_out::push_u64(&mut s, ch.index.unwrap_or(k as u64));
             s.push('}');
         }
@@ -193,6 +217,20 @@ impl Stream {
             return true;
         }
         s.push(']');
+        self.end_event(s, out);
+        true
+    }
+
+    /// Ends an event of one text candidate (its text written) with its index.
+    fn end_candidates(&mut self, index: u64, mut s: String, out: &mut Vec<OutEvent>) {
+        s.push_str(CANDIDATE_END);
+        json_out::push_u64(&mut s, index);
+        s.push_str("}]");
+        self.end_event(s, out);
+    }
+
+    /// Ends an event (after its candidates) with the model version and response id.
+    fn end_event(&mut self, mut s: String, out: &mut Vec<OutEvent>) {
         if let Some(m) = &self.model_version {
             s.push_str(",\"modelVersion\":");
             json_out::push_str(&mut s, m);
@@ -204,7 +242,6 @@ impl Stream {
         s.push('}');
         self.produced = true;
         out.push(OutEvent::new("message", s));
-        true
     }
 }
 
