@@ -9,7 +9,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(sse_decoder convert_request convert_response convert_stream vars_expr config_yaml admin_body)
+  targets=(sse_decoder convert_request convert_response convert_stream text_chunk vars_expr config_yaml admin_body)
 fi
 cargo +nightly fuzz build
 status=0

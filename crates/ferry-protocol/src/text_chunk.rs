@@ -13,6 +13,8 @@ pub struct TextChunk<'a> {
     pub model: Option<&'a str>,
     pub index: Option<u64>,
     pub text: Option<&'a str>,
+    /// A `delta` object was there.
+    pub delta: bool,
 }
 
 /// Reads `data` as a text-only chat chunk; `None` for any other shape (or invalid JSON).
@@ -48,7 +50,8 @@ fn choice<'a>(s: &mut Scan<'_>, key: &[u8], data: &'a str, out: &mut TextChunk<'
     match key {
         b"index" if out.index.is_none() => out.index = Some(s.unsigned()?),
         b"finish_reason" | b"logprobs" => s.null()?,
-        b"delta" => {
+        b"delta" if !out.delta => {
+            out.delta = true;
             let mut role = false;
             s.object(|s, key| {
                 match key {
@@ -260,6 +263,7 @@ mod tests {
             r#"{"choices":[{"delta":{"content":"a"}}]} trailing"#,
             r#"{"choices":[{"delta":{"content":"a"}}]"#,
             r#"{"choices":[{"delta":{"content":"a","content":"b"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"a"},"delta":{}}]}"#,
             r#"{"choices":[{"index":01,"delta":{}}]}"#,
             r#"{"choices":[{"index":1.5,"delta":{}}]}"#,
             r#"{"created":1-2,"choices":[{"delta":{}}]}"#,
