@@ -126,43 +126,61 @@ impl Scan<'_> {
         }
     }
 
-    /// A string with valid escapes and no raw control characters: the range between its quotes.
+    /// A string with valid escapes and no raw control characters: the range between its
+    /// quotes.
     fn string(&mut self) -> Option<(usize, usize)> {
+        self.string_escaped().map(|(a, b, _)| (a, b))
+    }
+
+    /// A string as `string`, and whether it had escapes.
+    fn string_escaped(&mut self) -> Option<(usize, usize, bool)> {
         self.expect(b'"')?;
         let start = self.i;
+        let mut escaped = false;
         loop {
-            let c = *self.b.get(self.i)?;
-            self.i += 1;
-            match c {
-                b'"' => return Some((start, self.i - 1)),
-                b'\\' => {
-                    match *self.b.get(self.i)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
-                        b'u' => {
-                            let unit = self.hex4(self.i + 1)?;
-                            self.i += 5;
-                            // Surrogates only in pairs (serde_json refuses a lone one).
-                            if (0xDC00..0xE000).contains(&unit) {
-                                return None;
-                            }
-                            if (0xD800..0xDC00).contains(&unit) {
-                                if self.b.get(self.i..self.i + 2)? != b"\\u" {
-                                    return None;
-                                }
-                                let low = self.hex4(self.i + 2)?;
-                                if !(0xDC00..0xE000).contains(&low) {
-                                    return None;
-                                }
-                                self.i += 6;
-                            }
-                        }
-                        _ => return None,
-                    }
+            // Plain bytes in one tight loop; then a quote, a backslash or a control character.
+            let rest = self.b.get(self.i..)?;
+            self.i += rest.iter().position(|&c| SPECIAL[usize::from(c)])?;
+            match self.b[self.i] {
+                b'"' => {
+                    self.i += 1;
+                    return Some((start, self.i - 1, escaped));
                 }
-                0..=0x1f => return None,
-                _ => {}
+                b'\\' => {
+                    escaped = true;
+                    self.i += 1;
+                    self.escape()?;
+                }
+                _ => return None,
             }
         }
+    }
+
+    /// The rest of an escape after its backslash.
+    fn escape(&mut self) -> Option<()> {
+        match *self.b.get(self.i)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+            b'u' => {
+                let unit = self.hex4(self.i + 1)?;
+                self.i += 5;
+                // Surrogates only in pairs (serde_json refuses a lone one).
+                if (0xDC00..0xE000).contains(&unit) {
+                    return None;
+                }
+                if (0xD800..0xDC00).contains(&unit) {
+                    if self.b.get(self.i..self.i + 2)? != b"\\u" {
+                        return None;
+                    }
+                    let low = self.hex4(self.i + 2)?;
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return None;
+                    }
+                    self.i += 6;
+                }
+            }
+            _ => return None,
+        }
+        Some(())
     }
 
     /// The four hex digits at `at`.
@@ -176,9 +194,11 @@ impl Scan<'_> {
 
     /// A string without escapes: its text.
     fn plain_string<'a>(&mut self, data: &'a str) -> Option<&'a str> {
-        let (a, b) = self.string()?;
-        let t = data.get(a..b)?;
-        (!t.contains('\\')).then_some(t)
+        let (a, b, escaped) = self.string_escaped()?;
+        if escaped {
+            return None;
+        }
+        data.get(a..b)
     }
 
     fn string_or_null(&mut self) -> Option<()> {
@@ -210,19 +230,56 @@ impl Scan<'_> {
         (ok && !matches!(self.peek(), Some(b'.' | b'e' | b'E'))).then_some(n)
     }
 
-    /// Any JSON number.
+    /// Any JSON number: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
     fn number(&mut self) -> Option<()> {
         self.ws();
-        let start = self.i;
-        while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.peek() {
+        if self.peek() == Some(b'-') {
             self.i += 1;
         }
-        let text = std::str::from_utf8(&self.b[start..self.i]).ok()?;
-        serde_json::from_str::<serde_json::Number>(text)
-            .ok()
-            .map(|_| ())
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            self.some_digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            self.some_digits()?;
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Option<()> {
+        let start = self.i;
+        self.digits();
+        (self.i > start).then_some(())
     }
 }
+
+/// Bytes that end a run of plain string bytes: a quote, a backslash, a control character.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
 
 #[cfg(test)]
 mod tests {
@@ -267,6 +324,10 @@ mod tests {
             r#"{"choices":[{"index":01,"delta":{}}]}"#,
             r#"{"choices":[{"index":1.5,"delta":{}}]}"#,
             r#"{"created":1-2,"choices":[{"delta":{}}]}"#,
+            r#"{"created":-,"choices":[{"delta":{}}]}"#,
+            r#"{"created":1.,"choices":[{"delta":{}}]}"#,
+            r#"{"created":1e,"choices":[{"delta":{}}]}"#,
+            r#"{"created":01,"choices":[{"delta":{}}]}"#,
             r#"{"id":"x"}"#,
             r#"[]"#,
             "",
@@ -288,7 +349,7 @@ mod tests {
         ];
         for t in texts {
             let d = format!(
-                r#"{{"id":"c","created":-1.5e3,"model":"m","choices":[{{"index":3,"delta":{{"role":"assistant","content":"{t}"}}}}]}}"#
+                r#"{{"id":"c","created":-1.5e+3,"model":"m","choices":[{{"index":3,"delta":{{"role":"assistant","content":"{t}"}}}}]}}"#
             );
             let c = text_chunk(&d).unwrap();
             let v: serde_json::Value = serde_json::from_str(&d).unwrap();

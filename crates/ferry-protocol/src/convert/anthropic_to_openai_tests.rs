@@ -1,8 +1,8 @@
 //! Tests: Anthropic client → OpenAI provider.
 
 use super::*;
-use crate::convert::test_rng::Rng;
 use crate::convert::StreamConverter;
+use crate::convert::test_rng::Rng;
 use crate::sse::Decoder;
 use serde_json::json;
 

@@ -495,5 +495,8 @@ fn scanned_text_chunks_match_the_typed_view() {
     let scanned = run(false);
     assert_eq!(scanned.len(), 2);
     assert_eq!(scanned, run(true));
-    assert_eq!(scanned[1]["candidates"][0]["content"]["parts"][0]["text"], "é\u{1} ✓");
+    assert_eq!(
+        scanned[1]["candidates"][0]["content"]["parts"][0]["text"],
+        "é\u{1} ✓"
+    );
 }
