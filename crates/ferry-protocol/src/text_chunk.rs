@@ -15,6 +15,69 @@ pub struct TextChunk<'a> {
     pub text: Option<&'a str>,
     /// A `delta` object was there.
     pub delta: bool,
+    /// Where `text` lies in the chunk.
+    span: Option<(usize, usize)>,
+}
+
+/// The bytes around the text of the last text-only chunk a stream sent. A stream's text chunks
+/// differ only in their text, so a chunk with the same bytes before and after its text has the
+/// same shape: only the text between them is checked (a valid JSON string body, which cannot
+/// end the string early). Such a chunk reports its text and index; its id and model are the
+/// ones of the chunk the shape was learnt from, which the caller has read already (`None`).
+#[derive(Debug, Default)]
+pub struct ChunkShape {
+    prefix: String,
+    suffix: String,
+    index: Option<u64>,
+}
+
+impl ChunkShape {
+    /// Reads `data` as a text-only chunk, through the learnt shape when it fits.
+    pub fn text_chunk<'a>(&mut self, data: &'a str) -> Option<TextChunk<'a>> {
+        let (p, q) = (self.prefix.len(), self.suffix.len());
+        if p > 0
+            && data.len() >= p + q
+            && data.starts_with(self.prefix.as_str())
+            && data.ends_with(self.suffix.as_str())
+            && let Some(text) = data.get(p..data.len() - q)
+            && string_body(text.as_bytes())
+        {
+            return Some(TextChunk {
+                index: self.index,
+                text: Some(text),
+                delta: true,
+                span: Some((p, data.len() - q)),
+                ..TextChunk::default()
+            });
+        }
+        let c = text_chunk(data)?;
+        if let Some((a, b)) = c.span {
+            self.prefix.clear();
+            self.prefix.push_str(&data[..a]);
+            self.suffix.clear();
+            self.suffix.push_str(&data[b..]);
+            self.index = c.index;
+        }
+        Some(c)
+    }
+}
+
+/// Whether `b` is the inside of a JSON string: valid escapes, no quote, no control character.
+fn string_body(b: &[u8]) -> bool {
+    let mut s = Scan { b, i: 0 };
+    loop {
+        let Some(n) = b[s.i..].iter().position(|&c| SPECIAL[usize::from(c)]) else {
+            return true;
+        };
+        s.i += n;
+        if b[s.i] != b'\\' {
+            return false;
+        }
+        s.i += 1;
+        if s.escape().is_none() {
+            return false;
+        }
+    }
 }
 
 /// Reads `data` as a text-only chat chunk; `None` for any other shape (or invalid JSON).
@@ -66,6 +129,7 @@ fn choice<'a>(s: &mut Scan<'_>, key: &[u8], data: &'a str, out: &mut TextChunk<'
                         } else {
                             let (a, b) = s.string()?;
                             out.text = Some(data.get(a..b)?);
+                            out.span = Some((a, b));
                         }
                     }
                     b"refusal" => s.null()?,
@@ -358,5 +422,41 @@ mod tests {
             assert_eq!(v["choices"][0]["delta"]["content"], decoded.as_str());
             assert_eq!(c.index, Some(3));
         }
+    }
+
+    /// A chunk with the learnt bytes around its text takes the short path and reads as the
+    /// scanner reads it; a text that would end the string early, or anything else, does not.
+    #[test]
+    fn learnt_shape() {
+        let chunk = |t: &str| {
+            format!(
+                r#"{{"choices":[{{"delta":{{"content":"{t}"}},"finish_reason":null,"index":2}}],"id":"c","model":"m"}}"#
+            )
+        };
+        let mut shape = ChunkShape::default();
+        let first = chunk("Hello");
+        assert_eq!(shape.text_chunk(&first).unwrap().id, Some("c"));
+        for t in ["", "plain", r#"esc \" \\ \n \u00e9 \uD83D\uDEA2"#, "é ✓"] {
+            let d = chunk(t);
+            let c = shape.text_chunk(&d).unwrap();
+            let scanned = text_chunk(&d).unwrap();
+            assert_eq!(
+                (c.text, c.index, c.id),
+                (scanned.text, scanned.index, None),
+                "{t}"
+            );
+        }
+        for bad in [
+            r#"a","x":"b"#,
+            r#"trailing \"#,
+            "ctl \u{1}",
+            r#"lone \uD83D"#,
+        ] {
+            let d = chunk(bad);
+            assert_eq!(shape.text_chunk(&d), text_chunk(&d), "{bad}");
+            assert_eq!(text_chunk(&d), None, "{bad}");
+        }
+        let other = r#"{"choices":[{"delta":{"content":"x"},"finish_reason":"stop","index":2}],"id":"c","model":"m"}"#;
+        assert_eq!(shape.text_chunk(other), None);
     }
 }

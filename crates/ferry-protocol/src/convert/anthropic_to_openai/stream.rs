@@ -5,7 +5,7 @@
 use super::stop_reason;
 use crate::convert::{OutEvent, StreamConverter, ToolNames};
 use crate::json_out::{push_str, push_u64};
-use crate::text_chunk::text_chunk;
+use crate::text_chunk::ChunkShape;
 use crate::wire::{List, Obj, Text};
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -198,6 +198,8 @@ pub struct Stream {
     /// The Anthropic usage object, as JSON text.
     usage: Option<String>,
     done: bool,
+    /// The shape of the upstream's text chunks.
+    shape: ChunkShape,
 }
 
 const TEXT_BLOCK: &str = "{\"type\":\"text\",\"text\":\"\"}";
@@ -232,6 +234,7 @@ impl Stream {
             stop: None,
             usage: None,
             done: false,
+            shape: ChunkShape::default(),
         }
     }
 
@@ -449,7 +452,7 @@ impl StreamConverter for Stream {
         if self.started
             && self.stop.is_none()
             && self.live_tool.is_none()
-            && let Some(c) = text_chunk(data)
+            && let Some(c) = self.shape.text_chunk(data)
         {
             if let Some(t) = c.text.filter(|t| !t.is_empty()) {
                 let idx = self.open_block(Block::Text, TEXT_BLOCK, out);

@@ -5,7 +5,7 @@
 use super::{args, finish_reason, usage_metadata};
 use crate::convert::{OutEvent, StreamConverter};
 use crate::json_out;
-use crate::text_chunk::text_chunk;
+use crate::text_chunk::ChunkShape;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -32,6 +32,8 @@ pub struct Stream {
     usage: Option<Value>,
     produced: bool,
     done: bool,
+    /// The shape of the upstream's text chunks.
+    shape: ChunkShape,
 }
 
 impl Stream {
@@ -45,6 +47,7 @@ impl Stream {
             usage: None,
             produced: false,
             done: false,
+            shape: ChunkShape::default(),
         }
     }
 
@@ -151,7 +154,7 @@ impl Stream {
     /// general path writes); false when the chunk carries anything else.
     fn text_only(&mut self, data: &str, out: &mut Vec<OutEvent>) -> bool {
         // The usual chunk (one choice, text only) is scanned, its text copied as escaped.
-        if let Some(c) = text_chunk(data) {
+        if let Some(c) = self.shape.text_chunk(data) {
             if self.model_version.is_none() {
                 self.model_version = c.model.map(String::from);
             }
