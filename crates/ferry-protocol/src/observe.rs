@@ -144,6 +144,7 @@ struct Finders {
     tool_calls: memchr::memmem::Finder<'static>,
     usage_metadata: memchr::memmem::Finder<'static>,
     function_call: memchr::memmem::Finder<'static>,
+    tool_use: memchr::memmem::Finder<'static>,
 }
 
 fn finders() -> &'static Finders {
@@ -152,6 +153,7 @@ fn finders() -> &'static Finders {
         tool_calls: memchr::memmem::Finder::new(b"\"tool_calls\""),
         usage_metadata: memchr::memmem::Finder::new(b"\"usageMetadata\""),
         function_call: memchr::memmem::Finder::new(b"\"functionCall\""),
+        tool_use: memchr::memmem::Finder::new(b"\"tool_use\""),
     });
     &F
 }
@@ -375,7 +377,13 @@ impl Observed {
                 // the log does not need, a block's end, a ping (named by the `event:` field).
                 if matches!(kind, "content_block_stop" | "ping")
                     || (self.skip_text && kind == "content_block_delta")
+                    || (kind == "content_block_start"
+                        && finders().tool_use.find(data.as_bytes()).is_none())
                 {
+                    return false;
+                }
+                if kind == "message_stop" {
+                    self.done = true;
                     return false;
                 }
                 let Ok(v) = serde_json::from_str::<Value>(data) else {
