@@ -8,31 +8,43 @@ use std::fmt::Write as _;
 pub fn push_str(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
+    let b = s.as_bytes();
     let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let esc = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
+    // Runs of bytes that need no escape go out whole.
+    while let Some(n) = b[start..].iter().position(|&c| ESCAPE[usize::from(c)]) {
+        let i = start + n;
         // `i` is an ASCII byte, so both slices end on character boundaries.
         out.push_str(&s[start..i]);
-        if esc.is_empty() {
-            let _ = write!(out, "\\u{:04x}", b);
-        } else {
-            out.push_str(esc);
+        match b[i] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            c => {
+                let _ = write!(out, "\\u{c:04x}");
+            }
         }
         start = i + 1;
     }
     out.push_str(&s[start..]);
     out.push('"');
 }
+
+/// Bytes a JSON string escapes: `"`, `\` and the control characters.
+pub(crate) const ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
 
 /// Appends an unsigned integer.
 pub fn push_u64(out: &mut String, n: u64) {

@@ -333,17 +333,7 @@ impl Scan<'_> {
 }
 
 /// Bytes that end a run of plain string bytes: a quote, a backslash, a control character.
-const SPECIAL: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = true;
-        i += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
+use crate::json_out::ESCAPE as SPECIAL;
 
 #[cfg(test)]
 mod tests {

@@ -34,6 +34,8 @@ pub struct Stream {
     done: bool,
     /// The shape of the upstream's text chunks.
     shape: ChunkShape,
+    /// The end of a text event (model version, response id), written once they are known.
+    tail: Option<String>,
 }
 
 impl Stream {
@@ -48,6 +50,7 @@ impl Stream {
             produced: false,
             done: false,
             shape: ChunkShape::default(),
+            tail: None,
         }
     }
 
@@ -155,12 +158,7 @@ impl Stream {
     fn text_only(&mut self, data: &str, out: &mut Vec<OutEvent>) -> bool {
         // The usual chunk (one choice, text only) is scanned, its text copied as escaped.
         if let Some(c) = self.shape.text_chunk(data) {
-            if self.model_version.is_none() {
-                self.model_version = c.model.map(String::from);
-            }
-            if self.response_id.is_none() {
-                self.response_id = c.id.map(String::from);
-            }
+            self.learn(c.model, c.id);
             if let Some(t) = c.text.filter(|t| !t.is_empty()) {
                 let mut s = String::with_capacity(t.len() + 128);
                 s.push_str(CANDIDATE_TEXT);
@@ -188,12 +186,7 @@ impl Stream {
         if !plain {
             return false;
         }
-        if self.model_version.is_none() {
-            self.model_version = c.model.map(Cow::into_owned);
-        }
-        if self.response_id.is_none() {
-            self.response_id = c.id.map(Cow::into_owned);
-        }
+        self.learn(c.model.as_deref(), c.id.as_deref());
         let mut s = String::with_capacity(data.len() + 64);
         s.push_str(CANDIDATES);
         let mut any = false;
@@ -232,17 +225,35 @@ impl Stream {
         self.end_event(s, out);
     }
 
+    /// Keeps the first model version and response id the upstream reports.
+    fn learn(&mut self, model: Option<&str>, id: Option<&str>) {
+        if self.model_version.is_none() && model.is_some() {
+            self.model_version = model.map(String::from);
+            self.tail = None;
+        }
+        if self.response_id.is_none() && id.is_some() {
+            self.response_id = id.map(String::from);
+            self.tail = None;
+        }
+    }
+
     /// Ends an event (after its candidates) with the model version and response id.
     fn end_event(&mut self, mut s: String, out: &mut Vec<OutEvent>) {
-        if let Some(m) = &self.model_version {
-            s.push_str(",\"modelVersion\":");
-            json_out::push_str(&mut s, m);
-        }
-        if let Some(id) = &self.response_id {
-            s.push_str(",\"responseId\":");
-            json_out::push_str(&mut s, id);
-        }
-        s.push('}');
+        let (model, id) = (&self.model_version, &self.response_id);
+        let tail = self.tail.get_or_insert_with(|| {
+            let mut t = String::new();
+            if let Some(m) = model {
+                t.push_str(",\"modelVersion\":");
+                json_out::push_str(&mut t, m);
+            }
+            if let Some(id) = id {
+                t.push_str(",\"responseId\":");
+                json_out::push_str(&mut t, id);
+            }
+            t.push('}');
+            t
+        });
+        s.push_str(tail);
         self.produced = true;
         out.push(OutEvent::new("message", s));
     }
@@ -263,12 +274,7 @@ impl StreamConverter for Stream {
         let Ok(chunk) = serde_json::from_str::<Value>(data) else {
             return;
         };
-        if self.model_version.is_none() {
-            self.model_version = chunk["model"].as_str().map(String::from);
-        }
-        if self.response_id.is_none() {
-            self.response_id = chunk["id"].as_str().map(String::from);
-        }
+        self.learn(chunk["model"].as_str(), chunk["id"].as_str());
         if let Some(u) = usage_metadata(&chunk["usage"]) {
             self.usage = Some(u);
         }
