@@ -18,12 +18,9 @@ ulimit -n "$(ulimit -Hn)"
 mib() { awk -v n="$1" 'BEGIN { printf "%.1f", n / 1024 }'; }
 
 mock_port=$(free_port); port=$(free_port); admin_port=$(free_port); nginx_port=$(free_port)
-FERRY_MOCK_THREADS=1 taskset -c 1 target/release/ferry-mock --listen "127.0.0.1:$mock_port" --key token 2>/dev/null &
-pids+=($!)
+start_mock "$mock_port" 1
 ferry_config "$work/config.yaml" "$port" "$admin_port"
-(cd "$work" && exec taskset -c 0 "$root/target/release/ferry" serve --config config.yaml 2>"$work/ferry.log") &
-ferry_pid=$!
-pids+=($ferry_pid)
+start_ferry "$root/target/release/ferry" 0
 mkdir -p "$work/nginx"
 cat > "$work/nginx/nginx.conf" <<NGINX
 worker_processes 1;

@@ -53,3 +53,19 @@ elif kind == "gemini":
 print(json.dumps(chat))
 PY
 }
+
+# start_mock PORT CPU [ARGS...]: the project's mock provider (one thread) on CPU, key `token`.
+start_mock() {
+  local port=$1 cpu=$2
+  shift 2
+  FERRY_MOCK_THREADS=1 taskset -c "$cpu" target/release/ferry-mock --listen "127.0.0.1:$port" --key token "$@" 2>/dev/null &
+  pids+=($!)
+}
+
+# start_ferry BIN CPU: Ferry serving $work/config.yaml on CPU (log in $work/ferry.log); sets
+# ferry_pid.
+start_ferry() {
+  (cd "$work" && exec taskset -c "$2" "$1" serve --config config.yaml 2>"$work/ferry.log") &
+  ferry_pid=$!
+  pids+=($ferry_pid)
+}

@@ -18,12 +18,9 @@ ferry_bin=$(readlink -f "${FERRY_BIN:-target/release/ferry}")
 . bench/lib.sh
 
 mock_port=$(free_port); port=$(free_port); admin_port=$(free_port)
-FERRY_MOCK_THREADS=1 taskset -c 1 target/release/ferry-mock --listen "127.0.0.1:$mock_port" --key token --fast 2>/dev/null &
-pids+=($!)
+start_mock "$mock_port" 1 --fast
 ferry_config "$work/config.yaml" "$port" "$admin_port"
-(cd "$work" && exec taskset -c 0 "$ferry_bin" serve --config config.yaml 2>"$work/ferry.log") &
-ferry_pid=$!
-pids+=($ferry_pid)
+start_ferry "$ferry_bin" 0
 wait_port "$mock_port"; wait_port "$port"; wait_port "$admin_port"
 
 put() { # ID URI

@@ -88,6 +88,44 @@ impl<'de> Deserialize<'de> for Num {
     }
 }
 
+/// A non-negative integer, else absent (what `Value::as_u64` reads; unlike [`Num`], absent and
+/// `0` differ).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Index(pub Option<u64>);
+
+impl<'de> Deserialize<'de> for Index {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Index, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Index;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Index, E> {
+                Ok(Index(Some(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Index, E> {
+                Ok(Index(u64::try_from(v).ok()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Index, E> {
+                Ok(Index(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Index, E> {
+                Ok(Index(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Index, E> {
+                Ok(Index(None))
+            }
+            fn visit_unit<E>(self) -> Result<Index, E> {
+                Ok(Index(None))
+            }
+            skip_map_as!(Index, Index(None));
+            skip_seq_as!(Index, Index(None));
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A string (borrowed from the input when it has no escapes), else absent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Text<'a>(pub Option<Cow<'a, str>>);

@@ -6,11 +6,9 @@ use super::stop_reason;
 use crate::convert::{OutEvent, StreamConverter, ToolNames};
 use crate::json_out::{push_str, push_u64};
 use crate::text_chunk::ChunkShape;
-use crate::wire::{List, Obj, Text};
+use crate::wire::{Index, List, Obj, Text};
 use serde::Deserialize;
-use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use std::fmt;
 
 /// An OpenAI chat chunk: the fields the converter reads.
 #[derive(Default, Deserialize)]
@@ -94,49 +92,6 @@ struct ErrorBody<'a> {
     code: Text<'a>,
     #[serde(borrow)]
     message: Text<'a>,
-}
-
-/// A non-negative integer, else absent (what `Value::as_u64` reads).
-#[derive(Default, Clone, Copy)]
-struct Index(Option<u64>);
-
-impl<'de> Deserialize<'de> for Index {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Index, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Index;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any value")
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Index, E> {
-                Ok(Index(Some(v)))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Index, E> {
-                Ok(Index(u64::try_from(v).ok()))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Index, E> {
-                Ok(Index(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Index, E> {
-                Ok(Index(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Index, E> {
-                Ok(Index(None))
-            }
-            fn visit_unit<E>(self) -> Result<Index, E> {
-                Ok(Index(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Index, A::Error> {
-                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Index(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Index, A::Error> {
-                while s.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Index(None))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 /// The Anthropic usage object for an OpenAI usage: cached prompt tokens are reported apart.
