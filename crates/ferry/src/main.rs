@@ -463,8 +463,15 @@ async fn serve(path: Option<PathBuf>) -> Result<(), String> {
         .map(|a| a.to_string())
         .chain(tls_listen.iter().map(|a| format!("{a} (TLS)")))
         .collect();
+    let rt = tokio::runtime::Handle::current();
+    let workers = match rt.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => {
+            "1 worker thread (single-threaded scheduler)".to_string()
+        }
+        _ => format!("{} worker threads", rt.metrics().num_workers()),
+    };
     eprintln!(
-        "ferry {} ({}) listening on {} (admin {}), data dir {}, started in {} ms",
+        "ferry {} ({}) listening on {} (admin {}), data dir {}, {workers}, started in {} ms",
         env!("CARGO_PKG_VERSION"),
         cfg.role.as_str(),
         if addrs.is_empty() {
