@@ -294,9 +294,19 @@ impl Scan<'_> {
         (ok && !matches!(self.peek(), Some(b'.' | b'e' | b'E'))).then_some(n)
     }
 
-    /// Any JSON number: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    /// Any JSON number serde_json reads: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    /// and in range (serde_json refuses one whose value overflows a float, as `1e999`).
     fn number(&mut self) -> Option<()> {
         self.ws();
+        let start = self.i;
+        self.number_grammar()?;
+        let text = std::str::from_utf8(&self.b[start..self.i]).ok()?;
+        serde_json::from_str::<serde_json::Number>(text)
+            .ok()
+            .map(|_| ())
+    }
+
+    fn number_grammar(&mut self) -> Option<()> {
         if self.peek() == Some(b'-') {
             self.i += 1;
         }
@@ -382,6 +392,7 @@ mod tests {
             r#"{"created":1.,"choices":[{"delta":{}}]}"#,
             r#"{"created":1e,"choices":[{"delta":{}}]}"#,
             r#"{"created":01,"choices":[{"delta":{}}]}"#,
+            r#"{"created":2555555555E5555555555555,"choices":[{"delta":{}}]}"#,
             r#"{"id":"x"}"#,
             r#"[]"#,
             "",
